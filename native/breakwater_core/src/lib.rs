@@ -1,0 +1,46 @@
+//! Breakwater's native core: a circuit breaker, backpressure state with striped
+//! counters, and a ring pool of segments that spools events, per subject.
+//!
+//! This crate knows nothing of the BEAM; `breakwater_nif` wraps it. Each module is one
+//! concept:
+//!
+//! - [`state`]: the packed state word both machines live in (one CAS per transition).
+//! - [`backpressure`]: the depth rules of the backpressure machine.
+//! - [`subject`]: a subject's breaker, backpressure, counters and spool together.
+//! - [`counters`]: per-thread striped counters on separate cache lines.
+//! - [`window`]: the optional failure-rate window.
+//! - [`segment`], [`pool`], [`spool`]: event storage, the shared segment budget, and a
+//!   subject's chain with two-phase drain.
+//! - [`registry`]: all subjects, found by name without a lock.
+//! - [`policy`], [`clock`], [`transition`]: configuration, time, transition reports.
+//!
+//! ```
+//! use breakwater_core::{clock::ManualClock, registry::{Registry, RegistryConfig}};
+//! use breakwater_core::subject::{Admission, Outcome};
+//! use breakwater_core::transition::Transitions;
+//!
+//! let reg = Registry::new(RegistryConfig::default(), ManualClock::default()).unwrap();
+//! let ledger = reg.subject(b"ledger").unwrap();
+//! let mut t = Transitions::new();
+//! for _ in 0..5 {
+//!     ledger.record(Outcome::Failure, None, reg.clock(), &mut t);
+//! }
+//! assert_eq!(t.len(), 1); // closed -> open, reported once
+//! assert!(matches!(ledger.admit(5, reg.clock(), &mut t), Admission::Reject(..)));
+//! assert_eq!(ledger.admit(9, reg.clock(), &mut t), Admission::Admit); // bypass
+//! ```
+
+#![deny(missing_docs)]
+
+pub mod backpressure;
+pub mod clock;
+pub mod counters;
+pub mod policy;
+pub mod pool;
+pub mod registry;
+pub mod segment;
+pub mod spool;
+pub mod state;
+pub mod subject;
+pub mod transition;
+pub mod window;

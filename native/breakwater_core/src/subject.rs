@@ -1,0 +1,1008 @@
+//! A subject: one intake stream's breaker, backpressure state, counters and spool.
+//!
+//! # The breaker (R-B1..R-B4)
+//!
+//! A subject starts `closed`. Each recorded failure (an error, or a call slower than
+//! `slow_call_ms`) adds one to the consecutive-failure count, and a success clears it;
+//! when the count reaches `failure_threshold`, or when the failure rate over the last
+//! `window_ms` reaches `failure_rate_threshold` with at least `minimum_calls` calls, the
+//! breaker opens. While `open`, every admission fails fast with the open time left as
+//! retry hint. Once the open time (`open_timeout_ms`, doubled per consecutive trip up to
+//! `max_open_timeout_ms` when that is set) has passed, the next call or timer tick moves
+//! it to `half_open`, which admits at most `half_open_max_calls` probes at once;
+//! `success_threshold` probe successes close it, any probe failure opens it again. A
+//! probe left unanswered for `call_timeout_ms` while every probe slot is taken counts
+//! as a failure. `force_open` holds it open until `reset`; `disable` admits everything
+//! and never trips, while still counting.
+//!
+//! # Backpressure (R-P1, R-P2)
+//!
+//! Depth is the larger of the depth the router last reported and the events spooled in
+//! memory. Every change of depth re-evaluates the rules of [`crate::backpressure`]; the
+//! stability period of `recovery` is checked against a stamp of when the depth last
+//! became calm, by depth updates, checks and timer ticks.
+//!
+//! # Concurrency
+//!
+//! No mutex on the admit, record, check and depth paths: each reads the state word and
+//! changes it only by compare-and-swap ([`crate::state`]); counters are striped
+//! ([`crate::counters`]). The spool sits behind a mutex held only to copy an event in or
+//! a batch out. Fields written on different paths sit on different cache lines.
+//!
+//! Memory ordering: the state word is loaded with `Acquire` and swapped with `AcqRel`,
+//! so a reader that sees a state also sees what its winner wrote before the CAS; depths,
+//! flags and policy values are `Relaxed` because every decision re-reads them and the
+//! state word is the only thing whose order matters.
+
+use crate::backpressure::{self, Thresholds};
+use crate::clock::Clock;
+use crate::counters::{Counter, StripedCounters, COUNTERS};
+use crate::policy::{DropPolicy, Overflow, Policy, PolicyError};
+use crate::pool::RingPool;
+use crate::spool::{Batch, BatchError, PushOutcome, SegmentEvent, Spool, SpoolStats};
+use crate::state::{BackpressureState, BreakerState, Stamp, Status, Word, NO_TIME};
+use crate::transition::{Transition, Transitions};
+use crate::window::{FailureWindow, WindowCounts};
+use arc_swap::ArcSwap;
+use crossbeam_utils::CachePadded;
+use parking_lot::Mutex;
+use rustc_hash::FxHashMap;
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+
+/// Why an admission was refused, in the order they are checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// Breaker open.
+    CircuitOpen,
+    /// Breaker half-open and every probe slot taken.
+    HalfOpenLimit,
+    /// Backpressure `dropping`.
+    Backpressure,
+    /// Low priority at a depth from `low_priority_shed_ratio × critical`.
+    ShedLowPriority,
+}
+
+impl Reason {
+    /// The name used at the VM boundary.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::CircuitOpen => "circuit_open",
+            Self::HalfOpenLimit => "half_open_limit",
+            Self::Backpressure => "backpressure",
+            Self::ShedLowPriority => "shed_low_priority",
+        }
+    }
+}
+
+/// The answer to an admission.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Go ahead.
+    Admit,
+    /// Refused; retry after this many milliseconds.
+    Reject(Reason, u64),
+}
+
+/// Outcome of a call, for [`Subject::record`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The call succeeded.
+    Success,
+    /// The call failed.
+    Failure,
+}
+
+/// What became of an event offered to [`Subject::enqueue`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Enqueued {
+    /// Spooled (possibly after `drop_oldest` discarded older events).
+    Accepted,
+    /// Refused for lack of room and counted as dropped; retry after this many ms.
+    Refused(u64),
+    /// No room in memory: the caller must write the event to the disk spool.
+    Overflow,
+}
+
+/// Why an event was not even offered to the spool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EnqueueError {
+    /// Larger than the pool's `max_event_bytes`.
+    TooLarge {
+        /// The event's size.
+        bytes: usize,
+        /// The limit.
+        max: u32,
+    },
+}
+
+/// Counters kept outside the stripes: written only on transitions.
+#[derive(Debug, Default)]
+struct RareCounters {
+    opens: AtomicU64,
+    half_opens: AtomicU64,
+    recoveries: AtomicU64,
+    breaker_transitions: AtomicU64,
+    backpressure_transitions: AtomicU64,
+    status_changes: AtomicU64,
+    dropped_events: AtomicU64,
+}
+
+/// The policy values the hot paths read, one atomic each.
+#[derive(Debug, Default)]
+struct HotPolicy {
+    bypass_priority: AtomicU8,
+    low_priority_max: AtomicU8,
+    warning: AtomicU64,
+    critical: AtomicU64,
+    recovery: AtomicU64,
+    shed_depth: AtomicU64,
+    retry_after_ms: AtomicU64,
+    failure_threshold: AtomicU32,
+    slow_call_ms: AtomicU64,
+    rate_enabled: AtomicBool,
+    quota: AtomicU32,
+    drop_oldest: AtomicBool,
+    overflow_disk: AtomicBool,
+}
+
+/// The whole policy with its lookup table, swapped as one.
+#[derive(Debug)]
+pub struct PolicyView {
+    /// The policy.
+    pub policy: Policy,
+    priorities: FxHashMap<Vec<u8>, u8>,
+}
+
+impl PolicyView {
+    fn new(policy: Policy) -> Self {
+        let priorities = policy.priorities.iter().cloned().collect();
+        Self { policy, priorities }
+    }
+}
+
+/// A subject's state at a moment, for status and metrics.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    /// The state word.
+    pub word: Word,
+    /// Depth (larger of reported and spooled).
+    pub depth: u64,
+    /// Depth the router last reported.
+    pub reported_depth: u64,
+    /// Highest depth seen.
+    pub high_watermark: u64,
+    /// The pool could not give the subject a segment.
+    pub exhausted: bool,
+    /// Consecutive failures while closed.
+    pub consecutive_failures: u32,
+    /// Striped counters, indexed by `Counter as usize`.
+    pub counters: [u64; COUNTERS],
+    /// Breaker opens.
+    pub opens: u64,
+    /// Entries into half-open.
+    pub recovery_attempts: u64,
+    /// Half-open → closed.
+    pub successful_recoveries: u64,
+    /// Breaker transitions.
+    pub breaker_transitions: u64,
+    /// Backpressure transitions.
+    pub backpressure_transitions: u64,
+    /// Status changes (inactive/warning/active).
+    pub status_changes: u64,
+    /// Spool counts.
+    pub spool: SpoolStats,
+    /// Milliseconds until an open breaker half-opens (0 otherwise; forced: 0).
+    pub open_remaining_ms: u64,
+    /// The failure-rate window now.
+    pub window: WindowCounts,
+}
+
+impl Snapshot {
+    /// A striped counter.
+    pub fn counter(&self, c: Counter) -> u64 {
+        self.counters[c as usize]
+    }
+}
+
+/// Reads the clock at most once per operation, and only if asked.
+struct Now<'a, C: Clock> {
+    clock: &'a C,
+    ms: Cell<Option<u64>>,
+}
+
+impl<'a, C: Clock> Now<'a, C> {
+    fn new(clock: &'a C) -> Self {
+        Self {
+            clock,
+            ms: Cell::new(None),
+        }
+    }
+
+    #[inline]
+    fn get(&self) -> u64 {
+        match self.ms.get() {
+            Some(ms) => ms,
+            None => {
+                let ms = self.clock.now_ms();
+                self.ms.set(Some(ms));
+                ms
+            }
+        }
+    }
+}
+
+/// One subject.
+pub struct Subject {
+    name: Box<[u8]>,
+    word: CachePadded<AtomicU64>,
+    hot: CachePadded<HotPolicy>,
+    reported_depth: CachePadded<AtomicU64>,
+    spooled: CachePadded<AtomicU64>,
+    consecutive_failures: CachePadded<AtomicU32>,
+    exhausted: AtomicBool,
+    segments_held: AtomicU32,
+    high_watermark: AtomicU64,
+    breaker_since: Stamp,
+    calm_since: Stamp,
+    rare: RareCounters,
+    window: FailureWindow,
+    counters: StripedCounters,
+    policy: ArcSwap<PolicyView>,
+    configure_lock: Mutex<()>,
+    spool: Mutex<Spool>,
+}
+
+impl Subject {
+    /// A fresh subject named `name` under `policy` (validated by the caller), in a pool
+    /// of `pool_segments` segments.
+    pub fn new(name: &[u8], policy: Policy, pool_segments: u32) -> Self {
+        let s = Self {
+            name: name.into(),
+            word: CachePadded::new(AtomicU64::new(Word::INITIAL.0)),
+            hot: CachePadded::new(HotPolicy::default()),
+            reported_depth: CachePadded::new(AtomicU64::new(0)),
+            spooled: CachePadded::new(AtomicU64::new(0)),
+            consecutive_failures: CachePadded::new(AtomicU32::new(0)),
+            exhausted: AtomicBool::new(false),
+            segments_held: AtomicU32::new(0),
+            high_watermark: AtomicU64::new(0),
+            breaker_since: Stamp::default(),
+            calm_since: Stamp::default(),
+            rare: RareCounters::default(),
+            window: FailureWindow::new(),
+            counters: StripedCounters::new(),
+            policy: ArcSwap::from_pointee(PolicyView::new(Policy::default())),
+            configure_lock: Mutex::new(()),
+            spool: Mutex::new(Spool::new()),
+        };
+        s.store_policy(policy, pool_segments);
+        s
+    }
+
+    /// The subject's name.
+    pub fn name(&self) -> &[u8] {
+        &self.name
+    }
+
+    /// The state word now.
+    #[inline]
+    pub fn word(&self) -> Word {
+        Word(self.word.load(Ordering::Acquire))
+    }
+
+    /// The policy now.
+    pub fn policy(&self) -> Arc<PolicyView> {
+        self.policy.load_full()
+    }
+
+    /// Depth: the larger of the reported depth and the events spooled in memory.
+    #[inline]
+    pub fn depth(&self) -> u64 {
+        self.reported_depth
+            .load(Ordering::Relaxed)
+            .max(self.spooled.load(Ordering::Relaxed))
+    }
+
+    /// The priority of `event_type` in this subject's policy, if it names one.
+    pub fn priority_of(&self, event_type: &[u8]) -> Option<u8> {
+        self.policy.load().priorities.get(event_type).copied()
+    }
+
+    fn thresholds(&self) -> Thresholds {
+        Thresholds {
+            warning: self.hot.warning.load(Ordering::Relaxed),
+            critical: self.hot.critical.load(Ordering::Relaxed),
+            recovery: self.hot.recovery.load(Ordering::Relaxed),
+        }
+    }
+
+    fn store_policy(&self, policy: Policy, pool_segments: u32) {
+        let h = &self.hot;
+        h.bypass_priority
+            .store(policy.bypass_priority, Ordering::Relaxed);
+        h.low_priority_max
+            .store(policy.low_priority_max, Ordering::Relaxed);
+        h.warning.store(policy.warning_threshold, Ordering::Relaxed);
+        h.critical
+            .store(policy.critical_threshold, Ordering::Relaxed);
+        h.recovery.store(policy.recovery_depth(), Ordering::Relaxed);
+        h.shed_depth.store(policy.shed_depth(), Ordering::Relaxed);
+        h.retry_after_ms
+            .store(policy.retry_after_ms, Ordering::Relaxed);
+        h.failure_threshold
+            .store(policy.failure_threshold, Ordering::Relaxed);
+        h.slow_call_ms
+            .store(policy.slow_call_ms.unwrap_or(0), Ordering::Relaxed);
+        h.rate_enabled
+            .store(policy.failure_rate_threshold.is_some(), Ordering::Relaxed);
+        h.quota
+            .store(policy.segment_quota(pool_segments), Ordering::Relaxed);
+        h.drop_oldest.store(
+            policy.drop_policy == DropPolicy::DropOldest,
+            Ordering::Relaxed,
+        );
+        h.overflow_disk
+            .store(policy.overflow == Overflow::Disk, Ordering::Relaxed);
+        self.policy.store(Arc::new(PolicyView::new(policy)));
+    }
+
+    /// Replaces the policy (validated here too) and re-evaluates the backpressure state
+    /// against the new thresholds.
+    pub fn configure<C: Clock>(
+        &self,
+        policy: Policy,
+        pool_segments: u32,
+        clock: &C,
+        out: &mut Transitions,
+    ) -> Result<(), Vec<PolicyError>> {
+        policy.validate()?;
+        let _serialised = self.configure_lock.lock();
+        self.store_policy(policy, pool_segments);
+        self.evaluate(&Now::new(clock), out);
+        Ok(())
+    }
+
+    // ---- transitions -------------------------------------------------------------
+
+    /// CAS `from` → `to`; on success reports the transition and counts it.
+    /// The clock is read only when a transition is reported.
+    fn swap<C: Clock>(
+        &self,
+        from: Word,
+        to: Word,
+        now: &Now<C>,
+        out: &mut Transitions,
+    ) -> Result<(), Word> {
+        self.word
+            .compare_exchange(from.0, to.0, Ordering::AcqRel, Ordering::Acquire)
+            .map_err(Word)?;
+        if from.differs_in_state(to) {
+            let t = Transition {
+                from,
+                to,
+                at_ms: now.get(),
+            };
+            if from.breaker() != to.breaker() {
+                self.rare
+                    .breaker_transitions
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            if from.backpressure() != to.backpressure() {
+                self.rare
+                    .backpressure_transitions
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            if from.status() != to.status() {
+                self.rare.status_changes.fetch_add(1, Ordering::Relaxed);
+            }
+            tracing::debug!(
+                subject = %String::from_utf8_lossy(&self.name),
+                from = ?from,
+                to = ?to,
+                "breakwater transition"
+            );
+            out.push(t);
+        }
+        Ok(())
+    }
+
+    /// Milliseconds until the open breaker of `w` may half-open; `None` when forced.
+    fn open_remaining<C: Clock>(&self, w: Word, now: &Now<C>) -> Option<u64> {
+        if w.forced_open() {
+            return None;
+        }
+        let open_ms = self.policy.load().policy.open_time_ms(w.trip_streak());
+        Some(match self.breaker_since.load(w.breaker_epoch()) {
+            Some(since) => (since + open_ms).saturating_sub(now.get()),
+            // The winner of the trip has not published its stamp yet: it just opened.
+            None => open_ms,
+        })
+    }
+
+    /// Applies the time-based rules: open → half-open once the open time has passed,
+    /// recovery → normal once the depth has been calm for the stability period.
+    fn advance_time<C: Clock>(&self, mut w: Word, now: &Now<C>, out: &mut Transitions) -> Word {
+        while w.breaker() == BreakerState::Open && self.open_remaining(w, now) == Some(0) {
+            let to = w.with_breaker(BreakerState::HalfOpen);
+            match self.swap(w, to, now, out) {
+                Ok(()) => {
+                    self.breaker_since.store(to.breaker_epoch(), now.get());
+                    self.rare.half_opens.fetch_add(1, Ordering::Relaxed);
+                    w = to;
+                }
+                Err(actual) => w = actual,
+            }
+        }
+        if w.backpressure() == BackpressureState::Recovery {
+            self.evaluate(now, out);
+            w = self.word();
+        }
+        w
+    }
+
+    /// Moves the backpressure state to where the current depth leads (R-P2).
+    fn evaluate<C: Clock>(&self, now: &Now<C>, out: &mut Transitions) {
+        let mut w = self.word();
+        loop {
+            let depth = self.depth();
+            let exhausted = self.exhausted.load(Ordering::Relaxed);
+            let t = self.thresholds();
+            let current = w.backpressure();
+            let mut target = backpressure::next(current, depth, exhausted, &t);
+            if current == BackpressureState::Recovery && target == current {
+                let epoch = w.backpressure_epoch();
+                let calm = self.calm_since.load(epoch);
+                if depth <= t.recovery {
+                    match calm {
+                        Some(NO_TIME) => self.calm_since.store(epoch, now.get()),
+                        Some(since) => {
+                            let stability = self.policy.load().policy.stability_ms;
+                            if now.get().saturating_sub(since) >= stability {
+                                target = BackpressureState::Normal;
+                            }
+                        }
+                        // Its winner has not stamped this recovery yet; it will.
+                        None => {}
+                    }
+                } else if calm.is_some_and(|c| c != NO_TIME) {
+                    self.calm_since.store(epoch, NO_TIME);
+                }
+            }
+            if target == current {
+                return;
+            }
+            let to = w.with_backpressure(target);
+            match self.swap(w, to, now, out) {
+                Ok(()) if target == BackpressureState::Recovery => {
+                    self.calm_since.store(to.backpressure_epoch(), now.get());
+                    // With a zero stability period recovery may end at once: go round.
+                    w = to;
+                }
+                Ok(()) => return,
+                Err(actual) => w = actual,
+            }
+        }
+    }
+
+    /// Opens the breaker if it is still in `from` (closed or half-open).
+    fn trip<C: Clock>(&self, from: BreakerState, now: &Now<C>, out: &mut Transitions) {
+        let mut w = self.word();
+        while w.breaker() == from && !w.disabled() {
+            let streak = if from == BreakerState::HalfOpen {
+                w.trip_streak().saturating_add(1)
+            } else {
+                0
+            };
+            let to = w.with_breaker(BreakerState::Open).with_trip_streak(streak);
+            match self.swap(w, to, now, out) {
+                Ok(()) => {
+                    self.breaker_since.store(to.breaker_epoch(), now.get());
+                    self.consecutive_failures.store(0, Ordering::Relaxed);
+                    self.window.clear();
+                    self.rare.opens.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Err(actual) => w = actual,
+            }
+        }
+    }
+
+    // ---- the router's paths --------------------------------------------------------
+
+    /// The router-facing status and retry hint (0 unless active). Applies the time-based
+    /// rules lazily; with both machines at rest it reads one word and nothing else.
+    #[inline]
+    pub fn check<C: Clock>(&self, clock: &C, out: &mut Transitions) -> (Status, u64) {
+        let w = self.word();
+        if w.is_quiet() {
+            return (Status::Inactive, 0);
+        }
+        self.check_slow(w, clock, out)
+    }
+
+    fn check_slow<C: Clock>(&self, w: Word, clock: &C, out: &mut Transitions) -> (Status, u64) {
+        if w.disabled() {
+            return (Status::Inactive, 0);
+        }
+        let now = Now::new(clock);
+        let w = self.advance_time(w, &now, out);
+        match w.status() {
+            Status::Active => (Status::Active, self.retry_ms(w, &now)),
+            s => (s, 0),
+        }
+    }
+
+    fn retry_ms<C: Clock>(&self, w: Word, now: &Now<C>) -> u64 {
+        let mut r = 0;
+        if w.breaker() == BreakerState::Open {
+            r = self
+                .open_remaining(w, now)
+                .unwrap_or_else(|| self.policy.load().policy.open_timeout_ms);
+        }
+        if w.backpressure() == BackpressureState::Dropping {
+            r = r.max(self.hot.retry_after_ms.load(Ordering::Relaxed));
+        }
+        r.max(1)
+    }
+
+    /// Admission for a call at `priority` (0..=9), in the order of SPEC 4.1: bypass,
+    /// circuit open, half-open limit, backpressure, low-priority shedding.
+    #[inline]
+    pub fn admit<C: Clock>(&self, priority: u8, clock: &C, out: &mut Transitions) -> Admission {
+        if priority >= self.hot.bypass_priority.load(Ordering::Relaxed) {
+            self.counters.incr(Counter::Bypassed);
+            return Admission::Admit;
+        }
+        let w = self.word();
+        if w.is_quiet() {
+            if let Some(reject) = self.shed(priority) {
+                return reject;
+            }
+            self.counters.incr(Counter::Accepted);
+            return Admission::Admit;
+        }
+        self.admit_slow(w, priority, clock, out)
+    }
+
+    fn shed(&self, priority: u8) -> Option<Admission> {
+        if priority <= self.hot.low_priority_max.load(Ordering::Relaxed)
+            && self.depth() >= self.hot.shed_depth.load(Ordering::Relaxed)
+        {
+            self.counters.incr(Counter::RejectedShedLowPriority);
+            let retry = self.hot.retry_after_ms.load(Ordering::Relaxed);
+            return Some(Admission::Reject(Reason::ShedLowPriority, retry));
+        }
+        None
+    }
+
+    fn backpressure_reject(&self, w: Word, priority: u8) -> Option<Admission> {
+        if w.backpressure() == BackpressureState::Dropping {
+            self.counters.incr(Counter::RejectedBackpressure);
+            let retry = self.hot.retry_after_ms.load(Ordering::Relaxed);
+            return Some(Admission::Reject(Reason::Backpressure, retry));
+        }
+        self.shed(priority)
+    }
+
+    fn admit_slow<C: Clock>(
+        &self,
+        mut w: Word,
+        priority: u8,
+        clock: &C,
+        out: &mut Transitions,
+    ) -> Admission {
+        if w.disabled() {
+            self.counters.incr(Counter::Accepted);
+            return Admission::Admit;
+        }
+        let now = Now::new(clock);
+        loop {
+            match w.breaker() {
+                BreakerState::Open => match self.open_remaining(w, &now) {
+                    Some(0) => w = self.advance_time(w, &now, out),
+                    remaining => {
+                        self.counters.incr(Counter::RejectedCircuitOpen);
+                        let retry =
+                            remaining.unwrap_or_else(|| self.policy.load().policy.open_timeout_ms);
+                        return Admission::Reject(Reason::CircuitOpen, retry.max(1));
+                    }
+                },
+                BreakerState::HalfOpen => {
+                    let view = self.policy.load();
+                    if w.probes() >= view.policy.half_open_max_calls {
+                        self.counters.incr(Counter::RejectedHalfOpenLimit);
+                        return Admission::Reject(
+                            Reason::HalfOpenLimit,
+                            view.policy.call_timeout_ms,
+                        );
+                    }
+                    if let Some(reject) = self.backpressure_reject(w, priority) {
+                        return reject;
+                    }
+                    let to = w.with_probes(w.probes() + 1);
+                    match self.swap(w, to, &now, out) {
+                        Ok(()) => {
+                            self.counters.incr(Counter::Accepted);
+                            return Admission::Admit;
+                        }
+                        Err(actual) => w = actual,
+                    }
+                }
+                BreakerState::Closed => {
+                    if let Some(reject) = self.backpressure_reject(w, priority) {
+                        return reject;
+                    }
+                    self.counters.incr(Counter::Accepted);
+                    return Admission::Admit;
+                }
+            }
+            if w.disabled() {
+                self.counters.incr(Counter::Accepted);
+                return Admission::Admit;
+            }
+        }
+    }
+
+    /// Records the outcome of a call; `latency_ms`, when given, makes a call slower than
+    /// `slow_call_ms` a failure.
+    #[inline]
+    pub fn record<C: Clock>(
+        &self,
+        outcome: Outcome,
+        latency_ms: Option<u64>,
+        clock: &C,
+        out: &mut Transitions,
+    ) {
+        let slow_ms = self.hot.slow_call_ms.load(Ordering::Relaxed);
+        let slow = slow_ms != 0 && latency_ms.is_some_and(|l| l > slow_ms);
+        if slow {
+            self.counters.incr(Counter::SlowCalls);
+        }
+        let failed = outcome == Outcome::Failure || slow;
+        self.counters.incr(if failed {
+            Counter::Failures
+        } else {
+            Counter::Successes
+        });
+        let w = self.word();
+        if w.disabled() {
+            return;
+        }
+        match w.breaker() {
+            BreakerState::Closed if !failed => {
+                // Read before writing: a run of successes never writes a shared line.
+                if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
+                    self.consecutive_failures.store(0, Ordering::Relaxed);
+                }
+                if self.hot.rate_enabled.load(Ordering::Relaxed) {
+                    let window_ms = self.policy.load().policy.window_ms;
+                    self.window.record(clock.now_ms(), window_ms, false);
+                }
+            }
+            BreakerState::Closed => self.record_closed_failure(&Now::new(clock), out),
+            BreakerState::HalfOpen => self.record_probe(w, failed, &Now::new(clock), out),
+            // The late outcome of a call admitted before the breaker opened.
+            BreakerState::Open => {}
+        }
+    }
+
+    fn record_closed_failure<C: Clock>(&self, now: &Now<C>, out: &mut Transitions) {
+        let n = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut trip = n >= self.hot.failure_threshold.load(Ordering::Relaxed);
+        if self.hot.rate_enabled.load(Ordering::Relaxed) {
+            let view = self.policy.load();
+            let p = &view.policy;
+            let c = self.window.record(now.get(), p.window_ms, true);
+            if let Some(rate) = p.failure_rate_threshold {
+                trip |= c.calls >= u64::from(p.minimum_calls) && c.rate() >= rate;
+            }
+        }
+        if trip {
+            self.trip(BreakerState::Closed, now, out);
+        }
+    }
+
+    fn record_probe<C: Clock>(
+        &self,
+        mut w: Word,
+        failed: bool,
+        now: &Now<C>,
+        out: &mut Transitions,
+    ) {
+        if failed {
+            self.trip(BreakerState::HalfOpen, now, out);
+            return;
+        }
+        let threshold = self.policy.load().policy.success_threshold;
+        while w.breaker() == BreakerState::HalfOpen && !w.disabled() {
+            let successes = w.probe_successes().saturating_add(1);
+            let to = if successes >= threshold {
+                w.with_breaker(BreakerState::Closed).with_trip_streak(0)
+            } else {
+                w.with_probes(w.probes().saturating_sub(1))
+                    .with_probe_successes(successes)
+            };
+            match self.swap(w, to, now, out) {
+                Ok(()) => {
+                    if to.breaker() == BreakerState::Closed {
+                        self.consecutive_failures.store(0, Ordering::Relaxed);
+                        self.window.clear();
+                        self.rare.recoveries.fetch_add(1, Ordering::Relaxed);
+                    }
+                    return;
+                }
+                Err(actual) => w = actual,
+            }
+        }
+    }
+
+    /// Sets the depth the router reports and re-evaluates backpressure.
+    #[inline]
+    pub fn report_depth<C: Clock>(&self, depth: u64, clock: &C, out: &mut Transitions) {
+        self.reported_depth.store(depth, Ordering::Relaxed);
+        self.watermark(depth);
+        self.evaluate(&Now::new(clock), out);
+    }
+
+    fn watermark(&self, depth: u64) {
+        if depth > self.high_watermark.load(Ordering::Relaxed) {
+            self.high_watermark.fetch_max(depth, Ordering::Relaxed);
+        }
+    }
+
+    // ---- the spool -----------------------------------------------------------------
+
+    /// Offers `event` to the subject's spool.
+    pub fn enqueue<C: Clock>(
+        &self,
+        pool: &RingPool,
+        event: &[u8],
+        clock: &C,
+        out: &mut Transitions,
+    ) -> Result<Enqueued, EnqueueError> {
+        let max = pool.config().max_event_bytes;
+        if event.len() > max as usize {
+            return Err(EnqueueError::TooLarge {
+                bytes: event.len(),
+                max,
+            });
+        }
+        let h = &self.hot;
+        let quota = h.quota.load(Ordering::Relaxed);
+        let drop = if h.drop_oldest.load(Ordering::Relaxed) {
+            DropPolicy::DropOldest
+        } else {
+            DropPolicy::DropNewest
+        };
+        let overflow = if h.overflow_disk.load(Ordering::Relaxed) {
+            Overflow::Disk
+        } else {
+            Overflow::Drop
+        };
+        let (outcome, segment, spooled) = {
+            let mut spool = self.spool.lock();
+            let (outcome, segment) = spool.push(pool, event, quota, drop, overflow);
+            let spooled = spool.stats().spooled_events;
+            // Published under the lock, so the mirrors follow the spool's order.
+            self.spooled.store(spooled, Ordering::Relaxed);
+            self.segments_held
+                .store(spool.segments() as u32, Ordering::Relaxed);
+            (outcome, segment, spooled)
+        };
+        match segment {
+            SegmentEvent::Acquired => self.exhausted.store(false, Ordering::Relaxed),
+            SegmentEvent::Exhausted => self.exhausted.store(true, Ordering::Relaxed),
+            SegmentEvent::None => {}
+        }
+        self.watermark(spooled);
+        let result = match outcome {
+            PushOutcome::Accepted => Enqueued::Accepted,
+            PushOutcome::AcceptedAfterDrop { events, .. } => {
+                self.rare
+                    .dropped_events
+                    .fetch_add(events, Ordering::Relaxed);
+                Enqueued::Accepted
+            }
+            PushOutcome::Refused => {
+                self.rare.dropped_events.fetch_add(1, Ordering::Relaxed);
+                Enqueued::Refused(h.retry_after_ms.load(Ordering::Relaxed))
+            }
+            PushOutcome::Overflow => Enqueued::Overflow,
+        };
+        // Only a change of segment ownership or of depth can move the state: the common
+        // case (an event into the current segment, far from a threshold) reads a few
+        // atomics here and changes nothing.
+        self.evaluate(&Now::new(clock), out);
+        Ok(result)
+    }
+
+    /// Hands out a batch of at most `max_events` events (and, beyond the first, at most
+    /// `max_bytes` bytes), oldest first, to `owner`; `read` sees the batch's events while
+    /// the spool is locked and copies them out. `None` when nothing is pending.
+    pub fn drain<R>(
+        &self,
+        max_events: u64,
+        max_bytes: u64,
+        owner: u64,
+        read: impl FnOnce(&Batch, &mut dyn Iterator<Item = crate::segment::Piece<'_>>) -> R,
+    ) -> Option<(Batch, R)> {
+        let mut spool = self.spool.lock();
+        let batch = spool.take(max_events, max_bytes, owner)?;
+        let mut pieces = spool.pieces(batch.start, batch.end);
+        let r = read(&batch, &mut pieces);
+        Some((batch, r))
+    }
+
+    /// Acknowledges batch `id`; its segments go back to the pool, and backpressure is
+    /// re-evaluated.
+    pub fn ack<C: Clock>(
+        &self,
+        pool: &RingPool,
+        id: u64,
+        clock: &C,
+        out: &mut Transitions,
+    ) -> Result<(), BatchError> {
+        let released = {
+            let mut spool = self.spool.lock();
+            let released = spool.ack(pool, id)?;
+            self.spooled
+                .store(spool.stats().spooled_events, Ordering::Relaxed);
+            self.segments_held
+                .store(spool.segments() as u32, Ordering::Relaxed);
+            released
+        };
+        if released > 0 {
+            self.exhausted.store(false, Ordering::Relaxed);
+        }
+        self.evaluate(&Now::new(clock), out);
+        Ok(())
+    }
+
+    /// Returns batch `id` to the spool for redelivery.
+    pub fn nack(&self, id: u64) -> Result<u64, BatchError> {
+        self.spool.lock().nack(id)
+    }
+
+    /// Returns every batch in flight to `owner` to the spool.
+    pub fn nack_owner(&self, owner: u64) -> u64 {
+        self.spool.lock().nack_owner(owner)
+    }
+
+    /// Returns every batch in flight to the spool.
+    pub fn nack_all(&self) -> u64 {
+        self.spool.lock().nack_all()
+    }
+
+    /// The spool's counts.
+    pub fn spool_stats(&self) -> SpoolStats {
+        self.spool.lock().stats()
+    }
+
+    // ---- manual control and the timer ------------------------------------------------
+
+    fn update<C: Clock>(
+        &self,
+        now: &Now<C>,
+        out: &mut Transitions,
+        f: impl Fn(Word) -> Option<Word>,
+    ) -> Option<Word> {
+        let mut w = self.word();
+        loop {
+            let to = f(w)?;
+            match self.swap(w, to, now, out) {
+                Ok(()) => return Some(to),
+                Err(actual) => w = actual,
+            }
+        }
+    }
+
+    /// Closes the breaker (clearing a forced open and the trip streak).
+    pub fn reset<C: Clock>(&self, clock: &C, out: &mut Transitions) {
+        let now = Now::new(clock);
+        self.update(&now, out, |w| {
+            let mut to = w.with_forced(false).with_trip_streak(0);
+            if w.breaker() != BreakerState::Closed {
+                to = to.with_breaker(BreakerState::Closed);
+            }
+            (to != w).then_some(to)
+        });
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+        self.window.clear();
+    }
+
+    /// Opens the breaker until [`Subject::reset`].
+    pub fn force_open<C: Clock>(&self, clock: &C, out: &mut Transitions) {
+        let now = Now::new(clock);
+        let to = self.update(&now, out, |w| {
+            if w.forced_open() {
+                None
+            } else if w.breaker() == BreakerState::Open {
+                Some(w.with_forced(true))
+            } else {
+                Some(w.with_breaker(BreakerState::Open).with_forced(true))
+            }
+        });
+        if let Some(to) = to {
+            self.breaker_since.store(to.breaker_epoch(), now.get());
+            if out
+                .iter()
+                .any(|t| t.to == to && t.from.breaker() != BreakerState::Open)
+            {
+                self.rare.opens.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Disables (`true`) or enables (`false`) the subject: while disabled it admits
+    /// everything and never trips, and still counts.
+    pub fn set_disabled<C: Clock>(&self, disabled: bool, clock: &C, out: &mut Transitions) {
+        let now = Now::new(clock);
+        self.update(&now, out, |w| {
+            (w.disabled() != disabled).then(|| w.with_disabled(disabled))
+        });
+    }
+
+    /// The timer's visit: applies the time-based rules without traffic, clears a stale
+    /// exhaustion once the pool has room again, and fails half-open probes left
+    /// unanswered for `call_timeout_ms`.
+    pub fn tick<C: Clock>(&self, pool: &RingPool, clock: &C, out: &mut Transitions) {
+        let w = self.word();
+        let exhausted = self.exhausted.load(Ordering::Relaxed);
+        if w.is_quiet() && !exhausted {
+            return;
+        }
+        let now = Now::new(clock);
+        if exhausted
+            && pool.free_segments() > 0
+            && self.segments_held.load(Ordering::Relaxed) < self.hot.quota.load(Ordering::Relaxed)
+        {
+            self.exhausted.store(false, Ordering::Relaxed);
+        }
+        self.evaluate(&now, out);
+        let w = self.advance_time(self.word(), &now, out);
+        if w.breaker() == BreakerState::HalfOpen {
+            let view = self.policy.load();
+            let p = &view.policy;
+            let stale = w.probes() >= p.half_open_max_calls
+                && self
+                    .breaker_since
+                    .load(w.breaker_epoch())
+                    .is_some_and(|since| now.get().saturating_sub(since) >= p.call_timeout_ms);
+            if stale {
+                self.trip(BreakerState::HalfOpen, &now, out);
+            }
+        }
+    }
+
+    /// The subject's state and counts now.
+    pub fn snapshot<C: Clock>(&self, clock: &C) -> Snapshot {
+        let now = Now::new(clock);
+        let w = self.word();
+        let open_remaining_ms = if w.breaker() == BreakerState::Open {
+            self.open_remaining(w, &now).unwrap_or(0)
+        } else {
+            0
+        };
+        let window_ms = self.policy.load().policy.window_ms;
+        Snapshot {
+            word: w,
+            depth: self.depth(),
+            reported_depth: self.reported_depth.load(Ordering::Relaxed),
+            high_watermark: self.high_watermark.load(Ordering::Relaxed),
+            exhausted: self.exhausted.load(Ordering::Relaxed),
+            consecutive_failures: self.consecutive_failures.load(Ordering::Relaxed),
+            counters: self.counters.snapshot(),
+            opens: self.rare.opens.load(Ordering::Relaxed),
+            recovery_attempts: self.rare.half_opens.load(Ordering::Relaxed),
+            successful_recoveries: self.rare.recoveries.load(Ordering::Relaxed),
+            breaker_transitions: self.rare.breaker_transitions.load(Ordering::Relaxed),
+            backpressure_transitions: self.rare.backpressure_transitions.load(Ordering::Relaxed),
+            status_changes: self.rare.status_changes.load(Ordering::Relaxed),
+            spool: self.spool_stats(),
+            open_remaining_ms,
+            window: self.window.counts(now.get(), window_ms),
+        }
+    }
+}
