@@ -1,0 +1,61 @@
+# Breakwater: `make demo` runs the demo, `make test` runs every test. Both install what
+# is missing first (Erlang/OTP 25, Elixir 1.14 and PropEr from Debian's packages); the
+# only thing a machine needs beforehand is a Rust toolchain.
+
+SHELL := /bin/bash
+export LC_ALL := C.UTF-8
+export LANG := C.UTF-8
+export MIX_HOME ?= $(CURDIR)/.mix
+export ERL_AFLAGS ?= -kernel shell_history disabled
+
+APT_PACKAGES := erlang-nox erlang-dev elixir erlang-proper
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all deps native test test-rust test-elixir lint bench bench-core bench-beam demo clean
+
+all: test
+
+# Installs Erlang/OTP, Elixir and PropEr when `erl`, `mix` or PropEr is missing.
+# Non-interactive and idempotent: a second run does nothing.
+deps:
+	@if command -v erl >/dev/null && command -v mix >/dev/null && \
+	    erl -noshell -eval 'case code:which(proper) of non_existing -> halt(1); _ -> halt(0) end.' >/dev/null 2>&1; then \
+	  echo "deps: erl, mix and proper present"; \
+	else \
+	  echo "deps: installing $(APT_PACKAGES)"; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(APT_PACKAGES); \
+	fi
+
+native:
+	cargo build --release --locked -p breakwater_nif
+
+test: deps lint test-rust test-elixir
+
+lint: deps
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets --release --locked -- -D warnings
+	mix format --check-formatted
+	MIX_ENV=test mix compile --warnings-as-errors --force
+
+test-rust:
+	cargo test --workspace --release --locked
+	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p breakwater_core --release --test loom_state_word
+
+test-elixir: deps
+	MIX_ENV=test mix test
+
+bench: deps bench-core bench-beam
+
+bench-core:
+	cargo bench -p breakwater_core --bench core
+
+bench-beam: deps
+	MIX_ENV=bench mix run benches/beam_bench.exs
+
+demo: deps
+	MIX_ENV=dev mix run -e 'Breakwater.Demo.main()'
+
+clean:
+	cargo clean
+	rm -rf _build priv/native .mix

@@ -1,0 +1,30 @@
+# The project's own NIF compiler (see its moduledoc for why it is not the hex package's).
+Code.require_file("mix/tasks/compile.breakwater_native.ex", __DIR__)
+
+defmodule Breakwater.MixProject do
+  use Mix.Project
+
+  def project do
+    [
+      app: :breakwater,
+      version: "0.1.0",
+      elixir: "~> 1.14",
+      start_permanent: Mix.env() == :prod,
+      compilers: [:breakwater_native | Mix.compilers()],
+      elixirc_paths: elixirc_paths(Mix.env()),
+      deps: [],
+      docs: [main: "Breakwater"],
+      test_paths: ["test"]
+    ]
+  end
+
+  def application do
+    [
+      mod: {Breakwater.Application, []},
+      extra_applications: [:logger, :sasl, :inets, :crypto]
+    ]
+  end
+
+  defp elixirc_paths(:test), do: ["lib", "test/support"]
+  defp elixirc_paths(_), do: ["lib"]
+end

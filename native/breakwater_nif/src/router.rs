@@ -1,0 +1,99 @@
+//! The router's hot paths: check, admit, record, report_depth.
+//!
+//! Each validates its arguments first (a bad call changes nothing, not even by creating
+//! a subject), decodes the subject by reference (no copy, no refcount), finds it in the
+//! registry with one hash, and calls the core; when nothing changed state, the result
+//! is the only term built.
+
+use crate::args::{self, argument_error};
+use crate::atoms;
+use crate::encode;
+use crate::subject_arg::subject;
+use breakwater_core::subject::{Admission, Outcome};
+use breakwater_core::transition::Transitions;
+use rustler::{Atom, Encoder, Env, NifResult, Term};
+
+/// `{Status, RetryAfterMs}` for `router_intake_backpressure:check_backpressure/1`.
+#[rustler::nif]
+fn check<'a>(env: Env<'a>, subject_name: Term<'a>) -> NifResult<Term<'a>> {
+    let (inst, s) = match subject(env, subject_name)? {
+        Ok(found) => found,
+        Err(error) => return Ok(error),
+    };
+    let mut out = Transitions::new();
+    let (status, retry) = s.check(inst.registry.clock(), &mut out);
+    let result = (encode::check_status(status), retry).encode(env);
+    Ok(encode::with_transitions(env, result, &out))
+}
+
+fn admission<'a>(env: Env<'a>, a: Admission) -> Term<'a> {
+    match a {
+        Admission::Admit => atoms::ok().encode(env),
+        Admission::Reject(reason, retry) => (atoms::reject(), encode::reason(reason), retry).encode(env),
+    }
+}
+
+/// `ok | {reject, Reason, RetryAfterMs}` for a call at `priority` (0..9).
+#[rustler::nif]
+fn admit<'a>(env: Env<'a>, subject_name: Term<'a>, priority: Term<'a>) -> NifResult<Term<'a>> {
+    let priority = args::int_in(priority, "priority", 0, 9)? as u8;
+    let (inst, s) = match subject(env, subject_name)? {
+        Ok(found) => found,
+        Err(error) => return Ok(error),
+    };
+    let mut out = Transitions::new();
+    let a = s.admit(priority, inst.registry.clock(), &mut out);
+    Ok(encode::with_transitions(env, admission(env, a), &out))
+}
+
+/// Priority of an event type the policy does not name.
+const DEFAULT_PRIORITY: u8 = 5;
+
+/// `admit/2` at the priority the subject's policy gives `event_type` (5 when unnamed).
+#[rustler::nif]
+fn admit_event<'a>(env: Env<'a>, subject_name: Term<'a>, event_type: Term<'a>) -> NifResult<Term<'a>> {
+    let event_type = rustler::Binary::from_term(event_type)
+        .map_err(|_| argument_error("event_type must be a binary"))?;
+    let (inst, s) = match subject(env, subject_name)? {
+        Ok(found) => found,
+        Err(error) => return Ok(error),
+    };
+    let priority = s.priority_of(event_type.as_slice()).unwrap_or(DEFAULT_PRIORITY);
+    let mut out = Transitions::new();
+    let a = s.admit(priority, inst.registry.clock(), &mut out);
+    Ok(encode::with_transitions(env, admission(env, a), &out))
+}
+
+/// Records `success | failure`, with an optional latency in ms (`nil` for none).
+#[rustler::nif]
+fn record<'a>(env: Env<'a>, subject_name: Term<'a>, outcome: Term<'a>, latency_ms: Term<'a>) -> NifResult<Term<'a>> {
+    let outcome = match outcome.decode::<Atom>() {
+        Ok(a) if a == atoms::success() => Outcome::Success,
+        Ok(a) if a == atoms::failure() => Outcome::Failure,
+        _ => return Err(argument_error("outcome must be :success or :failure")),
+    };
+    let latency = match latency_ms.decode::<Atom>() {
+        Ok(a) if a == atoms::nil() => None,
+        _ => Some(args::non_neg(latency_ms, "latency_ms")?),
+    };
+    let (inst, s) = match subject(env, subject_name)? {
+        Ok(found) => found,
+        Err(error) => return Ok(error),
+    };
+    let mut out = Transitions::new();
+    s.record(outcome, latency, inst.registry.clock(), &mut out);
+    Ok(encode::with_transitions(env, atoms::ok().encode(env), &out))
+}
+
+/// Sets the depth the router reports.
+#[rustler::nif]
+fn report_depth<'a>(env: Env<'a>, subject_name: Term<'a>, depth: Term<'a>) -> NifResult<Term<'a>> {
+    let depth = args::non_neg(depth, "depth")?;
+    let (inst, s) = match subject(env, subject_name)? {
+        Ok(found) => found,
+        Err(error) => return Ok(error),
+    };
+    let mut out = Transitions::new();
+    s.report_depth(depth, inst.registry.clock(), &mut out);
+    Ok(encode::with_transitions(env, atoms::ok().encode(env), &out))
+}

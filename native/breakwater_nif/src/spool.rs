@@ -1,0 +1,113 @@
+//! The spool's NIFs: enqueue, drain, ack, nack.
+
+use crate::args::{self, argument_error};
+use crate::atoms;
+use crate::encode;
+use crate::subject_arg::subject;
+use breakwater_core::spool::BatchError;
+use breakwater_core::subject::{EnqueueError, Enqueued};
+use breakwater_core::transition::Transitions;
+use rustler::{Binary, Encoder, Env, NewBinary, NifResult, Term};
+
+/// Most events one drain returns.
+pub const DRAIN_MAX_EVENTS: u64 = 10_000;
+/// Most bytes one drain copies (beyond its first event), so a drain stays well under a
+/// millisecond.
+pub const DRAIN_MAX_BYTES: u64 = 1 << 20;
+
+/// `ok | {reject, pool_exhausted, RetryAfterMs} | overflow |
+/// {error, {event_too_large, Bytes, Max}}`.
+#[rustler::nif]
+fn enqueue<'a>(env: Env<'a>, subject_name: Term<'a>, event: Term<'a>) -> NifResult<Term<'a>> {
+    let event = Binary::from_term(event).map_err(|_| argument_error("event must be a binary"))?;
+    let (inst, s) = match subject(env, subject_name)? {
+        Ok(found) => found,
+        Err(error) => return Ok(error),
+    };
+    let mut out = Transitions::new();
+    let result = match s.enqueue(inst.registry.pool(), event.as_slice(), inst.registry.clock(), &mut out) {
+        Ok(Enqueued::Accepted) => atoms::ok().encode(env),
+        Ok(Enqueued::Refused(retry)) => (atoms::reject(), atoms::pool_exhausted(), retry).encode(env),
+        Ok(Enqueued::Overflow) => atoms::overflow().encode(env),
+        Err(EnqueueError::TooLarge { bytes, max }) => {
+            (atoms::error(), (atoms::event_too_large(), bytes as u64, max)).encode(env)
+        }
+    };
+    Ok(encode::with_transitions(env, result, &out))
+}
+
+/// `{ok, BatchId, [binary]} | empty`: at most `max` (1..10000) of the oldest pending
+/// events, owned by the caller until acked or nacked (or the caller dies).
+#[rustler::nif]
+fn drain<'a>(env: Env<'a>, subject_name: Term<'a>, max: Term<'a>) -> NifResult<Term<'a>> {
+    let max = args::int_in(max, "max", 1, DRAIN_MAX_EVENTS)?;
+    let (inst, s) = match subject(env, subject_name)? {
+        Ok(found) => found,
+        Err(error) => return Ok(error),
+    };
+    let pid = env.pid();
+    let Some(owner) = inst.owner(env, &pid, s) else {
+        return Ok(atoms::empty().encode(env));
+    };
+    let taken = s.drain(max, DRAIN_MAX_BYTES, owner, |batch, pieces| {
+        let mut events: Vec<Term<'a>> = Vec::with_capacity(batch.len() as usize);
+        // One binary per segment piece, one copy; each event is a sub-binary of it.
+        for piece in pieces {
+            let mut bin = NewBinary::new(env, piece.data.len());
+            bin.as_mut_slice().copy_from_slice(piece.data);
+            let bin: Binary<'a> = bin.into();
+            for r in piece.event_ranges() {
+                match bin.make_subbinary(r.start, r.len()) {
+                    Ok(sub) => events.push(sub.to_term(env)),
+                    Err(_) => events.push(atoms::error().encode(env)),
+                }
+            }
+        }
+        events
+    });
+    match taken {
+        None => Ok(atoms::empty().encode(env)),
+        Some((batch, events)) => Ok((atoms::ok(), batch.id, events).encode(env)),
+    }
+}
+
+fn batch_result<'a>(env: Env<'a>, r: Result<(), BatchError>) -> Term<'a> {
+    match r {
+        Ok(()) => atoms::ok().encode(env),
+        Err(BatchError::UnknownBatch) => (atoms::error(), atoms::unknown_batch()).encode(env),
+    }
+}
+
+/// Acknowledges a batch: its events are delivered.
+#[rustler::nif]
+fn ack<'a>(env: Env<'a>, subject_name: Term<'a>, batch_id: Term<'a>) -> NifResult<Term<'a>> {
+    let id = args::non_neg(batch_id, "batch_id")?;
+    let (inst, s) = match subject(env, subject_name)? {
+        Ok(found) => found,
+        Err(error) => return Ok(error),
+    };
+    let mut out = Transitions::new();
+    let r = s.ack(inst.registry.pool(), id, inst.registry.clock(), &mut out);
+    Ok(encode::with_transitions(env, batch_result(env, r), &out))
+}
+
+/// Returns a batch to the spool, to be delivered again before newer events.
+#[rustler::nif]
+fn nack<'a>(env: Env<'a>, subject_name: Term<'a>, batch_id: Term<'a>) -> NifResult<Term<'a>> {
+    let id = args::non_neg(batch_id, "batch_id")?;
+    let (_, s) = match subject(env, subject_name)? {
+        Ok(found) => found,
+        Err(error) => return Ok(error),
+    };
+    Ok(batch_result(env, s.nack(id).map(|_| ())))
+}
+
+/// Returns every batch in flight of the subject to its spool; the count of events.
+#[rustler::nif]
+fn nack_all<'a>(env: Env<'a>, subject_name: Term<'a>) -> NifResult<Term<'a>> {
+    let (_, s) = match subject(env, subject_name)? {
+        Ok(found) => found,
+        Err(error) => return Ok(error),
+    };
+    Ok(s.nack_all().encode(env))
+}
