@@ -67,4 +67,6 @@ defmodule Breakwater.Native do
   def now_ms, do: nif_error()
   @doc false
   def advance_clock(_ms), do: nif_error()
+  @doc false
+  def set_disk_pending(_subject, _pending), do: nif_error()
 end

@@ -217,11 +217,7 @@ impl Spool {
             }
         }
         let outcome = match (overflow, drop_policy) {
-            (Overflow::Disk, _) => {
-                self.stats.overflow_events += 1;
-                self.stats.overflow_bytes += event.len() as u64;
-                PushOutcome::Overflow
-            }
+            (Overflow::Disk, _) => self.overflow(event),
             (Overflow::Drop, DropPolicy::DropOldest) => match self.drop_front_pending() {
                 Some((seg, events, bytes)) => {
                     self.append_segment(seg, event);
@@ -232,6 +228,14 @@ impl Spool {
             (Overflow::Drop, DropPolicy::DropNewest) => self.refuse(event),
         };
         (outcome, SegmentEvent::Exhausted)
+    }
+
+    /// Counts `event` as handed to the disk spool without offering it to memory (the
+    /// subject's older events are on disk already).
+    pub fn overflow(&mut self, event: &[u8]) -> PushOutcome {
+        self.stats.overflow_events += 1;
+        self.stats.overflow_bytes += event.len() as u64;
+        PushOutcome::Overflow
     }
 
     fn refuse(&mut self, event: &[u8]) -> PushOutcome {

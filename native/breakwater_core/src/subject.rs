@@ -97,8 +97,10 @@ pub enum Outcome {
 /// What became of an event offered to [`Subject::enqueue`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Enqueued {
-    /// Spooled (possibly after `drop_oldest` discarded older events).
+    /// Spooled.
     Accepted,
+    /// Spooled after `drop_oldest` discarded this many older events.
+    AcceptedAfterDrop(u64),
     /// Refused for lack of room and counted as dropped; retry after this many ms.
     Refused(u64),
     /// No room in memory: the caller must write the event to the disk spool.
@@ -126,7 +128,6 @@ struct RareCounters {
     breaker_transitions: AtomicU64,
     backpressure_transitions: AtomicU64,
     status_changes: AtomicU64,
-    dropped_events: AtomicU64,
 }
 
 /// The policy values the hot paths read, one atomic each.
@@ -175,6 +176,8 @@ pub struct Snapshot {
     pub high_watermark: u64,
     /// The pool could not give the subject a segment.
     pub exhausted: bool,
+    /// Events of the subject wait in the disk spool.
+    pub disk_pending: bool,
     /// Consecutive failures while closed.
     pub consecutive_failures: u32,
     /// Striped counters, indexed by `Counter as usize`.
@@ -242,9 +245,13 @@ pub struct Subject {
     spooled: CachePadded<AtomicU64>,
     consecutive_failures: CachePadded<AtomicU32>,
     exhausted: AtomicBool,
+    disk_pending: AtomicBool,
     segments_held: AtomicU32,
     high_watermark: AtomicU64,
     breaker_since: Stamp,
+    /// When the half-open probes in flight last went from none to some (tagged with the
+    /// breaker epoch): the age of the oldest unanswered probe, for the stale-probe rule.
+    probes_since: Stamp,
     calm_since: Stamp,
     rare: RareCounters,
     window: FailureWindow,
@@ -266,9 +273,11 @@ impl Subject {
             spooled: CachePadded::new(AtomicU64::new(0)),
             consecutive_failures: CachePadded::new(AtomicU32::new(0)),
             exhausted: AtomicBool::new(false),
+            disk_pending: AtomicBool::new(false),
             segments_held: AtomicU32::new(0),
             high_watermark: AtomicU64::new(0),
             breaker_since: Stamp::default(),
+            probes_since: Stamp::default(),
             calm_since: Stamp::default(),
             rare: RareCounters::default(),
             window: FailureWindow::new(),
@@ -624,6 +633,9 @@ impl Subject {
                     let to = w.with_probes(w.probes() + 1);
                     match self.swap(w, to, &now, out) {
                         Ok(()) => {
+                            if w.probes() == 0 {
+                                self.probes_since.store(to.breaker_epoch(), now.get());
+                            }
                             self.counters.incr(Counter::Accepted);
                             return Admission::Admit;
                         }
@@ -783,7 +795,18 @@ impl Subject {
         };
         let (outcome, segment, spooled) = {
             let mut spool = self.spool.lock();
-            let (outcome, segment) = spool.push(pool, event, quota, drop, overflow);
+            let (outcome, segment) = if overflow == Overflow::Disk
+                && self.disk_pending.load(Ordering::Relaxed)
+            {
+                // Older events wait on disk: this one follows them, so delivery stays
+                // in order (memory first, then disk).
+                (spool.overflow(event), SegmentEvent::None)
+            } else {
+                spool.push(pool, event, quota, drop, overflow)
+            };
+            if outcome == PushOutcome::Overflow {
+                self.disk_pending.store(true, Ordering::Relaxed);
+            }
             let spooled = spool.stats().spooled_events;
             // Published under the lock, so the mirrors follow the spool's order.
             self.spooled.store(spooled, Ordering::Relaxed);
@@ -799,16 +822,8 @@ impl Subject {
         self.watermark(spooled);
         let result = match outcome {
             PushOutcome::Accepted => Enqueued::Accepted,
-            PushOutcome::AcceptedAfterDrop { events, .. } => {
-                self.rare
-                    .dropped_events
-                    .fetch_add(events, Ordering::Relaxed);
-                Enqueued::Accepted
-            }
-            PushOutcome::Refused => {
-                self.rare.dropped_events.fetch_add(1, Ordering::Relaxed);
-                Enqueued::Refused(h.retry_after_ms.load(Ordering::Relaxed))
-            }
+            PushOutcome::AcceptedAfterDrop { events, .. } => Enqueued::AcceptedAfterDrop(events),
+            PushOutcome::Refused => Enqueued::Refused(h.retry_after_ms.load(Ordering::Relaxed)),
             PushOutcome::Overflow => Enqueued::Overflow,
         };
         // Only a change of segment ownership or of depth can move the state: the common
@@ -858,6 +873,18 @@ impl Subject {
         }
         self.evaluate(&Now::new(clock), out);
         Ok(())
+    }
+
+    /// Whether events of this subject wait in the disk spool. While they do (and the
+    /// policy's `overflow` is `disk`), every new event goes to disk after them. Set by
+    /// the first overflow; cleared by the layer that empties the disk spool.
+    pub fn disk_pending(&self) -> bool {
+        self.disk_pending.load(Ordering::Relaxed)
+    }
+
+    /// Sets or clears [`Subject::disk_pending`].
+    pub fn set_disk_pending(&self, pending: bool) {
+        self.disk_pending.store(pending, Ordering::Relaxed);
     }
 
     /// Returns batch `id` to the spool for redelivery.
@@ -965,9 +992,12 @@ impl Subject {
         if w.breaker() == BreakerState::HalfOpen {
             let view = self.policy.load();
             let p = &view.policy;
+            // Measured from when probes were last admitted into an empty half-open
+            // breaker, not from when it half-opened: the timer may half-open it long
+            // before traffic comes back, and a probe admitted a moment ago is not stale.
             let stale = w.probes() >= p.half_open_max_calls
                 && self
-                    .breaker_since
+                    .probes_since
                     .load(w.breaker_epoch())
                     .is_some_and(|since| now.get().saturating_sub(since) >= p.call_timeout_ms);
             if stale {
@@ -992,6 +1022,7 @@ impl Subject {
             reported_depth: self.reported_depth.load(Ordering::Relaxed),
             high_watermark: self.high_watermark.load(Ordering::Relaxed),
             exhausted: self.exhausted.load(Ordering::Relaxed),
+            disk_pending: self.disk_pending.load(Ordering::Relaxed),
             consecutive_failures: self.consecutive_failures.load(Ordering::Relaxed),
             counters: self.counters.snapshot(),
             opens: self.rare.opens.load(Ordering::Relaxed),

@@ -40,6 +40,7 @@ rustler::atoms! {
     failure,
     drop_newest,
     drop_oldest,
+    dropped_oldest,
     drop,
     disk,
     // errors

@@ -171,6 +171,7 @@ pub fn snapshot<'a>(env: Env<'a>, name: &[u8], s: &Snapshot, policy_quota: u32) 
             ("reported_depth", s.reported_depth.encode(env)),
             ("high_watermark", s.high_watermark.encode(env)),
             ("pool_exhausted", s.exhausted.encode(env)),
+            ("disk_pending", s.disk_pending.encode(env)),
             ("consecutive_failures", s.consecutive_failures.encode(env)),
             ("probes_in_flight", w.probes().encode(env)),
             ("probe_successes", w.probe_successes().encode(env)),

@@ -15,8 +15,9 @@ pub const DRAIN_MAX_EVENTS: u64 = 10_000;
 /// millisecond.
 pub const DRAIN_MAX_BYTES: u64 = 1 << 20;
 
-/// `ok | {reject, pool_exhausted, RetryAfterMs} | overflow |
-/// {error, {event_too_large, Bytes, Max}}`.
+/// `ok | {dropped_oldest, N} | {reject, pool_exhausted, RetryAfterMs} | overflow |
+/// {error, {event_too_large, Bytes, Max}}`. `{dropped_oldest, N}`: spooled after
+/// discarding the N oldest pending events.
 #[rustler::nif]
 fn enqueue<'a>(env: Env<'a>, subject_name: Term<'a>, event: Term<'a>) -> NifResult<Term<'a>> {
     let event = Binary::from_term(event).map_err(|_| argument_error("event must be a binary"))?;
@@ -27,6 +28,7 @@ fn enqueue<'a>(env: Env<'a>, subject_name: Term<'a>, event: Term<'a>) -> NifResu
     let mut out = Transitions::new();
     let result = match s.enqueue(inst.registry.pool(), event.as_slice(), inst.registry.clock(), &mut out) {
         Ok(Enqueued::Accepted) => atoms::ok().encode(env),
+        Ok(Enqueued::AcceptedAfterDrop(n)) => (atoms::dropped_oldest(), n).encode(env),
         Ok(Enqueued::Refused(retry)) => (atoms::reject(), atoms::pool_exhausted(), retry).encode(env),
         Ok(Enqueued::Overflow) => atoms::overflow().encode(env),
         Err(EnqueueError::TooLarge { bytes, max }) => {
@@ -110,4 +112,16 @@ fn nack_all<'a>(env: Env<'a>, subject_name: Term<'a>) -> NifResult<Term<'a>> {
         Err(error) => return Ok(error),
     };
     Ok(s.nack_all().encode(env))
+}
+
+/// Marks whether events of the subject wait in the disk spool (see
+/// `Subject::disk_pending`).
+#[rustler::nif]
+fn set_disk_pending<'a>(env: Env<'a>, subject_name: Term<'a>, pending: bool) -> NifResult<Term<'a>> {
+    let (_, s) = match subject(env, subject_name)? {
+        Ok(found) => found,
+        Err(error) => return Ok(error),
+    };
+    s.set_disk_pending(pending);
+    Ok(atoms::ok().encode(env))
 }

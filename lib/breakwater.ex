@@ -1,0 +1,444 @@
+defmodule Breakwater do
+  @moduledoc """
+  Backpressure and circuit breaking for message routers that write to a downstream
+  (the *ledger*): intake pushes back when the ledger slows, writes fail fast while it
+  is down, control traffic passes untouched, events wait in a spool, and recovery is
+  automatic.
+
+  Every function takes a *subject*: a binary naming an intake stream or downstream
+  (atoms are accepted and converted; no atom is ever made from input). A subject is
+  created with the default policy on first use, up to `max_subjects`.
+
+  ```elixir
+  iex> Breakwater.configure("ledger", failure_threshold: 3, open_timeout_ms: 5_000)
+  :ok
+  iex> Breakwater.admit("ledger")
+  :ok
+  iex> for _ <- 1..3, do: Breakwater.record("ledger", :failure)
+  [:ok, :ok, :ok]
+  iex> {:reject, :circuit_open, _retry_after_ms} = Breakwater.admit("ledger")
+  iex> Breakwater.admit("ledger", priority: :critical)
+  :ok
+  iex> Breakwater.status("ledger").breaker
+  :open
+  ```
+
+  ## Admission
+
+  `admit/2` answers in this order (SPEC 4.1): priority at or above `bypass_priority`
+  → `:ok` (the control path); breaker open → `{:reject, :circuit_open, ms_until_half_open}`;
+  half-open with every probe slot taken → `:half_open_limit`; backpressure `dropping`
+  → `:backpressure` (retry after `retry_after_seconds`); priority at or below
+  `low_priority_max` at a depth of `low_priority_shed_ratio × critical_threshold` or
+  more → `:shed_low_priority`; otherwise `:ok`.
+
+  Priorities are integers 0..9 (higher is more important) or the names `:critical`
+  (9), `:high` (7), `:normal` (5, the default) and `:low` (1); `event_type:` looks the
+  priority up in the policy's `priorities` map.
+
+  ## Spool
+
+  `enqueue/3` puts an event (a binary) in the subject's spool, a chain of segments from
+  a pool shared by every subject; `drain/2` takes the oldest events as a batch that is
+  `ack/2`ed when delivered or `nack/2`ed to be delivered again (a batch whose taker
+  dies is delivered again too).
+
+  The Erlang router module `:router_intake_backpressure` offers the same state through
+  the router's vocabulary.
+  """
+
+  alias Breakwater.{History, Native, Policy, PolicyStore, Subject}
+
+  @typedoc "A subject: a binary, or an atom (converted to a binary)."
+  @type subject :: binary | atom
+  @typedoc "A priority: 0..9 or a name."
+  @type priority :: 0..9 | :critical | :high | :normal | :low
+  @typedoc "Why an admission was refused."
+  @type reason :: :circuit_open | :half_open_limit | :backpressure | :shed_low_priority
+  @typedoc "The answer to `admit/2`."
+  @type admission :: :ok | {:reject, reason, retry_after_ms :: non_neg_integer}
+  @typedoc "Returned instead of a result when `max_subjects` subjects exist already."
+  @type too_many :: {:error, {:too_many_subjects, pos_integer}}
+
+  @normal 5
+
+  # ---- configuration --------------------------------------------------------------
+
+  @doc """
+  Sets `subject`'s policy: `policy` (a map or keyword list) merged over the node's
+  default policy, validated (every invalid key is reported). Takes effect at once:
+  the subject's state is re-evaluated against the new thresholds.
+
+      iex> Breakwater.configure("orders", warning_threshold: 100, critical_threshold: 500)
+      :ok
+      iex> {:error, [{:critical_threshold, 50, _expected}]} =
+      ...>   Breakwater.configure("orders", warning_threshold: 100, critical_threshold: 50)
+  """
+  @spec configure(subject, map | keyword) :: :ok | {:error, [term]}
+  def configure(subject, policy) do
+    subject = Subject.normalize!(subject)
+
+    case Policy.validate(policy, PolicyStore.default()) do
+      {:ok, full} -> put_policy(subject, full)
+      {:error, reasons} -> {:error, reasons}
+    end
+  end
+
+  @doc false
+  # Installs an already validated, complete policy.
+  @spec put_policy(binary, map) :: :ok | {:error, [term]}
+  def put_policy(subject, policy) do
+    case Native.configure(subject, Policy.to_native(policy)) do
+      {:error, {:too_many_subjects, _} = reason} ->
+        {:error, [reason]}
+
+      {:error, reasons} ->
+        {:error, reasons}
+
+      result ->
+        PolicyStore.put(subject, policy)
+        History.observe(subject, result)
+    end
+  end
+
+  @doc "The policy `subject` runs under (the default policy unless configured)."
+  @spec policy(subject) :: map
+  def policy(subject), do: subject |> Subject.normalize!() |> PolicyStore.get()
+
+  # ---- the router's paths ---------------------------------------------------------
+
+  @doc """
+  Asks whether a call on `subject` may proceed. Options: `priority:` (0..9 or a
+  name; default `:normal`), `event_type:` (a binary looked up in the policy's
+  `priorities`; `priority:` wins when both are given).
+
+      iex> Breakwater.admit("payments", priority: :high)
+      :ok
+  """
+  @spec admit(subject, keyword) :: admission | too_many
+  def admit(subject, opts \\ [])
+
+  def admit(subject, []) when is_binary(subject),
+    do: observe(subject, Native.admit(subject, @normal))
+
+  def admit(subject, priority: p) when is_binary(subject) and is_integer(p) and p in 0..9,
+    do: observe(subject, Native.admit(subject, p))
+
+  def admit(subject, opts) do
+    subject = Subject.normalize!(subject)
+
+    case admission_opts(opts) do
+      {:priority, p} -> observe(subject, Native.admit(subject, p))
+      {:event_type, t} -> observe(subject, Native.admit_event(subject, t))
+    end
+  end
+
+  defp admission_opts(opts) do
+    opts = keyword!(opts, [:priority, :event_type], "admit/2")
+
+    case opts do
+      %{priority: p} ->
+        {:priority, priority!(p)}
+
+      %{event_type: t} when is_binary(t) ->
+        {:event_type, t}
+
+      %{event_type: t} when is_atom(t) and t not in [nil, true, false] ->
+        {:event_type, Atom.to_string(t)}
+
+      %{event_type: t} ->
+        raise ArgumentError, "event_type must be a binary or an atom, got: #{inspect(t)}"
+
+      %{} ->
+        {:priority, @normal}
+    end
+  end
+
+  defp priority!(p) do
+    case Policy.priority(p) do
+      {:ok, n} ->
+        n
+
+      :error ->
+        raise ArgumentError,
+              "priority must be an integer in 0..9 or one of :critical, :high, :normal, :low, got: #{inspect(p)}"
+    end
+  end
+
+  defp keyword!(opts, allowed, fun) do
+    unless is_list(opts) and Enum.all?(opts, &match?({k, _} when is_atom(k), &1)) do
+      raise ArgumentError, "options of #{fun} must be a keyword list, got: #{inspect(opts)}"
+    end
+
+    case Enum.reject(Keyword.keys(opts), &(&1 in allowed)) do
+      [] ->
+        Map.new(opts)
+
+      unknown ->
+        raise ArgumentError,
+              "unknown options #{inspect(unknown)} for #{fun}; expected #{inspect(allowed)}"
+    end
+  end
+
+  @doc """
+  Records the outcome of a call on `subject`. Options: `latency_ms:`; a call slower
+  than the policy's `slow_call_ms` counts as a failure. `{:failure, reason}` keeps the
+  reason with the transition it causes (e.g. in the history entry of the opening).
+  """
+  @spec record(subject, :success | :failure | {:failure, term}, keyword) :: :ok | too_many
+  def record(subject, outcome, opts \\ [])
+
+  def record(subject, outcome, []) when is_binary(subject) and outcome in [:success, :failure],
+    do: observe(subject, Native.record(subject, outcome, nil))
+
+  def record(subject, outcome, opts) do
+    subject = Subject.normalize!(subject)
+
+    {native, meta} =
+      case outcome do
+        :success ->
+          {:success, %{}}
+
+        :failure ->
+          {:failure, %{}}
+
+        {:failure, reason} ->
+          {:failure, %{reason: inspect(reason, limit: 20, printable_limit: 256)}}
+
+        other ->
+          raise ArgumentError,
+                "outcome must be :success, :failure or {:failure, reason}, got: #{inspect(other)}"
+      end
+
+    latency =
+      case keyword!(opts, [:latency_ms], "record/3") do
+        %{latency_ms: ms} when is_integer(ms) and ms >= 0 ->
+          ms
+
+        %{latency_ms: ms} ->
+          raise ArgumentError, "latency_ms must be a non-negative integer, got: #{inspect(ms)}"
+
+        %{} ->
+          nil
+      end
+
+    History.observe(subject, Native.record(subject, native, latency), meta)
+  end
+
+  @doc """
+  Runs `fun` through the breaker: admits (options `priority:`, `event_type:`), runs
+  `fun` in a supervised task under `timeout:` (default: the policy's
+  `call_timeout_ms`), records the outcome with its latency, and returns
+  `{:ok, result}`, or `{:error, reason}` with a rejection reason, `:timeout`, the
+  reason of an `{:error, reason}` result, or `{:exception | :exit | :throw, term}`.
+
+  `fun` returning `{:ok, value}` gives `{:ok, value}`; `{:error, reason}` counts as a
+  failure; any other value `v` is a success, `{:ok, v}`.
+
+      iex> Breakwater.call("ledger-read", fn -> {:ok, 42} end)
+      {:ok, 42}
+  """
+  @spec call(subject, (() -> term), keyword) :: {:ok, term} | {:error, term}
+  def call(subject, fun, opts \\ []) when is_function(fun, 0) do
+    subject = Subject.normalize!(subject)
+    opts = keyword!(opts, [:priority, :event_type, :timeout], "call/3")
+
+    timeout =
+      case opts do
+        %{timeout: t} when is_integer(t) and t > 0 ->
+          t
+
+        %{timeout: t} ->
+          raise ArgumentError, "timeout must be a positive integer, got: #{inspect(t)}"
+
+        %{} ->
+          PolicyStore.get(subject).call_timeout_ms
+      end
+
+    case admit(subject, opts |> Map.drop([:timeout]) |> Map.to_list()) do
+      :ok -> run(subject, fun, timeout)
+      {:reject, reason, _retry} -> {:error, reason}
+      {:error, _} = error -> error
+    end
+  end
+
+  defp run(subject, fun, timeout) do
+    started = System.monotonic_time(:millisecond)
+
+    task =
+      Task.Supervisor.async_nolink(Breakwater.TaskSupervisor, fn ->
+        try do
+          {:returned, fun.()}
+        catch
+          :error, e -> {:caught, {:exception, Exception.normalize(:error, e, __STACKTRACE__)}}
+          :exit, r -> {:caught, {:exit, r}}
+          :throw, v -> {:caught, {:throw, v}}
+        end
+      end)
+
+    reply = Task.yield(task, timeout) || Task.shutdown(task, :brutal_kill)
+    latency = [latency_ms: System.monotonic_time(:millisecond) - started]
+
+    {outcome, result} =
+      case reply do
+        {:ok, {:returned, {:ok, _} = ok}} -> {:success, ok}
+        {:ok, {:returned, {:error, reason} = error}} -> {{:failure, reason}, error}
+        {:ok, {:returned, value}} -> {:success, {:ok, value}}
+        {:ok, {:caught, caught}} -> {{:failure, caught}, {:error, caught}}
+        {:exit, reason} -> {{:failure, {:exit, reason}}, {:error, {:exit, reason}}}
+        nil -> {{:failure, :timeout}, {:error, :timeout}}
+      end
+
+    record(subject, outcome, latency)
+    result
+  end
+
+  @doc "Reports `subject`'s queue depth (e.g. the router's pending-queue length)."
+  @spec report_depth(subject, non_neg_integer) :: :ok | too_many
+  def report_depth(subject, depth) when is_binary(subject) and is_integer(depth) and depth >= 0,
+    do: observe(subject, Native.report_depth(subject, depth))
+
+  def report_depth(subject, depth) do
+    subject = Subject.normalize!(subject)
+
+    unless is_integer(depth) and depth >= 0 do
+      raise ArgumentError, "depth must be a non-negative integer, got: #{inspect(depth)}"
+    end
+
+    observe(subject, Native.report_depth(subject, depth))
+  end
+
+  # ---- the spool --------------------------------------------------------------------
+
+  @doc """
+  Puts `event` (a binary of at most the pool's `max_event_bytes`) in `subject`'s spool.
+
+  Returns `:ok`; `{:reject, :pool_exhausted, retry_after_ms}` when the pool has no
+  room and the policy is `drop_newest` (the event is counted as dropped);
+  `drop_oldest` makes room by discarding the oldest pending events and returns `:ok`.
+  An event over `max_event_bytes` gives `{:error, {:event_too_large, bytes, max}}`.
+  """
+  @spec enqueue(subject, binary, keyword) ::
+          :ok | {:reject, :pool_exhausted, non_neg_integer} | {:error, term}
+  def enqueue(subject, event, opts \\ [])
+
+  def enqueue(subject, event, []) when is_binary(subject) and is_binary(event),
+    do: spooled(subject, event, observe(subject, Native.enqueue(subject, event)))
+
+  def enqueue(subject, event, opts) do
+    subject = Subject.normalize!(subject)
+    _ = keyword!(opts, [], "enqueue/3")
+
+    unless is_binary(event) do
+      raise ArgumentError, "event must be a binary, got: #{inspect(event, limit: 5)}"
+    end
+
+    spooled(subject, event, observe(subject, Native.enqueue(subject, event)))
+  end
+
+  defp spooled(_subject, _event, :ok), do: :ok
+
+  defp spooled(subject, _event, {:dropped_oldest, n}) do
+    History.dropped(subject, n)
+    :ok
+  end
+
+  defp spooled(subject, _event, {:reject, :pool_exhausted, _} = reject) do
+    History.dropped(subject, 1)
+    reject
+  end
+
+  defp spooled(subject, event, :overflow), do: Breakwater.DiskSpool.append(subject, event)
+  defp spooled(_subject, _event, other), do: other
+
+  @doc """
+  Takes at most `max` (1..10_000) of `subject`'s oldest pending events as a batch:
+  `{:ok, batch_id, events}`, or `:empty`. The batch is delivered again unless acked;
+  if the caller dies first, it is returned to the spool.
+  """
+  @spec drain(subject, pos_integer) :: {:ok, non_neg_integer, [binary]} | :empty | too_many
+  def drain(subject, max) do
+    subject = Subject.normalize!(subject)
+
+    unless is_integer(max) and max in 1..10_000 do
+      raise ArgumentError, "max must be an integer in 1..10000, got: #{inspect(max)}"
+    end
+
+    Native.drain(subject, max)
+  end
+
+  @doc "Acknowledges a batch: its events are delivered and their memory returns to the pool."
+  @spec ack(subject, non_neg_integer) :: :ok | {:error, :unknown_batch} | too_many
+  def ack(subject, batch_id) do
+    subject = Subject.normalize!(subject)
+    observe(subject, Native.ack(subject, batch_id!(batch_id)))
+  end
+
+  @doc "Returns a batch to the spool; its events are delivered again before newer ones."
+  @spec nack(subject, non_neg_integer) :: :ok | {:error, :unknown_batch} | too_many
+  def nack(subject, batch_id) do
+    subject = Subject.normalize!(subject)
+    Native.nack(subject, batch_id!(batch_id))
+  end
+
+  defp batch_id!(id) when is_integer(id) and id >= 0, do: id
+
+  defp batch_id!(id),
+    do: raise(ArgumentError, "batch_id must be a non-negative integer, got: #{inspect(id)}")
+
+  # ---- inspection and manual control ---------------------------------------------------
+
+  @doc """
+  `subject`'s state: `:status` (`:inactive | :warning | :active`), `:breaker`,
+  `:backpressure`, `:queue_depth`, `:counters` and more (see
+  `docs/operations.md`).
+  """
+  @spec status(subject) :: map | too_many
+  def status(subject) do
+    subject = Subject.normalize!(subject)
+
+    case Native.status(subject) do
+      %{} = status -> status
+      error -> error
+    end
+  end
+
+  @doc """
+  Every subject's state, as a `Breakwater.StatusTable` that `iex` prints as an aligned
+  table (its `:rows` hold the maps of `status/1`).
+  """
+  @spec status() :: Breakwater.StatusTable.t()
+  def status do
+    rows = Native.subjects() |> Enum.sort() |> Enum.map(&Native.status/1)
+    %Breakwater.StatusTable{rows: rows}
+  end
+
+  @doc "Closes `subject`'s breaker (also clearing a forced open)."
+  @spec reset(subject) :: :ok | too_many
+  def reset(subject), do: control(subject, &Native.reset/1)
+
+  @doc "Opens `subject`'s breaker until `reset/1`."
+  @spec force_open(subject) :: :ok | too_many
+  def force_open(subject), do: control(subject, &Native.force_open/1)
+
+  @doc "Disables `subject`: admit everything, never trip, keep counting."
+  @spec disable(subject) :: :ok | too_many
+  def disable(subject), do: control(subject, &Native.disable/1)
+
+  @doc "Undoes `disable/1`."
+  @spec enable(subject) :: :ok | too_many
+  def enable(subject), do: control(subject, &Native.enable/1)
+
+  defp control(subject, fun) do
+    subject = Subject.normalize!(subject)
+    observe(subject, fun.(subject))
+  end
+
+  @doc "Active alerts (see `Breakwater.Alerts`)."
+  @spec alerts() :: [Breakwater.Alerts.alert()]
+  def alerts, do: Breakwater.Alerts.list()
+
+  @compile {:inline, observe: 2}
+  defp observe(subject, {:transitions, _, _} = result), do: History.observe(subject, result)
+  defp observe(_subject, result), do: result
+end
