@@ -354,7 +354,9 @@ defmodule Breakwater do
   @doc """
   Takes at most `max` (1..10_000) of `subject`'s oldest pending events as a batch:
   `{:ok, batch_id, events}`, or `:empty`. The batch is delivered again unless acked;
-  if the caller dies first, it is returned to the spool.
+  if the caller dies first, it is returned to the spool. When memory holds nothing
+  pending and events wait in the disk spool, the oldest of them are moved into memory
+  first, so batches come in order.
   """
   @spec drain(subject, pos_integer) :: {:ok, non_neg_integer, [binary]} | :empty | too_many
   def drain(subject, max) do
@@ -364,7 +366,16 @@ defmodule Breakwater do
       raise ArgumentError, "max must be an integer in 1..10000, got: #{inspect(max)}"
     end
 
-    Native.drain(subject, max)
+    case Native.drain(subject, max) do
+      :empty -> if refill(subject, max) > 0, do: Native.drain(subject, max), else: :empty
+      other -> other
+    end
+  end
+
+  defp refill(subject, max) do
+    if Breakwater.DiskSpool.pending?(subject),
+      do: Breakwater.DiskSpool.refill(subject, max),
+      else: 0
   end
 
   @doc "Acknowledges a batch: its events are delivered and their memory returns to the pool."
@@ -390,16 +401,36 @@ defmodule Breakwater do
 
   @doc """
   `subject`'s state: `:status` (`:inactive | :warning | :active`), `:breaker`,
-  `:backpressure`, `:queue_depth`, `:counters` and more (see
+  `:backpressure`, `:queue_depth`, `:counters`, `:accounting` and more (see
   `docs/operations.md`).
+
+  `:accounting` sums up where every event offered to `enqueue/3` is, and holds at
+  every moment: `enqueued = delivered + spooled_memory + spooled_disk + dropped`
+  (`enqueued` includes events found in the disk spool at start). `redelivered` counts
+  events handed out again after a failed or unacknowledged attempt: the most that
+  at-least-once delivery can have duplicated.
   """
   @spec status(subject) :: map | too_many
   def status(subject) do
     subject = Subject.normalize!(subject)
 
     case Native.status(subject) do
-      %{} = status -> status
-      error -> error
+      %{counters: c} = status ->
+        accounting = %{
+          enqueued: c.offered_events + c.disk_recovered_events,
+          delivered: c.delivered_events,
+          spooled_memory: c.spooled_events,
+          spooled_disk: c.disk_pending_events,
+          dropped: c.dropped_events,
+          redelivered: c.redelivered_events
+        }
+
+        status
+        |> Map.put(:accounting, accounting)
+        |> Map.put(:ledger, Breakwater.Ledger.Worker.info(subject))
+
+      error ->
+        error
     end
   end
 
@@ -432,6 +463,82 @@ defmodule Breakwater do
   defp control(subject, fun) do
     subject = Subject.normalize!(subject)
     observe(subject, fun.(subject))
+  end
+
+  # ---- ledgers ------------------------------------------------------------------------
+
+  @doc """
+  Starts a supervised worker that delivers `subject`'s spool to `module` (a
+  `Breakwater.Ledger`) through the subject's breaker. Options: `batch_size:` (1..10_000,
+  default 500), `poll_ms:` (1..60_000, default 5: how often an idle worker looks for
+  events).
+
+  Returns `{:error, :already_attached}` when the subject has a worker, and
+  `{:error, {:invalid_ledger, module}}` when `module` does not implement the behaviour.
+  """
+  @spec attach_ledger(subject, module, keyword) :: :ok | {:error, term}
+  def attach_ledger(subject, module, opts \\ []) do
+    subject = Subject.normalize!(subject)
+    opts = keyword!(opts, [:batch_size, :poll_ms], "attach_ledger/3")
+
+    with :ok <- ledger_opt(opts, :batch_size, 1..10_000),
+         :ok <- ledger_opt(opts, :poll_ms, 1..60_000),
+         true <- Breakwater.Ledger.valid?(module) || {:error, {:invalid_ledger, module}},
+         {status, _} when is_atom(status) <-
+           :router_intake_backpressure.check_backpressure(subject) do
+      spec = {Breakwater.Ledger.Worker, [subject: subject, module: module] ++ Map.to_list(opts)}
+
+      case DynamicSupervisor.start_child(Breakwater.Ledger.Supervisor, spec) do
+        {:ok, _pid} -> :ok
+        {:error, {:already_started, _}} -> {:error, :already_attached}
+        {:error, reason} -> {:error, reason}
+      end
+    end
+  end
+
+  defp ledger_opt(opts, key, range) do
+    case opts do
+      %{^key => v} when is_integer(v) ->
+        if v in range, do: :ok, else: {:error, {:invalid_option, key, v}}
+
+      %{^key => v} ->
+        {:error, {:invalid_option, key, v}}
+
+      %{} ->
+        :ok
+    end
+  end
+
+  @doc """
+  Stops `subject`'s ledger worker. A batch it had in flight goes back to the spool;
+  nothing spooled is lost (`{:error, :not_attached}` when there is no worker).
+  """
+  @spec detach_ledger(subject) :: :ok | {:error, :not_attached}
+  def detach_ledger(subject) do
+    subject = Subject.normalize!(subject)
+
+    case Registry.lookup(Breakwater.Ledger.Names, subject) do
+      [{pid, _}] -> DynamicSupervisor.terminate_child(Breakwater.Ledger.Supervisor, pid)
+      [] -> {:error, :not_attached}
+    end
+  end
+
+  @doc "Subjects with a ledger worker, and their ledger modules."
+  @spec ledgers() :: [{binary, module}]
+  def ledgers do
+    for {_, pid, _, _} <- DynamicSupervisor.which_children(Breakwater.Ledger.Supervisor),
+        is_pid(pid),
+        [{subject, module}] <- [
+          Registry.keys(Breakwater.Ledger.Names, pid) |> Enum.map(&{&1, ledger_module(&1)})
+        ],
+        do: {subject, module}
+  end
+
+  defp ledger_module(subject) do
+    case Breakwater.Ledger.Worker.info(subject) do
+      %{module: m} -> m
+      nil -> nil
+    end
   end
 
   @doc "Active alerts (see `Breakwater.Alerts`)."

@@ -9,7 +9,7 @@ defmodule Breakwater.Alerts do
   | `:backpressure_warning` | status becomes warning and the policy has `alert_on_warning` | status leaves warning | warning |
   | `:circuit_open` | the breaker opens | the breaker leaves open | warning |
   | `:circuit_open_escalated` | the breaker has been open `alert_escalate_after_ms` | the breaker leaves open | critical |
-  | `:depth_critical_escalated` | backpressure has been dropping for `depth_escalate_after_ms` (application env, default 120 000) and the depth is still at or above critical | backpressure leaves dropping | critical |
+  | `:depth_critical_escalated` | backpressure has been dropping for `depth_escalate_after_ms` (application key, default 120 000) and the depth is still at or above critical | backpressure leaves dropping | critical |
 
   Each transition makes the manager re-read the subject's current state, so alerts
   follow the state even when transitions observed by different processes reach it out

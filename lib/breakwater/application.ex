@@ -6,13 +6,19 @@ defmodule Breakwater.Application do
 
   ```text
   Breakwater.Supervisor (rest_for_one)
-  ├── Breakwater.Tables          ETS owner; does nothing else
-  ├── Breakwater.Alerts          alert manager (alarm_handler, Logger)
-  ├── Breakwater.Ticker          breaker timer: time-based transitions without traffic
-  └── Breakwater.TaskSupervisor  runs Breakwater.call/3 functions under a timeout
+  ├── Breakwater.Tables             ETS owner; does nothing else
+  ├── Breakwater.Alerts             alert manager (alarm_handler, Logger)
+  ├── Breakwater.DiskSpool          disk overflow and replay (disk_log per subject)
+  ├── Breakwater.Ticker             breaker timer: time-based transitions without traffic
+  ├── Breakwater.TaskSupervisor     runs call/3 functions and ledger calls under a timeout
+  ├── Breakwater.Ledger.Names       Registry: subject → ledger worker
+  └── Breakwater.Ledger.Supervisor  DynamicSupervisor of Breakwater.Ledger.Worker
   ```
 
-  and applies the per-subject policies of the `subjects` key.
+  then applies the per-subject policies of the `subjects` key and attaches the
+  ledgers of the `ledgers` key. On stop, the ledger workers are stopped first (their
+  batches in flight go back to the spool) and every memory spool is written to the
+  disk spool, to be replayed on the next start (R-D3).
   """
   use Application
   require Logger
@@ -76,8 +82,12 @@ defmodule Breakwater.Application do
     children = [
       Breakwater.Tables,
       Breakwater.Alerts,
+      {Breakwater.DiskSpool,
+       dir: config.spool_dir, file_bytes: config.disk_file_bytes, max_bytes: config.disk_max_bytes},
       {Breakwater.Ticker, tick_ms: config.tick_ms},
-      {Task.Supervisor, name: Breakwater.TaskSupervisor}
+      {Task.Supervisor, name: Breakwater.TaskSupervisor},
+      {Registry, keys: :unique, name: Breakwater.Ledger.Names},
+      {DynamicSupervisor, strategy: :one_for_one, name: Breakwater.Ledger.Supervisor}
     ]
 
     Supervisor.start_link(children, strategy: :rest_for_one, name: Breakwater.Supervisor)

@@ -26,7 +26,10 @@ defmodule Breakwater.Config do
     * `max_subjects` (10_000), `spool_dir` (nil = `breakwater_spool` under the
       temporary directory), `http` (nil = off; `port`, `ip`), `ledgers`
       (subject → module or `{module, opts}`), `tick_ms` (100), `history_limit` and
-      `events_limit` (1_000).
+      `events_limit` (1_000);
+    * `disk_file_bytes` (16 MiB: size of one disk spool file), `disk_max_bytes`
+      (1 GiB: disk spool per subject), `depth_escalate_after_ms` (120_000: how long
+      the depth may stay above critical before the alert escalates).
 
   See `docs/configuration.md` for the rules of every key.
 
@@ -38,6 +41,7 @@ defmodule Breakwater.Config do
   `subjects."ledger".warning_threshold: got 0, expected ...`.
   """
 
+  import Bitwise
   alias Breakwater.Policy
 
   @keys [
@@ -50,7 +54,10 @@ defmodule Breakwater.Config do
     :ledgers,
     :tick_ms,
     :history_limit,
-    :events_limit
+    :events_limit,
+    :disk_file_bytes,
+    :disk_max_bytes,
+    :depth_escalate_after_ms
   ]
 
   @ring_pool_keys [:segments, :segment_capacity, :segment_bytes, :max_event_bytes]
@@ -95,7 +102,10 @@ defmodule Breakwater.Config do
           ledgers: %{optional(subject) => {module, keyword}},
           tick_ms: pos_integer,
           history_limit: pos_integer,
-          events_limit: pos_integer
+          events_limit: pos_integer,
+          disk_file_bytes: pos_integer,
+          disk_max_bytes: pos_integer,
+          depth_escalate_after_ms: pos_integer
         }
 
   @doc """
@@ -170,7 +180,18 @@ defmodule Breakwater.Config do
       ledgers: ledgers,
       tick_ms: int([:tick_ms], Map.get(env, :tick_ms, 100), 10, 60_000),
       history_limit: int([:history_limit], Map.get(env, :history_limit, 1_000), 1, 1_000_000),
-      events_limit: int([:events_limit], Map.get(env, :events_limit, 1_000), 1, 1_000_000)
+      events_limit: int([:events_limit], Map.get(env, :events_limit, 1_000), 1, 1_000_000),
+      disk_file_bytes:
+        int([:disk_file_bytes], Map.get(env, :disk_file_bytes, 16 * 1024 * 1024), 4_096, 1 <<< 40),
+      disk_max_bytes:
+        int([:disk_max_bytes], Map.get(env, :disk_max_bytes, 1024 * 1024 * 1024), 4_096, 1 <<< 50),
+      depth_escalate_after_ms:
+        int(
+          [:depth_escalate_after_ms],
+          Map.get(env, :depth_escalate_after_ms, 120_000),
+          1,
+          Policy.max_integer()
+        )
     ]
 
     unknown =

@@ -32,6 +32,8 @@ defmodule Breakwater.Native do
   @doc false
   def admit_event(_subject, _event_type), do: nif_error()
   @doc false
+  def admit_write(_subject), do: nif_error()
+  @doc false
   def record(_subject, _outcome, _latency_ms), do: nif_error()
   @doc false
   def report_depth(_subject, _depth), do: nif_error()
@@ -69,4 +71,12 @@ defmodule Breakwater.Native do
   def advance_clock(_ms), do: nif_error()
   @doc false
   def set_disk_pending(_subject, _pending), do: nif_error()
+  @doc false
+  def evacuate(_subject, _batch_id), do: nif_error()
+  @doc false
+  def refill(_subject, _event), do: nif_error()
+  @doc false
+  def disk_dropped(_subject, _events, _bytes), do: nif_error()
+  @doc false
+  def disk_recovered(_subject, _events), do: nif_error()
 end

@@ -56,8 +56,9 @@ defmodule Mix.Tasks.Compile.BreakwaterNative do
       {:noop, []}
     else
       # Copy to a temporary name and rename: a running VM that has the old library
-      # loaded keeps its mapping of the old file.
-      tmp = dest <> ".tmp"
+      # loaded keeps its mapping of the old file, and concurrent builds never see a
+      # half-written library.
+      tmp = "#{dest}.#{:os.getpid()}.#{System.unique_integer([:positive])}.tmp"
       File.cp!(source, tmp)
       File.rename!(tmp, dest)
       {:ok, []}

@@ -20,7 +20,8 @@
 //! - `ranges` tile `head..take`; a batch id names at most one range;
 //! - `stats.spooled_events` = events in `head..tail` not done = in flight + nacked +
 //!   never taken; likewise for bytes;
-//! - accounting: `enqueued = delivered + spooled + dropped_oldest` (events and bytes).
+//! - accounting: `enqueued = delivered + spooled + dropped_oldest + evacuated` (events
+//!   and bytes), where `evacuated` left memory for the disk spool at application stop.
 //!
 //! The spool is not synchronised; the subject holds it in a mutex.
 
@@ -87,6 +88,48 @@ pub struct SpoolStats {
     pub in_flight_events: u64,
     /// Segments the spool holds now.
     pub segments: u32,
+    /// Events moved from memory to the disk spool (application stop).
+    pub evacuated_events: u64,
+    /// Bytes moved from memory to the disk spool.
+    pub evacuated_bytes: u64,
+    /// Events moved from the disk spool back into memory.
+    pub refilled_events: u64,
+    /// Overflow events the disk spool could not store (disk full, write error).
+    pub disk_dropped_events: u64,
+    /// Bytes of those.
+    pub disk_dropped_bytes: u64,
+    /// Events found in the disk spool at start that this node had not counted.
+    pub disk_recovered_events: u64,
+}
+
+impl SpoolStats {
+    /// Events in the disk spool: in by overflow, evacuation and recovery, out by refill
+    /// or a failed write.
+    pub fn disk_pending_events(&self) -> u64 {
+        (self.overflow_events + self.evacuated_events + self.disk_recovered_events)
+            .saturating_sub(self.disk_dropped_events + self.refilled_events)
+    }
+
+    /// Events offered by callers of `push` (refills from disk excluded).
+    pub fn offered_events(&self) -> u64 {
+        self.enqueued_events - self.refilled_events
+            + self.dropped_newest_events
+            + self.overflow_events
+    }
+
+    /// Events dropped for good, by every cause.
+    pub fn dropped_events(&self) -> u64 {
+        self.dropped_newest_events + self.dropped_oldest_events + self.disk_dropped_events
+    }
+}
+
+/// How an acknowledged batch left memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Release {
+    /// Delivered to the ledger.
+    Delivered,
+    /// Written to the disk spool (application stop).
+    Evacuated,
 }
 
 /// What became of an event offered to [`Spool::push`].
@@ -228,6 +271,35 @@ impl Spool {
             (Overflow::Drop, DropPolicy::DropNewest) => self.refuse(event),
         };
         (outcome, SegmentEvent::Exhausted)
+    }
+
+    /// Puts an event read back from the disk spool into memory, if a segment has room
+    /// (never discarding anything, never overflowing). Returns false when it did not fit.
+    pub fn refill(&mut self, pool: &RingPool, event: &[u8], quota: u32) -> (bool, SegmentEvent) {
+        if self.chain.back_mut().is_some_and(|seg| seg.try_push(event)) {
+            self.accepted(event.len());
+            self.stats.refilled_events += 1;
+            return (true, SegmentEvent::None);
+        }
+        if self.chain.len() < quota as usize {
+            if let Some(seg) = pool.take() {
+                self.append_segment(seg, event);
+                self.stats.refilled_events += 1;
+                return (true, SegmentEvent::Acquired);
+            }
+        }
+        (false, SegmentEvent::None)
+    }
+
+    /// Counts overflow events the disk spool failed to store.
+    pub fn disk_dropped(&mut self, events: u64, bytes: u64) {
+        self.stats.disk_dropped_events += events;
+        self.stats.disk_dropped_bytes += bytes;
+    }
+
+    /// Counts events found in the disk spool at start that this node had not counted.
+    pub fn disk_recovered(&mut self, events: u64) {
+        self.stats.disk_recovered_events += events;
     }
 
     /// Counts `event` as handed to the disk spool without offering it to memory (the
@@ -437,12 +509,26 @@ impl Spool {
     /// Acknowledges batch `id`: its events are delivered and their segments can go back.
     /// Returns how many segments went back to the pool.
     pub fn ack(&mut self, pool: &RingPool, id: u64) -> Result<usize, BatchError> {
+        self.release_batch(pool, id, Release::Delivered)
+    }
+
+    /// Releases batch `id` as delivered or as evacuated to disk. Returns how many
+    /// segments went back to the pool.
+    pub fn release_batch(&mut self, pool: &RingPool, id: u64, how: Release) -> Result<usize, BatchError> {
         let i = self.find_batch(id).ok_or(BatchError::UnknownBatch)?;
         let Range { start, end, .. } = self.ranges[i];
         let (n, bytes) = (end - start, self.bytes_between(start, end));
         self.ranges[i].kind = Kind::Done;
-        self.stats.delivered_events += n;
-        self.stats.delivered_bytes += bytes;
+        match how {
+            Release::Delivered => {
+                self.stats.delivered_events += n;
+                self.stats.delivered_bytes += bytes;
+            }
+            Release::Evacuated => {
+                self.stats.evacuated_events += n;
+                self.stats.evacuated_bytes += bytes;
+            }
+        }
         self.stats.spooled_events -= n;
         self.stats.spooled_bytes -= bytes;
         self.stats.in_flight_events -= n;
@@ -529,11 +615,11 @@ impl Spool {
         let s = self.stats;
         assert_eq!(
             s.enqueued_events,
-            s.delivered_events + s.spooled_events + s.dropped_oldest_events
+            s.delivered_events + s.spooled_events + s.dropped_oldest_events + s.evacuated_events
         );
         assert_eq!(
             s.enqueued_bytes,
-            s.delivered_bytes + s.spooled_bytes + s.dropped_oldest_bytes
+            s.delivered_bytes + s.spooled_bytes + s.dropped_oldest_bytes + s.evacuated_bytes
         );
     }
 }

@@ -39,7 +39,7 @@ use crate::clock::Clock;
 use crate::counters::{Counter, StripedCounters, COUNTERS};
 use crate::policy::{DropPolicy, Overflow, Policy, PolicyError};
 use crate::pool::RingPool;
-use crate::spool::{Batch, BatchError, PushOutcome, SegmentEvent, Spool, SpoolStats};
+use crate::spool::{Batch, BatchError, PushOutcome, Release, SegmentEvent, Spool, SpoolStats};
 use crate::state::{BackpressureState, BreakerState, Stamp, Status, Word, NO_TIME};
 use crate::transition::{Transition, Transitions};
 use crate::window::{FailureWindow, WindowCounts};
@@ -48,7 +48,7 @@ use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 /// Why an admission was refused, in the order they are checked.
@@ -81,6 +81,8 @@ impl Reason {
 pub enum Admission {
     /// Go ahead.
     Admit,
+    /// Go ahead, as a half-open probe: the call's outcome decides the breaker.
+    Probe,
     /// Refused; retry after this many milliseconds.
     Reject(Reason, u64),
 }
@@ -425,7 +427,12 @@ impl Subject {
         let open_ms = self.policy.load().policy.open_time_ms(w.trip_streak());
         Some(match self.breaker_since.load(w.breaker_epoch()) {
             Some(since) => (since + open_ms).saturating_sub(now.get()),
-            // The winner of the trip has not published its stamp yet: it just opened.
+            // The stamp belongs to another epoch. Either the breaker has moved on since
+            // `w` was read (the stamp is the next state's, stored after its CAS, so the
+            // word read now shows the new epoch): `w`'s open period is over, and the
+            // caller's CAS from `w` fails and re-reads. Or the winner of this trip has
+            // not published its stamp yet: it just opened.
+            None if self.word().breaker_epoch() != w.breaker_epoch() => 0,
             None => open_ms,
         })
     }
@@ -454,6 +461,10 @@ impl Subject {
     /// Moves the backpressure state to where the current depth leads (R-P2).
     fn evaluate<C: Clock>(&self, now: &Now<C>, out: &mut Transitions) {
         let mut w = self.word();
+        // Transitions this call may make: one rule step, recovery -> normal with a zero
+        // stability period, and a re-evaluation after a concurrent depth change; one slot
+        // of the report is left for a breaker transition of the same operation.
+        let mut rounds = Transitions::CAPACITY - 1;
         loop {
             let depth = self.depth();
             let exhausted = self.exhausted.load(Ordering::Relaxed);
@@ -484,12 +495,23 @@ impl Subject {
             }
             let to = w.with_backpressure(target);
             match self.swap(w, to, now, out) {
-                Ok(()) if target == BackpressureState::Recovery => {
-                    self.calm_since.store(to.backpressure_epoch(), now.get());
-                    // With a zero stability period recovery may end at once: go round.
+                Ok(()) => {
+                    if target == BackpressureState::Recovery {
+                        self.calm_since.store(to.backpressure_epoch(), now.get());
+                    }
+                    // Go round: with a zero stability period recovery may end at once,
+                    // and the depth read above may be stale by now. Another thread may
+                    // have changed it and returned from its own evaluation before this
+                    // CAS, finding its state current; nobody else would correct ours.
+                    rounds -= 1;
+                    if rounds == 0 {
+                        return;
+                    }
+                    // Pairs with the fence in `report_depth`: either that thread's
+                    // evaluation sees this CAS, or this re-read sees its depth.
+                    fence(Ordering::SeqCst);
                     w = to;
                 }
-                Ok(()) => return,
                 Err(actual) => w = actual,
             }
         }
@@ -572,7 +594,7 @@ impl Subject {
             self.counters.incr(Counter::Accepted);
             return Admission::Admit;
         }
-        self.admit_slow(w, priority, clock, out)
+        self.admit_slow(w, Some(priority), clock, out)
     }
 
     fn shed(&self, priority: u8) -> Option<Admission> {
@@ -598,7 +620,7 @@ impl Subject {
     fn admit_slow<C: Clock>(
         &self,
         mut w: Word,
-        priority: u8,
+        priority: Option<u8>,
         clock: &C,
         out: &mut Transitions,
     ) -> Admission {
@@ -613,8 +635,8 @@ impl Subject {
                     Some(0) => w = self.advance_time(w, &now, out),
                     remaining => {
                         self.counters.incr(Counter::RejectedCircuitOpen);
-                        let retry =
-                            remaining.unwrap_or_else(|| self.policy.load().policy.open_timeout_ms);
+                        let retry = remaining
+                            .unwrap_or_else(|| self.policy.load().policy.open_timeout_ms);
                         return Admission::Reject(Reason::CircuitOpen, retry.max(1));
                     }
                 },
@@ -627,23 +649,20 @@ impl Subject {
                             view.policy.call_timeout_ms,
                         );
                     }
-                    if let Some(reject) = self.backpressure_reject(w, priority) {
+                    if let Some(reject) = priority.and_then(|p| self.backpressure_reject(w, p)) {
                         return reject;
                     }
                     let to = w.with_probes(w.probes() + 1);
                     match self.swap(w, to, &now, out) {
                         Ok(()) => {
-                            if w.probes() == 0 {
-                                self.probes_since.store(to.breaker_epoch(), now.get());
-                            }
                             self.counters.incr(Counter::Accepted);
-                            return Admission::Admit;
+                            return Admission::Probe;
                         }
                         Err(actual) => w = actual,
                     }
                 }
                 BreakerState::Closed => {
-                    if let Some(reject) = self.backpressure_reject(w, priority) {
+                    if let Some(reject) = priority.and_then(|p| self.backpressure_reject(w, p)) {
                         return reject;
                     }
                     self.counters.incr(Counter::Accepted);
@@ -655,6 +674,19 @@ impl Subject {
                 return Admission::Admit;
             }
         }
+    }
+
+    /// Admission of a write to the ledger by a drain worker: the breaker alone decides.
+    /// Draining is what relieves backpressure, so backpressure never holds it back.
+    /// Answers [`Admission::Probe`] when the write takes a half-open probe slot: its
+    /// outcome must be recorded.
+    pub fn admit_write<C: Clock>(&self, clock: &C, out: &mut Transitions) -> Admission {
+        let w = self.word();
+        if w.breaker() == BreakerState::Closed || w.disabled() {
+            self.counters.incr(Counter::Accepted);
+            return Admission::Admit;
+        }
+        self.admit_slow(w, None, clock, out)
     }
 
     /// Records the outcome of a call; `latency_ms`, when given, makes a call slower than
@@ -755,6 +787,8 @@ impl Subject {
     pub fn report_depth<C: Clock>(&self, depth: u64, clock: &C, out: &mut Transitions) {
         self.reported_depth.store(depth, Ordering::Relaxed);
         self.watermark(depth);
+        // Orders the store before the state word is read in `evaluate` (see there).
+        fence(Ordering::SeqCst);
         self.evaluate(&Now::new(clock), out);
     }
 
@@ -795,11 +829,9 @@ impl Subject {
         };
         let (outcome, segment, spooled) = {
             let mut spool = self.spool.lock();
-            let (outcome, segment) = if overflow == Overflow::Disk
-                && self.disk_pending.load(Ordering::Relaxed)
-            {
-                // Older events wait on disk: this one follows them, so delivery stays
-                // in order (memory first, then disk).
+            let (outcome, segment) = if self.disk_pending.load(Ordering::Relaxed) {
+                // Older events wait on disk (an overflow, or a flush at application
+                // stop): this one follows them, so delivery stays in order.
                 (spool.overflow(event), SegmentEvent::None)
             } else {
                 spool.push(pool, event, quota, drop, overflow)
@@ -807,12 +839,8 @@ impl Subject {
             if outcome == PushOutcome::Overflow {
                 self.disk_pending.store(true, Ordering::Relaxed);
             }
-            let spooled = spool.stats().spooled_events;
-            // Published under the lock, so the mirrors follow the spool's order.
-            self.spooled.store(spooled, Ordering::Relaxed);
-            self.segments_held
-                .store(spool.segments() as u32, Ordering::Relaxed);
-            (outcome, segment, spooled)
+            self.publish(&spool);
+            (outcome, segment, spool.stats().spooled_events)
         };
         match segment {
             SegmentEvent::Acquired => self.exhausted.store(false, Ordering::Relaxed),
@@ -852,20 +880,28 @@ impl Subject {
 
     /// Acknowledges batch `id`; its segments go back to the pool, and backpressure is
     /// re-evaluated.
-    pub fn ack<C: Clock>(
+    pub fn ack<C: Clock>(&self, pool: &RingPool, id: u64, clock: &C, out: &mut Transitions) -> Result<(), BatchError> {
+        self.release(pool, id, Release::Delivered, clock, out)
+    }
+
+    /// Releases batch `id` as written to the disk spool (application stop) rather than
+    /// delivered.
+    pub fn evacuate<C: Clock>(&self, pool: &RingPool, id: u64, clock: &C, out: &mut Transitions) -> Result<(), BatchError> {
+        self.release(pool, id, Release::Evacuated, clock, out)
+    }
+
+    fn release<C: Clock>(
         &self,
         pool: &RingPool,
         id: u64,
+        how: Release,
         clock: &C,
         out: &mut Transitions,
     ) -> Result<(), BatchError> {
         let released = {
             let mut spool = self.spool.lock();
-            let released = spool.ack(pool, id)?;
-            self.spooled
-                .store(spool.stats().spooled_events, Ordering::Relaxed);
-            self.segments_held
-                .store(spool.segments() as u32, Ordering::Relaxed);
+            let released = spool.release_batch(pool, id, how)?;
+            self.publish(&spool);
             released
         };
         if released > 0 {
@@ -875,9 +911,48 @@ impl Subject {
         Ok(())
     }
 
-    /// Whether events of this subject wait in the disk spool. While they do (and the
-    /// policy's `overflow` is `disk`), every new event goes to disk after them. Set by
-    /// the first overflow; cleared by the layer that empties the disk spool.
+    /// Publishes the spool's depth and segment count; called with the spool locked, so
+    /// the mirrors follow the spool's order.
+    fn publish(&self, spool: &Spool) {
+        self.spooled.store(spool.stats().spooled_events, Ordering::Relaxed);
+        self.segments_held.store(spool.segments() as u32, Ordering::Relaxed);
+    }
+
+    /// Puts an event read back from the disk spool into memory if there is room (it is
+    /// never discarded and never overflows). Returns false when it did not fit.
+    pub fn refill<C: Clock>(&self, pool: &RingPool, event: &[u8], clock: &C, out: &mut Transitions) -> bool {
+        let quota = self.hot.quota.load(Ordering::Relaxed);
+        let (fit, segment) = {
+            let mut spool = self.spool.lock();
+            let r = spool.refill(pool, event, quota);
+            self.publish(&spool);
+            r
+        };
+        if segment == SegmentEvent::Acquired {
+            self.exhausted.store(false, Ordering::Relaxed);
+        }
+        if fit {
+            self.watermark(self.spooled.load(Ordering::Relaxed));
+            self.evaluate(&Now::new(clock), out);
+        }
+        fit
+    }
+
+    /// Counts overflow events the disk spool could not store.
+    pub fn disk_dropped(&self, events: u64, bytes: u64) {
+        self.spool.lock().disk_dropped(events, bytes);
+    }
+
+    /// Counts events found in the disk spool at start that this node had not counted.
+    pub fn disk_recovered(&self, events: u64) {
+        self.spool.lock().disk_recovered(events);
+    }
+
+    /// Whether events of this subject wait in the disk spool. While they do, every new
+    /// event goes to disk after them (whatever the policy's `overflow`), so delivery
+    /// stays FIFO. Set by the first overflow, or by the layer that flushes memory to
+    /// disk at stop or finds events there at start; cleared by the layer that empties
+    /// the disk spool.
     pub fn disk_pending(&self) -> bool {
         self.disk_pending.load(Ordering::Relaxed)
     }

@@ -8,6 +8,8 @@ rustler::atoms! {
     transitions,
     empty,
     overflow,
+    probe,
+    full,
     nil,
     // check_backpressure statuses
     backpressure_inactive,

@@ -114,8 +114,8 @@ pub fn snapshot<'a>(env: Env<'a>, name: &[u8], s: &Snapshot, policy_quota: u32) 
         + c(Counter::RejectedHalfOpenLimit)
         + c(Counter::RejectedBackpressure)
         + c(Counter::RejectedShedLowPriority);
-    let dropped_events = sp.dropped_newest_events + sp.dropped_oldest_events;
-    let dropped_bytes = sp.dropped_newest_bytes + sp.dropped_oldest_bytes;
+    let dropped_events = sp.dropped_events();
+    let dropped_bytes = sp.dropped_newest_bytes + sp.dropped_oldest_bytes + sp.disk_dropped_bytes;
     let mut subject = rustler::NewBinary::new(env, name.len());
     subject.as_mut_slice().copy_from_slice(name);
     let counters = map(
@@ -155,6 +155,14 @@ pub fn snapshot<'a>(env: Env<'a>, name: &[u8], s: &Snapshot, policy_quota: u32) 
             ("spooled_events", sp.spooled_events.encode(env)),
             ("spooled_bytes", sp.spooled_bytes.encode(env)),
             ("in_flight_events", sp.in_flight_events.encode(env)),
+            ("offered_events", sp.offered_events().encode(env)),
+            ("evacuated_events", sp.evacuated_events.encode(env)),
+            ("evacuated_bytes", sp.evacuated_bytes.encode(env)),
+            ("refilled_events", sp.refilled_events.encode(env)),
+            ("disk_dropped_events", sp.disk_dropped_events.encode(env)),
+            ("disk_dropped_bytes", sp.disk_dropped_bytes.encode(env)),
+            ("disk_recovered_events", sp.disk_recovered_events.encode(env)),
+            ("disk_pending_events", sp.disk_pending_events().encode(env)),
         ],
     );
     let w = s.word;

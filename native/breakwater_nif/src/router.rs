@@ -28,7 +28,7 @@ fn check<'a>(env: Env<'a>, subject_name: Term<'a>) -> NifResult<Term<'a>> {
 
 fn admission<'a>(env: Env<'a>, a: Admission) -> Term<'a> {
     match a {
-        Admission::Admit => atoms::ok().encode(env),
+        Admission::Admit | Admission::Probe => atoms::ok().encode(env),
         Admission::Reject(reason, retry) => (atoms::reject(), encode::reason(reason), retry).encode(env),
     }
 }
@@ -96,4 +96,21 @@ fn report_depth<'a>(env: Env<'a>, subject_name: Term<'a>, depth: Term<'a>) -> Ni
     let mut out = Transitions::new();
     s.report_depth(depth, inst.registry.clock(), &mut out);
     Ok(encode::with_transitions(env, atoms::ok().encode(env), &out))
+}
+
+/// A drain worker's admission of a ledger write: the breaker alone decides.
+/// `ok | probe | {reject, Reason, RetryAfterMs}`; after `probe` the outcome decides the
+/// half-open breaker.
+#[rustler::nif]
+fn admit_write<'a>(env: Env<'a>, subject_name: Term<'a>) -> NifResult<Term<'a>> {
+    let (inst, s) = match subject(env, subject_name)? {
+        Ok(found) => found,
+        Err(error) => return Ok(error),
+    };
+    let mut out = Transitions::new();
+    let result = match s.admit_write(inst.registry.clock(), &mut out) {
+        Admission::Probe => atoms::probe().encode(env),
+        a => admission(env, a),
+    };
+    Ok(encode::with_transitions(env, result, &out))
 }

@@ -125,3 +125,59 @@ fn set_disk_pending<'a>(env: Env<'a>, subject_name: Term<'a>, pending: bool) -> 
     s.set_disk_pending(pending);
     Ok(atoms::ok().encode(env))
 }
+
+/// Releases a batch as written to the disk spool (application stop), not delivered.
+#[rustler::nif]
+fn evacuate<'a>(env: Env<'a>, subject_name: Term<'a>, batch_id: Term<'a>) -> NifResult<Term<'a>> {
+    let id = args::non_neg(batch_id, "batch_id")?;
+    let (inst, s) = match subject(env, subject_name)? {
+        Ok(found) => found,
+        Err(error) => return Ok(error),
+    };
+    let mut out = Transitions::new();
+    let r = s.evacuate(inst.registry.pool(), id, inst.registry.clock(), &mut out);
+    Ok(encode::with_transitions(env, batch_result(env, r), &out))
+}
+
+/// Puts an event read back from the disk spool into memory: `ok`, or `full` when the
+/// pool has no room for it now.
+#[rustler::nif]
+fn refill<'a>(env: Env<'a>, subject_name: Term<'a>, event: Term<'a>) -> NifResult<Term<'a>> {
+    let event = Binary::from_term(event).map_err(|_| argument_error("event must be a binary"))?;
+    let (inst, s) = match subject(env, subject_name)? {
+        Ok(found) => found,
+        Err(error) => return Ok(error),
+    };
+    if event.len() > inst.registry.pool().config().max_event_bytes as usize {
+        return Err(argument_error("event is larger than the pool's max_event_bytes"));
+    }
+    let mut out = Transitions::new();
+    let fit = s.refill(inst.registry.pool(), event.as_slice(), inst.registry.clock(), &mut out);
+    let result = if fit { atoms::ok() } else { atoms::full() };
+    Ok(encode::with_transitions(env, result.encode(env), &out))
+}
+
+/// Counts overflow events (and their bytes) the disk spool could not store.
+#[rustler::nif]
+fn disk_dropped<'a>(env: Env<'a>, subject_name: Term<'a>, events: Term<'a>, bytes: Term<'a>) -> NifResult<Term<'a>> {
+    let events = args::non_neg(events, "events")?;
+    let bytes = args::non_neg(bytes, "bytes")?;
+    let (_, s) = match subject(env, subject_name)? {
+        Ok(found) => found,
+        Err(error) => return Ok(error),
+    };
+    s.disk_dropped(events, bytes);
+    Ok(atoms::ok().encode(env))
+}
+
+/// Counts events found in the disk spool at start that this node had not counted.
+#[rustler::nif]
+fn disk_recovered<'a>(env: Env<'a>, subject_name: Term<'a>, events: Term<'a>) -> NifResult<Term<'a>> {
+    let events = args::non_neg(events, "events")?;
+    let (_, s) = match subject(env, subject_name)? {
+        Ok(found) => found,
+        Err(error) => return Ok(error),
+    };
+    s.disk_recovered(events);
+    Ok(atoms::ok().encode(env))
+}
