@@ -119,17 +119,31 @@ defmodule Breakwater do
   def admit(subject, opts \\ [])
 
   def admit(subject, []) when is_binary(subject),
-    do: observe(subject, Native.admit(subject, @normal))
+    do: admitted(subject, Native.admit(subject, @normal))
 
   def admit(subject, priority: p) when is_binary(subject) and is_integer(p) and p in 0..9,
-    do: observe(subject, Native.admit(subject, p))
+    do: admitted(subject, Native.admit(subject, p))
 
   def admit(subject, opts) do
     subject = Subject.normalize!(subject)
 
     case admission_opts(opts) do
-      {:priority, p} -> observe(subject, Native.admit(subject, p))
-      {:event_type, t} -> observe(subject, Native.admit_event(subject, t))
+      {:priority, p} -> admitted(subject, Native.admit(subject, p))
+      {:event_type, t} -> admitted(subject, Native.admit_event(subject, t))
+    end
+  end
+
+  @compile {:inline, admitted: 2}
+  defp admitted(_subject, :ok), do: :ok
+
+  defp admitted(subject, result) do
+    case observe(subject, result) do
+      {:reject, reason, _} = reject ->
+        Breakwater.Telemetry.rejected(subject, reason)
+        reject
+
+      other ->
+        other
     end
   end
 
@@ -345,6 +359,7 @@ defmodule Breakwater do
 
   defp spooled(subject, _event, {:reject, :pool_exhausted, _} = reject) do
     History.dropped(subject, 1)
+    Breakwater.Telemetry.rejected(subject, :pool_exhausted)
     reject
   end
 

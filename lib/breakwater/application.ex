@@ -12,7 +12,8 @@ defmodule Breakwater.Application do
   ├── Breakwater.Ticker             breaker timer: time-based transitions without traffic
   ├── Breakwater.TaskSupervisor     runs call/3 functions and ledger calls under a timeout
   ├── Breakwater.Ledger.Names       Registry: subject → ledger worker
-  └── Breakwater.Ledger.Supervisor  DynamicSupervisor of Breakwater.Ledger.Worker
+  ├── Breakwater.Ledger.Supervisor  DynamicSupervisor of Breakwater.Ledger.Worker
+  └── Breakwater.HTTP               /metrics and /health on inets httpd (only if `http` is set)
   ```
 
   then applies the per-subject policies of the `subjects` key and attaches the
@@ -78,33 +79,86 @@ defmodule Breakwater.Application do
     })
 
     :persistent_term.put({Breakwater, :config}, config)
+    Breakwater.Telemetry.refresh()
 
-    children = [
-      Breakwater.Tables,
-      Breakwater.Alerts,
-      {Breakwater.DiskSpool,
-       dir: config.spool_dir, file_bytes: config.disk_file_bytes, max_bytes: config.disk_max_bytes},
-      {Breakwater.Ticker, tick_ms: config.tick_ms},
-      {Task.Supervisor, name: Breakwater.TaskSupervisor},
-      {Registry, keys: :unique, name: Breakwater.Ledger.Names},
-      {DynamicSupervisor, strategy: :one_for_one, name: Breakwater.Ledger.Supervisor}
-    ]
+    children =
+      [
+        Breakwater.Tables,
+        Breakwater.Alerts,
+        {Breakwater.DiskSpool,
+         dir: config.spool_dir,
+         file_bytes: config.disk_file_bytes,
+         max_bytes: config.disk_max_bytes},
+        {Breakwater.Ticker, tick_ms: config.tick_ms},
+        {Task.Supervisor, name: Breakwater.TaskSupervisor},
+        {Registry, keys: :unique, name: Breakwater.Ledger.Names},
+        {DynamicSupervisor, strategy: :one_for_one, name: Breakwater.Ledger.Supervisor}
+      ] ++ http_children(config.http)
 
     Supervisor.start_link(children, strategy: :rest_for_one, name: Breakwater.Supervisor)
   end
 
+  # The HTTP endpoint (off unless `http` is configured) starts last, once everything it
+  # reports on is up.
+  defp http_children(nil), do: []
+  defp http_children(http), do: [{Breakwater.HTTP, http}]
+
   defp configure_subjects(config) do
     PolicyStore.put(:default, config.default_policy)
 
-    Enum.reduce_while(config.subjects, :ok, fn {subject, policy}, :ok ->
-      case Breakwater.put_policy(subject, policy) do
+    # The native registry outlives an application restart; policies set at run time do
+    # not: subjects the configuration does not name go back to the default policy.
+    for subject <- Native.subjects(), not Map.has_key?(config.subjects, subject) do
+      Native.configure(subject, Policy.to_native(config.default_policy))
+    end
+
+    with :ok <- each(config.subjects, &configure_subject/1) do
+      each(config.ledgers, &attach_ledger/1)
+    end
+  end
+
+  defp configure_subject({subject, policy}) do
+    case Breakwater.put_policy(subject, policy) do
+      :ok -> :ok
+      {:error, reasons} -> {:error, "subjects.#{inspect(subject)}: #{inspect(reasons)}"}
+    end
+  end
+
+  defp attach_ledger({subject, {module, opts}}) do
+    case Breakwater.attach_ledger(subject, module, opts) do
+      :ok -> :ok
+      {:error, reason} -> {:error, "ledgers.#{inspect(subject)}: #{inspect(reason)}"}
+    end
+  end
+
+  defp each(entries, fun) do
+    Enum.reduce_while(entries, :ok, fn entry, :ok ->
+      case fun.(entry) do
         :ok ->
           {:cont, :ok}
 
-        {:error, reasons} ->
-          {:halt,
-           {:error, {:invalid_configuration, "subjects.#{inspect(subject)}: #{inspect(reasons)}"}}}
+        {:error, message} ->
+          Logger.error("invalid :breakwater configuration: " <> message)
+          {:halt, {:error, {:invalid_configuration, message}}}
       end
     end)
+  end
+
+  @impl true
+  def prep_stop(state) do
+    # Ledger workers first: their batches in flight go back to the spool...
+    for {_, pid, _, _} <- DynamicSupervisor.which_children(Breakwater.Ledger.Supervisor),
+        is_pid(pid) do
+      DynamicSupervisor.terminate_child(Breakwater.Ledger.Supervisor, pid)
+    end
+
+    # ...then every memory spool goes to disk, to be replayed on the next start.
+    flushed = Breakwater.DiskSpool.flush_all()
+    if flushed > 0, do: Logger.info("breakwater flushed #{flushed} spooled events to disk")
+    state
+  catch
+    kind, reason ->
+      Logger.error("breakwater could not flush its spools at stop: #{inspect({kind, reason})}")
+      state
   end
 end

@@ -227,13 +227,18 @@ defmodule Breakwater.DiskSpool do
   defp subject_state(state, subject) do
     case state.subjects do
       %{^subject => sub} ->
-        {sub, state}
+        {:ok, sub, state}
 
       _ ->
         dir = Path.join(state.dir, Base.encode16(:crypto.hash(:sha256, subject), case: :lower))
-        File.mkdir_p!(dir)
-        File.write!(Path.join(dir, "subject"), subject)
-        {new_sub(subject, dir), put_in(state.subjects[subject], new_sub(subject, dir))}
+
+        with :ok <- File.mkdir_p(dir),
+             :ok <- File.write(Path.join(dir, "subject"), subject) do
+          sub = new_sub(subject, dir)
+          {:ok, sub, put_sub(state, sub)}
+        else
+          {:error, reason} -> {:error, {:spool_dir, dir, reason}}
+        end
     end
   end
 
@@ -284,8 +289,13 @@ defmodule Breakwater.DiskSpool do
   end
 
   defp open_writer(state, subject) do
-    {sub, state} = subject_state(state, subject)
+    case subject_state(state, subject) do
+      {:ok, sub, state} -> open_writer(state, subject, sub)
+      {:error, _} = error -> {error, state}
+    end
+  end
 
+  defp open_writer(state, subject, sub) do
     if length(sub.gens) >= state.max_files do
       {{:error, :disk_full}, state}
     else
@@ -516,45 +526,50 @@ defmodule Breakwater.DiskSpool do
   # ---- flush at stop -----------------------------------------------------------------
 
   defp flush(state, subject) do
-    case Native.status(subject) do
-      %{counters: %{spooled_events: n}} when n > 0 ->
-        Native.nack_all(subject)
-        {sub, state} = subject_state(state, subject)
+    with %{counters: %{spooled_events: n}} when n > 0 <- Native.status(subject),
+         _ = Native.nack_all(subject),
+         {:ok, sub, state} <- subject_state(state, subject) do
+      # Memory holds the oldest events: they go in a generation before every other.
+      first =
+        [sub.gens, if(sub.reader, do: [sub.reader.gen], else: [])]
+        |> Enum.concat()
+        |> Enum.min(fn -> @first_gen + 1 end)
 
-        first =
-          [sub.gens, if(sub.reader, do: [sub.reader.gen], else: [])]
-          |> Enum.concat()
-          |> Enum.min(fn -> @first_gen + 1 end)
+      gen = first - 1
 
-        gen = first - 1
-        name = log_name(sub, {:flush, gen})
+      case open_log(log_name(sub, {:flush, gen}), gen_file(sub, gen), :read_write) do
+        {:ok, log} ->
+          written = flush_batches(subject, log, 0)
+          :disk_log.close(log)
+          :ets.insert(@table, {{:pending, subject}, true})
+          Native.set_disk_pending(subject, true)
 
-        case open_log(name, gen_file(sub, gen), :read_write) do
-          {:ok, log} ->
-            written = flush_batches(subject, log, 0)
-            :disk_log.close(log)
-            :ets.insert(@table, {{:pending, subject}, true})
-            Native.set_disk_pending(subject, true)
+          sub = %{
+            sub
+            | gens: Enum.sort([gen | sub.gens]),
+              counts: Map.put(sub.counts, gen, written)
+          }
 
-            sub = %{
-              sub
-              | gens: Enum.sort([gen | sub.gens]),
-                counts: Map.put(sub.counts, gen, written)
-            }
+          {written, put_sub(state, sub)}
 
-            {written, put_sub(state, sub)}
+        {:error, reason} ->
+          flush_failed(subject, reason)
+          {0, state}
+      end
+    else
+      {:error, reason} ->
+        flush_failed(subject, reason)
+        {0, state}
 
-          {:error, reason} ->
-            Logger.error(
-              "breakwater could not flush #{inspect(subject)} to disk: #{inspect(reason)}"
-            )
-
-            {0, state}
-        end
-
-      _ ->
+      _nothing_spooled ->
         {0, state}
     end
+  end
+
+  defp flush_failed(subject, reason) do
+    Logger.error(
+      "breakwater could not flush #{inspect(subject)} to disk: #{inspect(reason)}; events stay in memory"
+    )
   end
 
   defp flush_batches(subject, log, n) do

@@ -101,6 +101,7 @@ defmodule Breakwater.History do
     end
 
     Breakwater.Alerts.transition(subject, t, now)
+    Breakwater.Telemetry.transition(subject, t)
   end
 
   defp breaker_event(:open), do: :circuit_open
@@ -128,6 +129,7 @@ defmodule Breakwater.History do
   """
   @spec dropped(binary, pos_integer) :: :ok
   def dropped(subject, n) do
+    Breakwater.Telemetry.dropped(subject, n)
     now = System.system_time(:millisecond)
     key = {:events_dropped_at, subject}
 

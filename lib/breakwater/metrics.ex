@@ -13,13 +13,13 @@ defmodule Breakwater.Metrics do
 
   ## Output
 
-  Every metric family has `# HELP` and `# TYPE` lines (also when it has no sample yet);
-  families are sorted by name and samples by their label values (as text, before
-  escaping), so equal states give equal text. Per-subject metrics carry a `subject` label; `breakwater_circuit_state`
-  is 0 closed, 1 half_open, 2 open; `breakwater_backpressure_state` is 0 normal,
-  1 pressure, 2 dropping, 3 recovery; `breakwater_backpressure_status` is the router
-  status, 0 inactive, 1 warning, 2 active. `metric_names/0` lists every family with
-  its type and help text.
+  Every metric family has `# HELP` and `# TYPE` lines (also when it has no sample
+  yet); families are sorted by name and samples by their label values (as text,
+  before escaping), so equal states give equal text. Per-subject metrics carry a
+  `subject` label; `breakwater_circuit_state` is 0 closed, 1 half_open, 2 open;
+  `breakwater_backpressure_state` is 0 normal, 1 pressure, 2 dropping, 3 recovery;
+  `breakwater_backpressure_status` is the router status, 0 inactive, 1 warning,
+  2 active. `metric_names/0` lists every family with its type and help text.
 
   ## Label values
 
@@ -28,9 +28,11 @@ defmodule Breakwater.Metrics do
   that is not part of a valid UTF-8 sequence is written as the four characters
   `\\xNN` (NN its value in upper-case hex), whose backslash is then escaped like any
   other, so the exposition is always valid UTF-8: the subject `<<"a", 0xFF>>` appears
-  as `subject="a\\\\xFF"`, and a scraper reads the label value `a\\xFF`. (A valid UTF-8
-  subject that literally contains such text, e.g. `"a\\\\xFF"`, gets the same label.)
-  Event types (atoms or binaries) get the same treatment.
+  as `subject="a\\\\xFF"`, and a scraper reads the label value `a\\xFF`. The mapping is
+  not one-to-one: a valid UTF-8 subject that literally contains such text (e.g.
+  `"a\\\\xFF"`) gets the same label, and two such subjects would give two samples with
+  the same labels. Event types (atoms or binaries) get the same treatment, and
+  `health/0` shows subjects the same way.
   """
 
   alias Breakwater.{History, Native, PolicyStore}

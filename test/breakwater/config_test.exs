@@ -35,7 +35,10 @@ defmodule Breakwater.ConfigTest do
                ledgers: %{},
                tick_ms: 100,
                history_limit: 1_000,
-               events_limit: 1_000
+               events_limit: 1_000,
+               disk_file_bytes: 16_777_216,
+               disk_max_bytes: 1_073_741_824,
+               depth_escalate_after_ms: 120_000
              }
 
       assert Enum.sort(Map.keys(config)) == Enum.sort(Config.keys())

@@ -1,0 +1,378 @@
+defmodule Breakwater.LedgerTest do
+  # Restarts the application and measures wall-clock detection: not beside async tests.
+  use ExUnit.Case, async: false
+  import Bitwise, only: [<<<: 2]
+
+  alias Breakwater.Ledger.Simulated, as: Ledger
+  alias Breakwater.TestSubjects
+
+  setup_all do
+    case Ledger.start_link() do
+      {:ok, _} -> :ok
+      {:error, {:already_started, _}} -> :ok
+    end
+
+    :ok
+  end
+
+  defp subject(policy) do
+    s = TestSubjects.subject(policy, "ledger")
+    Ledger.set_mode(s, :up)
+    s
+  end
+
+  defp wait_until(fun, timeout_ms \\ 10_000) do
+    deadline = System.monotonic_time(:millisecond) + timeout_ms
+    do_wait(fun, deadline)
+  end
+
+  defp do_wait(fun, deadline) do
+    cond do
+      fun.() ->
+        :ok
+
+      System.monotonic_time(:millisecond) > deadline ->
+        flunk("condition not reached in time")
+
+      true ->
+        Process.sleep(5)
+        do_wait(fun, deadline)
+    end
+  end
+
+  defp elapsed_until(fun, timeout_ms) do
+    t0 = System.monotonic_time(:millisecond)
+    wait_until(fun, timeout_ms)
+    System.monotonic_time(:millisecond) - t0
+  end
+
+  defp balanced?(s) do
+    a = Breakwater.status(s).accounting
+    a.enqueued == a.delivered + a.spooled_memory + a.spooled_disk + a.dropped
+  end
+
+  defp events(range, tag), do: Enum.map(range, &"#{tag}-#{&1}")
+
+  # Enqueues `events` at `per_second`, checking the accounting as it goes.
+  defp produce(s, events, per_second) do
+    parent = self()
+
+    spawn_link(fn ->
+      for e <- events do
+        assert Breakwater.enqueue(s, e) in [:ok]
+        assert balanced?(s)
+        Process.sleep(div(1_000, per_second))
+      end
+
+      send(parent, :produced)
+    end)
+  end
+
+  describe "outage with traffic" do
+    test "the breaker opens within 1 s, recovers by itself, and every event arrives once, in order" do
+      s = subject(open_timeout_ms: 300, health_check_ms: 200)
+      :ok = Breakwater.attach_ledger(s, Ledger, batch_size: 50)
+      all = events(1..400, s)
+      produce(s, all, 50)
+      Process.sleep(600)
+
+      Ledger.set_mode(s, :down)
+      detection = elapsed_until(fn -> Breakwater.status(s).breaker == :open end, 5_000)
+
+      # Writes fail fast while it is open; events wait in the spool.
+      assert {:reject, :circuit_open, _} = Breakwater.admit(s)
+      Process.sleep(1_000)
+      assert Breakwater.status(s).accounting.spooled_memory > 0
+      assert balanced?(s)
+
+      Ledger.set_mode(s, :up)
+      recovery = elapsed_until(fn -> Breakwater.status(s).breaker == :closed end, 5_000)
+
+      assert_receive :produced, 15_000
+      wait_until(fn -> Breakwater.status(s).accounting.delivered == length(all) end)
+
+      assert Ledger.received(s) == all
+      assert Ledger.duplicates(s) == 0
+      a = Breakwater.status(s).accounting
+
+      assert a == %{
+               a
+               | enqueued: 400,
+                 delivered: 400,
+                 spooled_memory: 0,
+                 spooled_disk: 0,
+                 dropped: 0
+             }
+
+      breaker_events =
+        for %{event_type: t} <- :router_intake_backpressure.get_backpressure_events(s),
+            t in [:circuit_open, :circuit_half_open, :circuit_closed],
+            do: t
+
+      # Opened by the outage; probes may fail while it lasts and reopen it; the last
+      # probe closes it.
+      assert hd(breaker_events) == :circuit_open
+      assert List.last(breaker_events) == :circuit_closed
+
+      assert breaker_events
+             |> Enum.chunk_every(2, 1, :discard)
+             |> Enum.all?(fn
+               [:circuit_open, :circuit_half_open] -> true
+               [:circuit_half_open, next] -> next in [:circuit_open, :circuit_closed]
+               _ -> false
+             end)
+
+      IO.puts(
+        "\n[outage at 50 events/s] detection #{detection} ms, recovery #{recovery} ms (open_timeout_ms 300)"
+      )
+
+      assert detection < 1_000
+    end
+
+    test "a hanging ledger never blocks the worker: calls time out and count as failures" do
+      s = subject(call_timeout_ms: 100, open_timeout_ms: 60_000)
+      :ok = Breakwater.attach_ledger(s, Ledger)
+      Ledger.set_mode(s, :hang)
+      for e <- events(1..20, s), do: :ok = Breakwater.enqueue(s, e)
+
+      wait_until(fn -> Breakwater.status(s).breaker == :open end)
+      # The worker answers at once while its ledger hangs.
+      {micros, info} = :timer.tc(fn -> Breakwater.Ledger.Worker.info(s) end)
+      assert %{module: Ledger} = info
+      assert micros < 1_000_000
+      assert Breakwater.status(s).counters.failures >= 5
+      assert balanced?(s)
+      assert Breakwater.status(s).accounting.spooled_memory == 20
+    end
+
+    test "slow calls count as failures, a crashing ledger is a failure, the worker survives both" do
+      s = subject(slow_call_ms: 20, call_timeout_ms: 1_000, open_timeout_ms: 60_000)
+      :ok = Breakwater.attach_ledger(s, Ledger, batch_size: 1)
+      [{pid, _}] = Registry.lookup(Breakwater.Ledger.Names, s)
+      Ledger.set_mode(s, {:slow, 40})
+      for e <- events(1..10, s), do: :ok = Breakwater.enqueue(s, e)
+      wait_until(fn -> Breakwater.status(s).breaker == :open end)
+      assert Breakwater.status(s).counters.slow_calls >= 5
+
+      c = subject(open_timeout_ms: 60_000)
+      :ok = Breakwater.attach_ledger(c, Ledger)
+      Ledger.set_mode(c, :crash)
+      :ok = Breakwater.enqueue(c, "x")
+      wait_until(fn -> Breakwater.status(c).breaker == :open end)
+      assert [{^pid, _}] = Registry.lookup(Breakwater.Ledger.Names, s)
+      assert %{failures: f} = Breakwater.Ledger.Worker.info(c)
+      assert f >= 5
+    end
+
+    test "a flapping ledger gets everything eventually" do
+      s = subject(open_timeout_ms: 50, failure_threshold: 2, success_threshold: 1)
+      Ledger.set_mode(s, {:flapping, 60})
+      :ok = Breakwater.attach_ledger(s, Ledger, batch_size: 10)
+      all = events(1..200, s)
+      produce(s, all, 500)
+      assert_receive :produced, 10_000
+      wait_until(fn -> Breakwater.status(s).accounting.delivered == 200 end, 20_000)
+      assert Ledger.received(s) == all
+      assert balanced?(s)
+    end
+  end
+
+  test "without traffic, a health check opens the breaker within 5 s" do
+    s = subject([])
+    :ok = Breakwater.attach_ledger(s, Ledger)
+    Process.sleep(100)
+    Ledger.set_mode(s, :down)
+    detection = elapsed_until(fn -> Breakwater.status(s).breaker == :open end, 10_000)
+
+    IO.puts(
+      "\n[silent outage] detection #{detection} ms (health_check_ms 1000, failure_threshold 5)"
+    )
+
+    assert detection <= 5_000
+    assert %{last_health_check: {{:error, :unavailable}, _}} = Breakwater.Ledger.Worker.info(s)
+  end
+
+  test "killing the worker mid-batch loses nothing: the batch returns to the spool" do
+    s = subject([])
+    Ledger.set_mode(s, {:slow, 300})
+    all = events(1..30, s)
+    for e <- all, do: :ok = Breakwater.enqueue(s, e)
+    :ok = Breakwater.attach_ledger(s, Ledger, batch_size: 10)
+    wait_until(fn -> match?(%{in_flight: :write}, Breakwater.Ledger.Worker.info(s)) end)
+    [{pid, _}] = Registry.lookup(Breakwater.Ledger.Names, s)
+    Process.exit(pid, :kill)
+
+    # The supervisor restarts it; the killed batch is delivered again.
+    wait_until(fn ->
+      match?([{p, _}] when p != pid, Registry.lookup(Breakwater.Ledger.Names, s))
+    end)
+
+    Ledger.set_mode(s, :up)
+    wait_until(fn -> Breakwater.status(s).accounting.delivered == 30 end)
+    assert Enum.sort(Ledger.received(s)) == Enum.sort(all)
+    # The killed worker's call may have completed: at most one batch twice.
+    assert Ledger.duplicates(s) <= 10
+    a = Breakwater.status(s).accounting
+    assert a.redelivered >= 10
+    assert balanced?(s)
+  end
+
+  test "detach stops the worker and keeps the spool; attach errors are clear" do
+    s = subject([])
+    assert {:error, :not_attached} = Breakwater.detach_ledger(s)
+    assert {:error, {:invalid_ledger, String}} = Breakwater.attach_ledger(s, String)
+
+    assert {:error, {:invalid_option, :batch_size, 0}} =
+             Breakwater.attach_ledger(s, Ledger, batch_size: 0)
+
+    :ok = Breakwater.attach_ledger(s, Ledger)
+    assert {:error, :already_attached} = Breakwater.attach_ledger(s, Ledger)
+    assert {s, Ledger} in Breakwater.ledgers()
+    :ok = Breakwater.detach_ledger(s)
+    for e <- events(1..5, s), do: :ok = Breakwater.enqueue(s, e)
+    Process.sleep(50)
+    assert Breakwater.status(s).accounting.spooled_memory == 5
+    assert Ledger.received(s) == []
+  end
+
+  describe "disk overflow" do
+    test "events the pool cannot hold go to disk and come back in order" do
+      # One segment of 256 events in memory; the rest overflows to disk.
+      s = subject(overflow: :disk, max_segments: 1)
+      all = events(1..1_000, s)
+      for e <- all, do: assert(:ok == Breakwater.enqueue(s, e))
+      st = Breakwater.status(s)
+      assert st.accounting.spooled_memory == 256
+      assert st.accounting.spooled_disk == 744
+      assert st.disk_pending
+      assert balanced?(s)
+      assert %{events: 744} = Breakwater.DiskSpool.info()[s]
+
+      :ok = Breakwater.attach_ledger(s, Ledger, batch_size: 100)
+      wait_until(fn -> Breakwater.status(s).accounting.delivered == 1_000 end)
+      assert Ledger.received(s) == all
+      st = Breakwater.status(s)
+      refute st.disk_pending
+      assert st.accounting == %{st.accounting | spooled_memory: 0, spooled_disk: 0, dropped: 0}
+      assert Breakwater.DiskSpool.info()[s].files == 0
+    end
+
+    test "while events wait on disk, new ones follow them there" do
+      s = subject(overflow: :disk, max_segments: 1)
+      first = events(1..300, "#{s}-a")
+      for e <- first, do: :ok = Breakwater.enqueue(s, e)
+      # Drain memory only: the pool has room again, but the disk still holds older events.
+      {:ok, id, batch} = Breakwater.Native.drain(s, 256)
+      :ok = Breakwater.ack(s, id)
+      later = events(1..10, "#{s}-b")
+      for e <- later, do: :ok = Breakwater.enqueue(s, e)
+      assert Breakwater.status(s).accounting.spooled_disk == 54
+
+      rest = drain_all(s, [])
+      assert batch ++ rest == first ++ later
+    end
+
+    test "a failed disk write drops the event, counted and reported" do
+      s = subject(overflow: :disk, max_segments: 1)
+      for e <- events(1..256, s), do: :ok = Breakwater.enqueue(s, e)
+      # Make the subject's spool directory impossible to create.
+      dir = :persistent_term.get({Breakwater, :config}).spool_dir
+
+      File.write!(
+        Path.join(dir, Base.encode16(:crypto.hash(:sha256, s), case: :lower)),
+        "in the way"
+      )
+
+      assert {:reject, :pool_exhausted, _} = Breakwater.enqueue(s, "lost")
+      st = Breakwater.status(s)
+      assert st.counters.disk_dropped_events == 1
+      assert st.accounting.dropped == 1
+      assert balanced?(s)
+
+      assert :events_dropped in Enum.map(
+               :router_intake_backpressure.get_backpressure_events(s),
+               & &1.event_type
+             )
+    end
+
+    test "an unwritable spool_dir stops the disk spool with a clear reason" do
+      file =
+        Path.join(System.tmp_dir!(), "breakwater-not-a-dir-#{System.unique_integer([:positive])}")
+
+      File.write!(file, "")
+      dir = Path.join(file, "spool")
+
+      assert {:stop, {:spool_dir_not_writable, ^dir, :enotdir}} =
+               Breakwater.DiskSpool.init(dir: dir, file_bytes: 65_536, max_bytes: 1 <<< 20)
+    end
+  end
+
+  defp drain_all(s, acc) do
+    case Breakwater.drain(s, 100) do
+      {:ok, id, events} ->
+        :ok = Breakwater.ack(s, id)
+        drain_all(s, acc ++ events)
+
+      :empty ->
+        acc
+    end
+  end
+
+  test "restarting the application keeps every event spooled in memory and on disk" do
+    s = subject(overflow: :disk, max_segments: 1)
+    all = events(1..700, s)
+    for e <- all, do: :ok = Breakwater.enqueue(s, e)
+    before = Breakwater.status(s).accounting
+    assert before.spooled_memory == 256 and before.spooled_disk == 444
+
+    on_exit(fn -> Application.ensure_all_started(:breakwater) end)
+    :ok = Application.stop(:breakwater)
+    # The memory spool went to disk at stop.
+    assert Breakwater.Native.status(s).counters.spooled_events == 0
+    {:ok, _} = Application.ensure_all_started(:breakwater)
+    Ledger.set_mode(s, :up)
+
+    after_restart = Breakwater.status(s).accounting
+    assert after_restart.spooled_memory + after_restart.spooled_disk == 700
+    assert balanced?(s)
+
+    :ok = Breakwater.attach_ledger(s, Ledger, batch_size: 128)
+    wait_until(fn -> Breakwater.status(s).accounting.delivered == 700 end)
+    assert Ledger.received(s) == all
+    assert balanced?(s)
+  end
+
+  test "bypass admission latency does not rise while the breaker is open" do
+    s = subject([])
+    closed = latencies(s)
+    :ok = Breakwater.force_open(s)
+    open = latencies(s)
+    :ok = Breakwater.reset(s)
+    [c50, c99] = percentiles(closed)
+    [o50, o99] = percentiles(open)
+
+    IO.puts(
+      "\n[control path] bypass admit p50/p99: closed #{c50}/#{c99} ns, open #{o50}/#{o99} ns " <>
+        "(p99 ratio #{Float.round(o99 / max(c99, 1), 2)})"
+    )
+
+    # A generous bound only; the comparison that counts is in the bench.
+    assert o99 < 20 * max(c99, 1_000)
+  end
+
+  defp latencies(s) do
+    for _ <- 1..2_000, do: Breakwater.admit(s, priority: 9)
+
+    for _ <- 1..20_000 do
+      t0 = System.monotonic_time(:nanosecond)
+      :ok = Breakwater.admit(s, priority: 9)
+      System.monotonic_time(:nanosecond) - t0
+    end
+  end
+
+  defp percentiles(samples) do
+    sorted = Enum.sort(samples)
+    n = length(sorted)
+    for p <- [0.5, 0.99], do: Enum.at(sorted, min(trunc(p * n), n - 1))
+  end
+end

@@ -1,0 +1,26 @@
+defmodule :telemetry do
+  @moduledoc false
+  # A stand-in for the `:telemetry` library (not available on these machines), compiled
+  # into the test build only. It forwards each event to the process registered as
+  # `:breakwater_telemetry_listener` (a test registers itself; the name goes away when
+  # that process exits) and does nothing when none is registered, so the rest of the
+  # test suite is unaffected. A caller whose process dictionary holds
+  # `:telemetry_stand_in_raise` makes it raise, to test that failures stay contained.
+
+  @listener :breakwater_telemetry_listener
+
+  @doc false
+  def execute(event, measurements, metadata) do
+    if Process.get(:telemetry_stand_in_raise), do: raise("telemetry stand-in failure")
+
+    case Process.whereis(@listener) do
+      nil -> :ok
+      pid -> send(pid, {:telemetry, event, measurements, metadata})
+    end
+
+    :ok
+  end
+
+  @doc false
+  def listener, do: @listener
+end
