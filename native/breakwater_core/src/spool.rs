@@ -514,7 +514,12 @@ impl Spool {
 
     /// Releases batch `id` as delivered or as evacuated to disk. Returns how many
     /// segments went back to the pool.
-    pub fn release_batch(&mut self, pool: &RingPool, id: u64, how: Release) -> Result<usize, BatchError> {
+    pub fn release_batch(
+        &mut self,
+        pool: &RingPool,
+        id: u64,
+        how: Release,
+    ) -> Result<usize, BatchError> {
         let i = self.find_batch(id).ok_or(BatchError::UnknownBatch)?;
         let Range { start, end, .. } = self.ranges[i];
         let (n, bytes) = (end - start, self.bytes_between(start, end));
