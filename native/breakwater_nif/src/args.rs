@@ -21,7 +21,8 @@ impl Encoder for ArgumentError {
             true.encode(env),
             self.0.as_str().encode(env),
         ];
-        Term::map_from_term_arrays(env, &keys, &values).unwrap_or_else(|_| atoms::error().encode(env))
+        Term::map_from_term_arrays(env, &keys, &values)
+            .unwrap_or_else(|_| atoms::error().encode(env))
     }
 }
 
@@ -35,7 +36,9 @@ pub fn argument_error(message: impl Into<String>) -> Error {
 pub fn subject<'a>(term: Term<'a>) -> NifResult<&'a [u8]> {
     match Binary::from_term(term) {
         Ok(b) => Ok(b.as_slice()),
-        Err(_) => Err(argument_error("subject must be a binary (or an atom in the Elixir API)")),
+        Err(_) => Err(argument_error(
+            "subject must be a binary (or an atom in the Elixir API)",
+        )),
     }
 }
 
@@ -49,6 +52,8 @@ pub fn non_neg(term: Term, name: &str) -> NifResult<u64> {
 pub fn int_in(term: Term, name: &str, lo: u64, hi: u64) -> NifResult<u64> {
     match term.decode::<u64>() {
         Ok(v) if (lo..=hi).contains(&v) => Ok(v),
-        _ => Err(argument_error(format!("{name} must be an integer in {lo}..{hi}"))),
+        _ => Err(argument_error(format!(
+            "{name} must be an integer in {lo}..{hi}"
+        ))),
     }
 }

@@ -45,7 +45,10 @@ fn configure<'a>(env: Env<'a>, subject_name: Term<'a>, policy: Term<'a>) -> NifR
         Err(problems) => return Ok(problems_term(env, problems)),
     };
     if let Err(errors) = policy.validate() {
-        return Ok(validation_term(env, errors.into_iter().map(|e| (e.key, e.expected)).collect()));
+        return Ok(validation_term(
+            env,
+            errors.into_iter().map(|e| (e.key, e.expected)).collect(),
+        ));
     }
     let (inst, s) = match subject(env, subject_name)? {
         Ok(found) => found,
@@ -54,13 +57,22 @@ fn configure<'a>(env: Env<'a>, subject_name: Term<'a>, policy: Term<'a>) -> NifR
     debug_assert_eq!(s.name(), name);
     let mut out = Transitions::new();
     let segments = inst.registry.pool().config().segments;
-    Ok(match s.configure(policy, segments, inst.registry.clock(), &mut out) {
-        Ok(()) => encode::with_transitions(env, atoms::ok().encode(env), &out),
-        Err(errors) => validation_term(env, errors.into_iter().map(|e| (e.key, e.expected)).collect()),
-    })
+    Ok(
+        match s.configure(policy, segments, inst.registry.clock(), &mut out) {
+            Ok(()) => encode::with_transitions(env, atoms::ok().encode(env), &out),
+            Err(errors) => validation_term(
+                env,
+                errors.into_iter().map(|e| (e.key, e.expected)).collect(),
+            ),
+        },
+    )
 }
 
-fn control<'a>(env: Env<'a>, subject_name: Term<'a>, f: impl Fn(&Subject, &mut Transitions)) -> NifResult<Term<'a>> {
+fn control<'a>(
+    env: Env<'a>,
+    subject_name: Term<'a>,
+    f: impl Fn(&Subject, &mut Transitions),
+) -> NifResult<Term<'a>> {
     let (_, s) = match subject(env, subject_name)? {
         Ok(found) => found,
         Err(error) => return Ok(error),
@@ -74,28 +86,36 @@ fn control<'a>(env: Env<'a>, subject_name: Term<'a>, f: impl Fn(&Subject, &mut T
 #[rustler::nif]
 fn reset<'a>(env: Env<'a>, subject_name: Term<'a>) -> NifResult<Term<'a>> {
     let inst = instance()?;
-    control(env, subject_name, |s, out| s.reset(inst.registry.clock(), out))
+    control(env, subject_name, |s, out| {
+        s.reset(inst.registry.clock(), out)
+    })
 }
 
 /// Opens the breaker until reset.
 #[rustler::nif]
 fn force_open<'a>(env: Env<'a>, subject_name: Term<'a>) -> NifResult<Term<'a>> {
     let inst = instance()?;
-    control(env, subject_name, |s, out| s.force_open(inst.registry.clock(), out))
+    control(env, subject_name, |s, out| {
+        s.force_open(inst.registry.clock(), out)
+    })
 }
 
 /// Admit everything, never trip, keep counting.
 #[rustler::nif]
 fn disable<'a>(env: Env<'a>, subject_name: Term<'a>) -> NifResult<Term<'a>> {
     let inst = instance()?;
-    control(env, subject_name, |s, out| s.set_disabled(true, inst.registry.clock(), out))
+    control(env, subject_name, |s, out| {
+        s.set_disabled(true, inst.registry.clock(), out)
+    })
 }
 
 /// Undoes `disable/1`.
 #[rustler::nif]
 fn enable<'a>(env: Env<'a>, subject_name: Term<'a>) -> NifResult<Term<'a>> {
     let inst = instance()?;
-    control(env, subject_name, |s, out| s.set_disabled(false, inst.registry.clock(), out))
+    control(env, subject_name, |s, out| {
+        s.set_disabled(false, inst.registry.clock(), out)
+    })
 }
 
 /// The timer's visit to every subject: `[{Subject, Transition}]`.
@@ -119,7 +139,10 @@ fn status<'a>(env: Env<'a>, subject_name: Term<'a>) -> NifResult<Term<'a>> {
         Err(error) => return Ok(error),
     };
     let snap = s.snapshot(inst.registry.clock());
-    let quota = s.policy().policy.segment_quota(inst.registry.pool().config().segments);
+    let quota = s
+        .policy()
+        .policy
+        .segment_quota(inst.registry.pool().config().segments);
     Ok(encode::snapshot(env, s.name(), &snap, quota))
 }
 
@@ -134,7 +157,11 @@ fn exists<'a>(subject_name: Term<'a>) -> NifResult<bool> {
 #[rustler::nif]
 fn subjects(env: Env<'_>) -> NifResult<Term<'_>> {
     let inst = instance()?;
-    let list: Vec<Term> = inst.registry.subjects().map(|s| binary(env, s.name())).collect();
+    let list: Vec<Term> = inst
+        .registry
+        .subjects()
+        .map(|s| binary(env, s.name()))
+        .collect();
     Ok(list.encode(env))
 }
 

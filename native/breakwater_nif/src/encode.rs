@@ -64,7 +64,9 @@ pub fn reason(r: Reason) -> Atom {
 fn map<'a>(env: Env<'a>, pairs: &[(&str, Term<'a>)]) -> Term<'a> {
     let keys: Vec<Term<'a>> = pairs
         .iter()
-        .map(|(k, _)| Atom::from_str(env, k).map_or_else(|_| atoms::nil().encode(env), |a| a.encode(env)))
+        .map(|(k, _)| {
+            Atom::from_str(env, k).map_or_else(|_| atoms::nil().encode(env), |a| a.encode(env))
+        })
         .collect();
     let values: Vec<Term<'a>> = pairs.iter().map(|(_, v)| *v).collect();
     Term::map_from_term_arrays(env, &keys, &values).unwrap_or_else(|_| atoms::error().encode(env))
@@ -83,8 +85,14 @@ pub fn transition<'a>(env: Env<'a>, t: &Transition) -> Term<'a> {
             ("machine", machine.encode(env)),
             ("from_breaker", breaker(t.from.breaker()).encode(env)),
             ("to_breaker", breaker(t.to.breaker()).encode(env)),
-            ("from_backpressure", backpressure(t.from.backpressure()).encode(env)),
-            ("to_backpressure", backpressure(t.to.backpressure()).encode(env)),
+            (
+                "from_backpressure",
+                backpressure(t.from.backpressure()).encode(env),
+            ),
+            (
+                "to_backpressure",
+                backpressure(t.to.backpressure()).encode(env),
+            ),
             ("from_status", status(t.from.status()).encode(env)),
             ("to_status", status(t.to.status()).encode(env)),
             ("disabled", t.to.disabled().encode(env)),
@@ -123,12 +131,30 @@ pub fn snapshot<'a>(env: Env<'a>, name: &[u8], s: &Snapshot, policy_quota: u32) 
         &[
             ("accepted", c(Counter::Accepted).encode(env)),
             ("bypassed", c(Counter::Bypassed).encode(env)),
-            ("rejected", (rejected_admission + sp.dropped_newest_events).encode(env)),
-            ("rejected_circuit_open", c(Counter::RejectedCircuitOpen).encode(env)),
-            ("rejected_half_open_limit", c(Counter::RejectedHalfOpenLimit).encode(env)),
-            ("rejected_backpressure", c(Counter::RejectedBackpressure).encode(env)),
-            ("rejected_shed_low_priority", c(Counter::RejectedShedLowPriority).encode(env)),
-            ("rejected_pool_exhausted", sp.dropped_newest_events.encode(env)),
+            (
+                "rejected",
+                (rejected_admission + sp.dropped_newest_events).encode(env),
+            ),
+            (
+                "rejected_circuit_open",
+                c(Counter::RejectedCircuitOpen).encode(env),
+            ),
+            (
+                "rejected_half_open_limit",
+                c(Counter::RejectedHalfOpenLimit).encode(env),
+            ),
+            (
+                "rejected_backpressure",
+                c(Counter::RejectedBackpressure).encode(env),
+            ),
+            (
+                "rejected_shed_low_priority",
+                c(Counter::RejectedShedLowPriority).encode(env),
+            ),
+            (
+                "rejected_pool_exhausted",
+                sp.dropped_newest_events.encode(env),
+            ),
             ("successes", c(Counter::Successes).encode(env)),
             ("failures", c(Counter::Failures).encode(env)),
             ("slow_calls", c(Counter::SlowCalls).encode(env)),
@@ -136,13 +162,22 @@ pub fn snapshot<'a>(env: Env<'a>, name: &[u8], s: &Snapshot, policy_quota: u32) 
             ("recovery_attempts", s.recovery_attempts.encode(env)),
             ("successful_recoveries", s.successful_recoveries.encode(env)),
             ("breaker_transitions", s.breaker_transitions.encode(env)),
-            ("backpressure_transitions", s.backpressure_transitions.encode(env)),
+            (
+                "backpressure_transitions",
+                s.backpressure_transitions.encode(env),
+            ),
             ("status_changes", s.status_changes.encode(env)),
             ("dropped_events", dropped_events.encode(env)),
             ("dropped_bytes", dropped_bytes.encode(env)),
-            ("dropped_newest_events", sp.dropped_newest_events.encode(env)),
+            (
+                "dropped_newest_events",
+                sp.dropped_newest_events.encode(env),
+            ),
             ("dropped_newest_bytes", sp.dropped_newest_bytes.encode(env)),
-            ("dropped_oldest_events", sp.dropped_oldest_events.encode(env)),
+            (
+                "dropped_oldest_events",
+                sp.dropped_oldest_events.encode(env),
+            ),
             ("dropped_oldest_bytes", sp.dropped_oldest_bytes.encode(env)),
             ("enqueued_events", sp.enqueued_events.encode(env)),
             ("enqueued_bytes", sp.enqueued_bytes.encode(env)),
@@ -161,7 +196,10 @@ pub fn snapshot<'a>(env: Env<'a>, name: &[u8], s: &Snapshot, policy_quota: u32) 
             ("refilled_events", sp.refilled_events.encode(env)),
             ("disk_dropped_events", sp.disk_dropped_events.encode(env)),
             ("disk_dropped_bytes", sp.disk_dropped_bytes.encode(env)),
-            ("disk_recovered_events", sp.disk_recovered_events.encode(env)),
+            (
+                "disk_recovered_events",
+                sp.disk_recovered_events.encode(env),
+            ),
             ("disk_pending_events", sp.disk_pending_events().encode(env)),
         ],
     );

@@ -50,7 +50,9 @@ pub fn get() -> Option<&'static Instance> {
 pub fn init(config: RegistryConfig) -> Result<(), Vec<(&'static str, String)>> {
     let _serialised = INIT.lock();
     let errors = |e: Vec<breakwater_core::policy::PolicyError>| {
-        e.into_iter().map(|e| (e.key, e.expected)).collect::<Vec<_>>()
+        e.into_iter()
+            .map(|e| (e.key, e.expected))
+            .collect::<Vec<_>>()
     };
     if let Some(i) = INSTANCE.get() {
         let pool = *i.registry.pool().config();
@@ -80,7 +82,12 @@ impl Instance {
     /// The spool owner id of `pid` for batches of `subject`, monitoring `pid` on first
     /// sight. `None` when `pid` is already dead (it could not be monitored, so it must
     /// not be handed a batch).
-    pub fn owner(&'static self, env: Env, pid: &LocalPid, subject: &'static Subject) -> Option<u64> {
+    pub fn owner(
+        &'static self,
+        env: Env,
+        pid: &LocalPid,
+        subject: &'static Subject,
+    ) -> Option<u64> {
         let mut owners = self.owners.lock();
         if let Some(o) = owners.get_mut(pid) {
             if !o.subjects.iter().any(|s| std::ptr::eq(*s, subject)) {

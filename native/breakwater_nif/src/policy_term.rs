@@ -19,7 +19,9 @@ fn is_nil(t: Term) -> bool {
 }
 
 fn number(t: Term) -> Option<f64> {
-    t.decode::<f64>().ok().or_else(|| t.decode::<i64>().ok().map(|i| i as f64))
+    t.decode::<f64>()
+        .ok()
+        .or_else(|| t.decode::<i64>().ok().map(|i| i as f64))
 }
 
 fn int<T: TryFrom<u64>>(t: Term) -> Option<T> {
@@ -36,7 +38,11 @@ fn optional<T>(t: Term, f: impl Fn(Term) -> Option<T>) -> Option<Option<T>> {
 
 fn priorities(t: Term) -> Option<Vec<(Vec<u8>, u8)>> {
     let list: Vec<(Binary, u8)> = t.decode().ok()?;
-    Some(list.into_iter().map(|(b, p)| (b.as_slice().to_vec(), p)).collect())
+    Some(
+        list.into_iter()
+            .map(|(b, p)| (b.as_slice().to_vec(), p))
+            .collect(),
+    )
 }
 
 /// Reads a native policy map over `base`.
@@ -70,20 +76,36 @@ pub fn decode_policy<'a>(term: Term<'a>, base: Policy) -> Result<Policy, Vec<Pro
             "priorities" => set!(priorities, priorities, "a list of {binary, priority}"),
             "failure_threshold" => set!(failure_threshold, int::<u32>, "an integer in 0..2^32-1"),
             "failure_rate_threshold" => {
-                set!(failure_rate_threshold, |v| optional(v, number), "nil or a number")
+                set!(
+                    failure_rate_threshold,
+                    |v| optional(v, number),
+                    "nil or a number"
+                )
             }
             "window_ms" => set!(window_ms, int::<u64>, "a non-negative integer"),
             "minimum_calls" => set!(minimum_calls, int::<u32>, "an integer in 0..2^32-1"),
-            "slow_call_ms" => set!(slow_call_ms, |v| optional(v, int::<u64>), "nil or an integer"),
+            "slow_call_ms" => set!(
+                slow_call_ms,
+                |v| optional(v, int::<u64>),
+                "nil or an integer"
+            ),
             "open_timeout_ms" => set!(open_timeout_ms, int::<u64>, "a non-negative integer"),
             "max_open_timeout_ms" => {
-                set!(max_open_timeout_ms, |v| optional(v, int::<u64>), "nil or an integer")
+                set!(
+                    max_open_timeout_ms,
+                    |v| optional(v, int::<u64>),
+                    "nil or an integer"
+                )
             }
             "half_open_max_calls" => set!(half_open_max_calls, int::<u8>, "an integer in 0..255"),
             "success_threshold" => set!(success_threshold, int::<u8>, "an integer in 0..255"),
             "call_timeout_ms" => set!(call_timeout_ms, int::<u64>, "a non-negative integer"),
             "retry_after_ms" => set!(retry_after_ms, int::<u64>, "a non-negative integer"),
-            "max_segments" => set!(max_segments, |v| optional(v, int::<u32>), "nil or an integer"),
+            "max_segments" => set!(
+                max_segments,
+                |v| optional(v, int::<u32>),
+                "nil or an integer"
+            ),
             "drop_policy" => set!(
                 drop_policy,
                 |v: Term| match v.decode::<rustler::Atom>().ok()? {
@@ -182,7 +204,8 @@ pub fn validation_term<'a>(env: Env<'a>, errors: Vec<(&'static str, String)>) ->
     let list: Vec<Term<'a>> = errors
         .into_iter()
         .map(|(k, e)| {
-            let key = rustler::Atom::from_str(env, k).map_or_else(|_| atoms::invalid().encode(env), |a| a.encode(env));
+            let key = rustler::Atom::from_str(env, k)
+                .map_or_else(|_| atoms::invalid().encode(env), |a| a.encode(env));
             (key, e).encode(env)
         })
         .collect();

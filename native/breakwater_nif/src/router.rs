@@ -29,7 +29,9 @@ fn check<'a>(env: Env<'a>, subject_name: Term<'a>) -> NifResult<Term<'a>> {
 fn admission<'a>(env: Env<'a>, a: Admission) -> Term<'a> {
     match a {
         Admission::Admit | Admission::Probe => atoms::ok().encode(env),
-        Admission::Reject(reason, retry) => (atoms::reject(), encode::reason(reason), retry).encode(env),
+        Admission::Reject(reason, retry) => {
+            (atoms::reject(), encode::reason(reason), retry).encode(env)
+        }
     }
 }
 
@@ -51,14 +53,20 @@ const DEFAULT_PRIORITY: u8 = 5;
 
 /// `admit/2` at the priority the subject's policy gives `event_type` (5 when unnamed).
 #[rustler::nif]
-fn admit_event<'a>(env: Env<'a>, subject_name: Term<'a>, event_type: Term<'a>) -> NifResult<Term<'a>> {
+fn admit_event<'a>(
+    env: Env<'a>,
+    subject_name: Term<'a>,
+    event_type: Term<'a>,
+) -> NifResult<Term<'a>> {
     let event_type = rustler::Binary::from_term(event_type)
         .map_err(|_| argument_error("event_type must be a binary"))?;
     let (inst, s) = match subject(env, subject_name)? {
         Ok(found) => found,
         Err(error) => return Ok(error),
     };
-    let priority = s.priority_of(event_type.as_slice()).unwrap_or(DEFAULT_PRIORITY);
+    let priority = s
+        .priority_of(event_type.as_slice())
+        .unwrap_or(DEFAULT_PRIORITY);
     let mut out = Transitions::new();
     let a = s.admit(priority, inst.registry.clock(), &mut out);
     Ok(encode::with_transitions(env, admission(env, a), &out))
@@ -66,7 +74,12 @@ fn admit_event<'a>(env: Env<'a>, subject_name: Term<'a>, event_type: Term<'a>) -
 
 /// Records `success | failure`, with an optional latency in ms (`nil` for none).
 #[rustler::nif]
-fn record<'a>(env: Env<'a>, subject_name: Term<'a>, outcome: Term<'a>, latency_ms: Term<'a>) -> NifResult<Term<'a>> {
+fn record<'a>(
+    env: Env<'a>,
+    subject_name: Term<'a>,
+    outcome: Term<'a>,
+    latency_ms: Term<'a>,
+) -> NifResult<Term<'a>> {
     let outcome = match outcome.decode::<Atom>() {
         Ok(a) if a == atoms::success() => Outcome::Success,
         Ok(a) if a == atoms::failure() => Outcome::Failure,

@@ -26,14 +26,23 @@ fn enqueue<'a>(env: Env<'a>, subject_name: Term<'a>, event: Term<'a>) -> NifResu
         Err(error) => return Ok(error),
     };
     let mut out = Transitions::new();
-    let result = match s.enqueue(inst.registry.pool(), event.as_slice(), inst.registry.clock(), &mut out) {
+    let result = match s.enqueue(
+        inst.registry.pool(),
+        event.as_slice(),
+        inst.registry.clock(),
+        &mut out,
+    ) {
         Ok(Enqueued::Accepted) => atoms::ok().encode(env),
         Ok(Enqueued::AcceptedAfterDrop(n)) => (atoms::dropped_oldest(), n).encode(env),
-        Ok(Enqueued::Refused(retry)) => (atoms::reject(), atoms::pool_exhausted(), retry).encode(env),
-        Ok(Enqueued::Overflow) => atoms::overflow().encode(env),
-        Err(EnqueueError::TooLarge { bytes, max }) => {
-            (atoms::error(), (atoms::event_too_large(), bytes as u64, max)).encode(env)
+        Ok(Enqueued::Refused(retry)) => {
+            (atoms::reject(), atoms::pool_exhausted(), retry).encode(env)
         }
+        Ok(Enqueued::Overflow) => atoms::overflow().encode(env),
+        Err(EnqueueError::TooLarge { bytes, max }) => (
+            atoms::error(),
+            (atoms::event_too_large(), bytes as u64, max),
+        )
+            .encode(env),
     };
     Ok(encode::with_transitions(env, result, &out))
 }
@@ -117,7 +126,11 @@ fn nack_all<'a>(env: Env<'a>, subject_name: Term<'a>) -> NifResult<Term<'a>> {
 /// Marks whether events of the subject wait in the disk spool (see
 /// `Subject::disk_pending`).
 #[rustler::nif]
-fn set_disk_pending<'a>(env: Env<'a>, subject_name: Term<'a>, pending: bool) -> NifResult<Term<'a>> {
+fn set_disk_pending<'a>(
+    env: Env<'a>,
+    subject_name: Term<'a>,
+    pending: bool,
+) -> NifResult<Term<'a>> {
     let (_, s) = match subject(env, subject_name)? {
         Ok(found) => found,
         Err(error) => return Ok(error),
@@ -149,17 +162,29 @@ fn refill<'a>(env: Env<'a>, subject_name: Term<'a>, event: Term<'a>) -> NifResul
         Err(error) => return Ok(error),
     };
     if event.len() > inst.registry.pool().config().max_event_bytes as usize {
-        return Err(argument_error("event is larger than the pool's max_event_bytes"));
+        return Err(argument_error(
+            "event is larger than the pool's max_event_bytes",
+        ));
     }
     let mut out = Transitions::new();
-    let fit = s.refill(inst.registry.pool(), event.as_slice(), inst.registry.clock(), &mut out);
+    let fit = s.refill(
+        inst.registry.pool(),
+        event.as_slice(),
+        inst.registry.clock(),
+        &mut out,
+    );
     let result = if fit { atoms::ok() } else { atoms::full() };
     Ok(encode::with_transitions(env, result.encode(env), &out))
 }
 
 /// Counts overflow events (and their bytes) the disk spool could not store.
 #[rustler::nif]
-fn disk_dropped<'a>(env: Env<'a>, subject_name: Term<'a>, events: Term<'a>, bytes: Term<'a>) -> NifResult<Term<'a>> {
+fn disk_dropped<'a>(
+    env: Env<'a>,
+    subject_name: Term<'a>,
+    events: Term<'a>,
+    bytes: Term<'a>,
+) -> NifResult<Term<'a>> {
     let events = args::non_neg(events, "events")?;
     let bytes = args::non_neg(bytes, "bytes")?;
     let (_, s) = match subject(env, subject_name)? {
@@ -172,7 +197,11 @@ fn disk_dropped<'a>(env: Env<'a>, subject_name: Term<'a>, events: Term<'a>, byte
 
 /// Counts events found in the disk spool at start that this node had not counted.
 #[rustler::nif]
-fn disk_recovered<'a>(env: Env<'a>, subject_name: Term<'a>, events: Term<'a>) -> NifResult<Term<'a>> {
+fn disk_recovered<'a>(
+    env: Env<'a>,
+    subject_name: Term<'a>,
+    events: Term<'a>,
+) -> NifResult<Term<'a>> {
     let events = args::non_neg(events, "events")?;
     let (_, s) = match subject(env, subject_name)? {
         Ok(found) => found,
