@@ -488,20 +488,20 @@ defmodule Breakwater do
   default 500), `poll_ms:` (1..60_000, default 5: how often an idle worker looks for
   events).
 
-  Returns `{:error, :already_attached}` when the subject has a worker, and
-  `{:error, {:invalid_ledger, module}}` when `module` does not implement the behaviour.
+  Returns `{:error, :already_attached}` when the subject has a worker,
+  `{:error, {:invalid_ledger, module}}` when `module` does not implement the behaviour,
+  and `{:error, {:invalid_option, key, value}}` / `{:error, {:unknown_option, key}}` for
+  bad options.
   """
   @spec attach_ledger(subject, module, keyword) :: :ok | {:error, term}
   def attach_ledger(subject, module, opts \\ []) do
     subject = Subject.normalize!(subject)
-    opts = keyword!(opts, [:batch_size, :poll_ms], "attach_ledger/3")
 
-    with :ok <- ledger_opt(opts, :batch_size, 1..10_000),
-         :ok <- ledger_opt(opts, :poll_ms, 1..60_000),
+    with {:ok, opts} <- ledger_opts(opts),
          true <- Breakwater.Ledger.valid?(module) || {:error, {:invalid_ledger, module}},
          {status, _} when is_atom(status) <-
            :router_intake_backpressure.check_backpressure(subject) do
-      spec = {Breakwater.Ledger.Worker, [subject: subject, module: module] ++ Map.to_list(opts)}
+      spec = {Breakwater.Ledger.Worker, [subject: subject, module: module] ++ opts}
 
       case DynamicSupervisor.start_child(Breakwater.Ledger.Supervisor, spec) do
         {:ok, _pid} -> :ok
@@ -511,18 +511,30 @@ defmodule Breakwater do
     end
   end
 
-  defp ledger_opt(opts, key, range) do
-    case opts do
-      %{^key => v} when is_integer(v) ->
-        if v in range, do: :ok, else: {:error, {:invalid_option, key, v}}
+  @ledger_opts [batch_size: 1..10_000, poll_ms: 1..60_000]
 
-      %{^key => v} ->
-        {:error, {:invalid_option, key, v}}
+  defp ledger_opts(opts) when is_list(opts) do
+    Enum.reduce_while(opts, {:ok, []}, fn
+      {key, value}, {:ok, acc} when is_atom(key) ->
+        case Keyword.fetch(@ledger_opts, key) do
+          {:ok, range} when is_integer(value) ->
+            if value in range,
+              do: {:cont, {:ok, [{key, value} | acc]}},
+              else: {:halt, {:error, {:invalid_option, key, value}}}
 
-      %{} ->
-        :ok
-    end
+          {:ok, _range} ->
+            {:halt, {:error, {:invalid_option, key, value}}}
+
+          :error ->
+            {:halt, {:error, {:unknown_option, key}}}
+        end
+
+      other, _ ->
+        {:halt, {:error, {:invalid_options, other}}}
+    end)
   end
+
+  defp ledger_opts(other), do: {:error, {:invalid_options, other}}
 
   @doc """
   Stops `subject`'s ledger worker. A batch it had in flight goes back to the spool;

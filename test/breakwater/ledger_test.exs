@@ -222,6 +222,9 @@ defmodule Breakwater.LedgerTest do
     assert {:error, :not_attached} = Breakwater.detach_ledger(s)
     assert {:error, {:invalid_ledger, String}} = Breakwater.attach_ledger(s, String)
 
+    assert {:error, {:unknown_option, :url}} = Breakwater.attach_ledger(s, Ledger, url: "x")
+    assert {:error, {:invalid_options, :nope}} = Breakwater.attach_ledger(s, Ledger, :nope)
+
     assert {:error, {:invalid_option, :batch_size, 0}} =
              Breakwater.attach_ledger(s, Ledger, batch_size: 0)
 
