@@ -1,1 +1,493 @@
-fn main() {}
+//! Criterion benchmarks of the Rust core (SPEC 6, R-F3), run by `make bench-core`
+//! (`cargo bench -p breakwater_core --bench core`).
+//!
+//! Targets (R-F3): the state check in the normal state ≤ 5 ns; the drop path (an
+//! enqueue refused under `drop_newest` on an exhausted subject, an admission rejected
+//! with `backpressure` while dropping) ≤ 25 ns; recovery detection (the
+//! `report_depth` that moves dropping → recovery, and the check that moves recovery →
+//! normal after the stability period) ≤ 50 ns.
+//!
+//! Every benchmark that claims a transition makes one on every iteration, and counts
+//! them: a run that did not is a failed benchmark, not a fast one. Results land in
+//! `target/criterion/<group>/<bench>/new/estimates.json`, which the BEAM bench
+//! (`benches/beam_bench.exs`) copies into `docs/benchmarks.md`.
+//!
+//! After the criterion groups, a plain multi-threaded measurement prints the aggregate
+//! throughput of check and admit on one shared subject at 1 and 2 threads (and more
+//! when the machine has them) and the scaling factor.
+
+use breakwater_core::clock::ManualClock;
+use breakwater_core::policy::{Policy, PoolConfig};
+use breakwater_core::registry::{Registry, RegistryConfig};
+use breakwater_core::state::{BackpressureState, Status};
+use breakwater_core::subject::{Admission, Enqueued, Outcome, Reason, Subject};
+use breakwater_core::transition::Transitions;
+use criterion::measurement::WallTime;
+use criterion::{black_box, criterion_group, BenchmarkGroup, Criterion, Throughput};
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+/// Size of the events the spool benchmarks enqueue (SPEC R-F2: 256 B).
+const EVENT_BYTES: usize = 256;
+/// Events per drain batch (SPEC R-F2: batches of 1000).
+const BATCH: u64 = 1_000;
+/// Drain's byte cap, as in the NIF.
+const DRAIN_MAX_BYTES: u64 = 1 << 20;
+
+type Reg = Registry<ManualClock>;
+
+fn registry(pool: PoolConfig) -> Reg {
+    Registry::new(
+        RegistryConfig {
+            max_subjects: 4_096,
+            pool,
+            default_policy: Policy::default(),
+        },
+        ManualClock::default(),
+    )
+    .expect("valid registry configuration")
+}
+
+fn default_registry() -> Reg {
+    registry(PoolConfig::default())
+}
+
+/// Short measurement windows: the whole `cargo bench` stays well under three minutes.
+fn configure(g: &mut BenchmarkGroup<'_, WallTime>) {
+    g.warm_up_time(Duration::from_millis(700))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(50);
+}
+
+// ---- state check, admit, record, lookup (normal state) --------------------------------
+
+fn normal_state(c: &mut Criterion) {
+    let reg = default_registry();
+    let s = reg.subject(b"ledger").unwrap();
+    let clock = reg.clock();
+    let mut g = c.benchmark_group("normal");
+    configure(&mut g);
+    g.throughput(Throughput::Elements(1));
+
+    g.bench_function("check", |b| {
+        b.iter(|| {
+            let mut out = Transitions::new();
+            let r = black_box(s).check(clock, &mut out);
+            black_box((r, out.is_empty()))
+        })
+    });
+    assert_eq!(
+        s.check(clock, &mut Transitions::new()),
+        (Status::Inactive, 0)
+    );
+
+    g.bench_function("admit", |b| {
+        b.iter(|| {
+            let mut out = Transitions::new();
+            let a = black_box(s).admit(black_box(5), clock, &mut out);
+            black_box((a, out.is_empty()))
+        })
+    });
+    assert_eq!(s.admit(5, clock, &mut Transitions::new()), Admission::Admit);
+
+    g.bench_function("record_success", |b| {
+        b.iter(|| {
+            let mut out = Transitions::new();
+            black_box(s).record(black_box(Outcome::Success), None, clock, &mut out);
+            black_box(out.is_empty())
+        })
+    });
+
+    // The registry: a few subjects besides the one looked up, as on a real node.
+    for i in 0..1_000 {
+        reg.subject(format!("intake-{i}").as_bytes()).unwrap();
+    }
+    let name: &[u8] = b"ledger";
+    g.bench_function("registry_get", |b| {
+        b.iter(|| black_box(reg.get(black_box(name))).is_some())
+    });
+    // What a NIF does before the core: find (or create) the subject, then check it.
+    g.bench_function("registry_subject_then_check", |b| {
+        b.iter(|| {
+            let s = reg.subject(black_box(name)).unwrap();
+            let mut out = Transitions::new();
+            black_box(s.check(clock, &mut out))
+        })
+    });
+    g.finish();
+}
+
+// ---- the drop path ---------------------------------------------------------------------
+
+fn drop_path(c: &mut Criterion) {
+    // A pool of two small segments and a subject allowed one: it is exhausted after
+    // `segment_capacity` events.
+    let reg = registry(PoolConfig {
+        segments: 2,
+        segment_capacity: 64,
+        segment_bytes: 64 * EVENT_BYTES as u32,
+        max_event_bytes: EVENT_BYTES as u32,
+    });
+    let clock = reg.clock();
+    let pool = reg.pool();
+    let full = reg.subject(b"full").unwrap();
+    let event = [7u8; EVENT_BYTES];
+    let mut out = Transitions::new();
+    while let Ok(Enqueued::Accepted) = full.enqueue(pool, &event, clock, &mut out) {}
+    assert_eq!(
+        full.enqueue(pool, &event, clock, &mut Transitions::new()),
+        Ok(Enqueued::Refused(Policy::default().retry_after_ms))
+    );
+    assert_eq!(full.word().backpressure(), BackpressureState::Dropping);
+
+    // A subject dropping because the router reported a critical depth.
+    let dropping = reg.subject(b"dropping").unwrap();
+    dropping.report_depth(Policy::default().critical_threshold, clock, &mut out);
+    assert_eq!(dropping.word().backpressure(), BackpressureState::Dropping);
+
+    let mut g = c.benchmark_group("drop");
+    configure(&mut g);
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("enqueue_refused_drop_newest", |b| {
+        b.iter(|| {
+            let mut out = Transitions::new();
+            let r = black_box(full).enqueue(pool, black_box(&event), clock, &mut out);
+            debug_assert!(matches!(r, Ok(Enqueued::Refused(_))));
+            black_box((r, out.is_empty()))
+        })
+    });
+    g.bench_function("admit_rejected_backpressure", |b| {
+        b.iter(|| {
+            let mut out = Transitions::new();
+            let a = black_box(dropping).admit(black_box(5), clock, &mut out);
+            debug_assert!(matches!(a, Admission::Reject(Reason::Backpressure, _)));
+            black_box((a, out.is_empty()))
+        })
+    });
+    g.bench_function("check_dropping", |b| {
+        b.iter(|| {
+            let mut out = Transitions::new();
+            black_box(black_box(dropping).check(clock, &mut out))
+        })
+    });
+    g.finish();
+    assert!(matches!(
+        dropping.admit(5, clock, &mut Transitions::new()),
+        Admission::Reject(Reason::Backpressure, _)
+    ));
+}
+
+// ---- recovery detection ----------------------------------------------------------------
+
+/// Subjects checked per timed batch in `recovery/check_recovery_to_normal`.
+const RECOVERING: usize = 64;
+
+fn recovery(c: &mut Criterion) {
+    let reg = default_registry();
+    let clock = reg.clock();
+    let p = Policy::default();
+    let critical = p.critical_threshold;
+    let calm = p.recovery_depth();
+    let stability = p.stability_ms;
+
+    let mut g = c.benchmark_group("recovery");
+    configure(&mut g);
+    g.throughput(Throughput::Elements(1));
+
+    // Each iteration is one report_depth that makes one transition: the depth alternates
+    // between critical (recovery → dropping) and the recovery depth (dropping →
+    // recovery), so half the iterations are the recovery detection proper and half its
+    // inverse, of the same shape. Every transition is counted and checked.
+    let s = reg.subject(b"oscillating").unwrap();
+    s.report_depth(critical, clock, &mut Transitions::new());
+    assert_eq!(s.word().backpressure(), BackpressureState::Dropping);
+    let mut high = true; // the depth reported last
+    g.bench_function("report_depth_dropping_recovery_transition", |b| {
+        b.iter_custom(|iters| {
+            let mut transitions = 0u64;
+            let start = Instant::now();
+            for _ in 0..iters {
+                high = !high;
+                let depth = if high { critical } else { calm };
+                let mut out = Transitions::new();
+                black_box(s).report_depth(black_box(depth), clock, &mut out);
+                transitions += out.len() as u64;
+            }
+            let elapsed = start.elapsed();
+            assert_eq!(
+                transitions, iters,
+                "every report_depth must make a transition"
+            );
+            elapsed
+        })
+    });
+
+    // recovery → normal by a check once the stability period has passed. A batch of
+    // subjects is put in recovery and the clock advanced past the stability period
+    // (untimed); then one check per subject (timed) makes the transition.
+    let subjects: Vec<&Subject> = (0..RECOVERING)
+        .map(|i| reg.subject(format!("recovering-{i}").as_bytes()).unwrap())
+        .collect();
+    g.bench_function("check_recovery_to_normal_after_stability", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut done = 0u64;
+            let mut transitions = 0u64;
+            while done < iters {
+                let n = (iters - done).min(RECOVERING as u64) as usize;
+                for s in &subjects[..n] {
+                    let mut out = Transitions::new();
+                    s.report_depth(critical, clock, &mut out);
+                    s.report_depth(calm, clock, &mut out);
+                    debug_assert_eq!(s.word().backpressure(), BackpressureState::Recovery);
+                }
+                clock.advance(stability);
+                let start = Instant::now();
+                for s in &subjects[..n] {
+                    let mut out = Transitions::new();
+                    black_box(black_box(*s).check(clock, &mut out));
+                    transitions += out.len() as u64;
+                }
+                total += start.elapsed();
+                done += n as u64;
+            }
+            assert_eq!(transitions, iters, "every check must end a recovery");
+            total
+        })
+    });
+    g.finish();
+}
+
+// ---- the spool -------------------------------------------------------------------------
+
+fn drain_all(s: &Subject, reg: &Reg, sink: &mut Vec<u8>) -> u64 {
+    let mut n = 0;
+    while let Some((batch, _)) = s.drain(u64::MAX, u64::MAX, 1, |_, pieces| {
+        for piece in pieces {
+            sink.clear();
+            sink.extend_from_slice(piece.data);
+        }
+    }) {
+        s.ack(reg.pool(), batch.id, reg.clock(), &mut Transitions::new())
+            .unwrap();
+        n += batch.len();
+    }
+    n
+}
+
+fn spool(c: &mut Criterion) {
+    let reg = default_registry();
+    let clock = reg.clock();
+    let pool = reg.pool();
+    let event = [42u8; EVENT_BYTES];
+    let mut sink = Vec::with_capacity(DRAIN_MAX_BYTES as usize + EVENT_BYTES);
+
+    let mut g = c.benchmark_group("spool");
+    configure(&mut g);
+
+    // One event per iteration; the spool is drained (untimed) every BATCH events so
+    // the pool never fills.
+    let s = reg.subject(b"enqueue").unwrap();
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("enqueue_256B", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut done = 0;
+            while done < iters {
+                let n = (iters - done).min(BATCH);
+                let start = Instant::now();
+                for _ in 0..n {
+                    let mut out = Transitions::new();
+                    let r = black_box(s).enqueue(pool, black_box(&event), clock, &mut out);
+                    debug_assert_eq!(r, Ok(Enqueued::Accepted));
+                    black_box(r).ok();
+                }
+                total += start.elapsed();
+                assert_eq!(drain_all(s, &reg, &mut sink), n);
+                done += n;
+            }
+            total
+        })
+    });
+
+    // One batch of BATCH events per iteration: drain (copying the events out, as the
+    // NIF does into one binary per segment piece) and ack. Filled untimed.
+    let s = reg.subject(b"drain").unwrap();
+    g.throughput(Throughput::Elements(BATCH));
+    g.bench_function("drain_ack_batch_1000x256B", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                for _ in 0..BATCH {
+                    s.enqueue(pool, &event, clock, &mut Transitions::new())
+                        .unwrap();
+                }
+                let start = Instant::now();
+                let (batch, events) = s
+                    .drain(BATCH, DRAIN_MAX_BYTES, 1, |_, pieces| {
+                        let mut events = 0u64;
+                        for piece in pieces {
+                            sink.clear();
+                            sink.extend_from_slice(piece.data);
+                            events += piece.event_ranges().count() as u64;
+                        }
+                        events
+                    })
+                    .expect("a batch");
+                let mut out = Transitions::new();
+                s.ack(pool, batch.id, clock, &mut out).unwrap();
+                total += start.elapsed();
+                assert_eq!((batch.len(), events), (BATCH, BATCH));
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
+// ---- scaling across threads ------------------------------------------------------------
+
+/// Runs `op` `iters` times on each of `threads` threads at once; returns the wall time
+/// from the common start to the last thread's end.
+fn on_threads(threads: usize, iters: u64, op: &(dyn Fn() + Sync)) -> Duration {
+    let barrier = Barrier::new(threads + 1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    barrier.wait();
+                    for _ in 0..iters {
+                        op();
+                    }
+                    Instant::now()
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        let end = handles
+            .into_iter()
+            .map(|h| h.join().expect("bench thread"))
+            .max()
+            .expect("one thread at least");
+        end - start
+    })
+}
+
+fn thread_counts() -> Vec<usize> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut v = vec![1, 2];
+    if cores > 2 {
+        v.push(cores);
+    }
+    v
+}
+
+fn scaling(c: &mut Criterion) {
+    let reg = default_registry();
+    let s = reg.subject(b"shared").unwrap();
+    let clock = reg.clock();
+    let check = || {
+        let mut out = Transitions::new();
+        black_box(black_box(s).check(clock, &mut out));
+    };
+    let admit = || {
+        let mut out = Transitions::new();
+        black_box(black_box(s).admit(black_box(5), clock, &mut out));
+    };
+    let mut g = c.benchmark_group("scaling");
+    g.warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(20);
+    for threads in thread_counts() {
+        // An iteration is one call on every thread: criterion's elements/s is the
+        // aggregate throughput.
+        g.throughput(Throughput::Elements(threads as u64));
+        g.bench_function(format!("check/{threads}_threads"), |b| {
+            b.iter_custom(|iters| on_threads(threads, iters, &check))
+        });
+        g.bench_function(format!("admit/{threads}_threads"), |b| {
+            b.iter_custom(|iters| on_threads(threads, iters, &admit))
+        });
+    }
+    g.finish();
+}
+
+/// Aggregate Mops/s of `op` on `threads` threads: best of five runs of `iters` calls
+/// per thread.
+fn mops(threads: usize, iters: u64, op: &(dyn Fn() + Sync)) -> f64 {
+    on_threads(threads, iters / 10, op); // warm-up
+    (0..5)
+        .map(|_| {
+            let t = on_threads(threads, iters, op);
+            (threads as u64 * iters) as f64 / t.as_secs_f64() / 1e6
+        })
+        .fold(0.0, f64::max)
+}
+
+/// Prints the scaling table (not part of criterion's statistics).
+fn scaling_report() {
+    let reg = default_registry();
+    let s = reg.subject(b"shared").unwrap();
+    let clock = reg.clock();
+    let check = || {
+        let mut out = Transitions::new();
+        black_box(black_box(s).check(clock, &mut out));
+    };
+    let admit = || {
+        let mut out = Transitions::new();
+        black_box(black_box(s).admit(black_box(5), clock, &mut out));
+    };
+    let record = || {
+        let mut out = Transitions::new();
+        black_box(s).record(black_box(Outcome::Success), None, clock, &mut out);
+        black_box(out.is_empty());
+    };
+    let ops: [(&str, &(dyn Fn() + Sync), u64); 3] = [
+        ("check", &check, 50_000_000),
+        ("admit", &admit, 20_000_000),
+        ("record_success", &record, 20_000_000),
+    ];
+    let counts = thread_counts();
+    println!();
+    println!("scaling: one shared subject, aggregate throughput (best of 5)");
+    print!("{:<16}", "op");
+    for t in &counts {
+        print!("{:>16}", format!("{t} thr Mops/s"));
+    }
+    for t in &counts[1..] {
+        print!("{:>12}", format!("x{t}/x1"));
+    }
+    println!();
+    for (name, op, iters) in ops {
+        let results: Vec<f64> = counts.iter().map(|&t| mops(t, iters, op)).collect();
+        print!("{name:<16}");
+        for r in &results {
+            print!("{r:>16.1}");
+        }
+        for r in &results[1..] {
+            print!("{:>12.2}", r / results[0]);
+        }
+        println!();
+    }
+}
+
+criterion_group!(benches, normal_state, drop_path, recovery, spool, scaling);
+
+fn main() {
+    benches();
+    // `cargo test --benches` runs this binary with `--test`, `--list` lists: neither
+    // wants the extra table.
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--test" || a == "--list");
+    let filtered_out = args
+        .iter()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .any(|f| !"scaling".contains(f.as_str()));
+    if !quick && !filtered_out {
+        scaling_report();
+    }
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -635,8 +635,8 @@ impl Subject {
                     Some(0) => w = self.advance_time(w, &now, out),
                     remaining => {
                         self.counters.incr(Counter::RejectedCircuitOpen);
-                        let retry = remaining
-                            .unwrap_or_else(|| self.policy.load().policy.open_timeout_ms);
+                        let retry =
+                            remaining.unwrap_or_else(|| self.policy.load().policy.open_timeout_ms);
                         return Admission::Reject(Reason::CircuitOpen, retry.max(1));
                     }
                 },
@@ -655,6 +655,10 @@ impl Subject {
                     let to = w.with_probes(w.probes() + 1);
                     match self.swap(w, to, &now, out) {
                         Ok(()) => {
+                            if w.probes() == 0 {
+                                // The stale-probe rule of `tick` counts from here.
+                                self.probes_since.store(to.breaker_epoch(), now.get());
+                            }
                             self.counters.incr(Counter::Accepted);
                             return Admission::Probe;
                         }
@@ -880,13 +884,25 @@ impl Subject {
 
     /// Acknowledges batch `id`; its segments go back to the pool, and backpressure is
     /// re-evaluated.
-    pub fn ack<C: Clock>(&self, pool: &RingPool, id: u64, clock: &C, out: &mut Transitions) -> Result<(), BatchError> {
+    pub fn ack<C: Clock>(
+        &self,
+        pool: &RingPool,
+        id: u64,
+        clock: &C,
+        out: &mut Transitions,
+    ) -> Result<(), BatchError> {
         self.release(pool, id, Release::Delivered, clock, out)
     }
 
     /// Releases batch `id` as written to the disk spool (application stop) rather than
     /// delivered.
-    pub fn evacuate<C: Clock>(&self, pool: &RingPool, id: u64, clock: &C, out: &mut Transitions) -> Result<(), BatchError> {
+    pub fn evacuate<C: Clock>(
+        &self,
+        pool: &RingPool,
+        id: u64,
+        clock: &C,
+        out: &mut Transitions,
+    ) -> Result<(), BatchError> {
         self.release(pool, id, Release::Evacuated, clock, out)
     }
 
@@ -914,13 +930,21 @@ impl Subject {
     /// Publishes the spool's depth and segment count; called with the spool locked, so
     /// the mirrors follow the spool's order.
     fn publish(&self, spool: &Spool) {
-        self.spooled.store(spool.stats().spooled_events, Ordering::Relaxed);
-        self.segments_held.store(spool.segments() as u32, Ordering::Relaxed);
+        self.spooled
+            .store(spool.stats().spooled_events, Ordering::Relaxed);
+        self.segments_held
+            .store(spool.segments() as u32, Ordering::Relaxed);
     }
 
     /// Puts an event read back from the disk spool into memory if there is room (it is
     /// never discarded and never overflows). Returns false when it did not fit.
-    pub fn refill<C: Clock>(&self, pool: &RingPool, event: &[u8], clock: &C, out: &mut Transitions) -> bool {
+    pub fn refill<C: Clock>(
+        &self,
+        pool: &RingPool,
+        event: &[u8],
+        clock: &C,
+        out: &mut Transitions,
+    ) -> bool {
         let quota = self.hot.quota.load(Ordering::Relaxed);
         let (fit, segment) = {
             let mut spool = self.spool.lock();

@@ -1,0 +1,293 @@
+defmodule Breakwater.ModelTest do
+  # Model-based tests (PropEr): random command sequences against a pure model of both
+  # state machines (Breakwater.ModelBreakwater). Moves the native clock: async: false.
+  use ExUnit.Case, async: false
+
+  alias Breakwater.ModelBreakwater, as: Model
+  alias Breakwater.TestSubjects, as: T
+
+  @moduletag :capture_log
+  @moduletag timeout: 300_000
+
+  @router :router_intake_backpressure
+
+  @numtests String.to_integer(System.get_env("BREAKWATER_MODEL_NUMTESTS", "500"))
+
+  # The native clock runs in real time too. Every time constant below is a multiple
+  # of the smallest clock step (10 s), so the few milliseconds of real time a test
+  # case takes can never move a time rule across a threshold.
+  @tolerance_ms 5_000
+
+  @base [
+    warning_threshold: 10,
+    critical_threshold: 20,
+    recovery_threshold: 0.5,
+    stability_ms: 10_000,
+    failure_threshold: 3,
+    open_timeout_ms: 100_000,
+    half_open_max_calls: 2,
+    success_threshold: 2,
+    call_timeout_ms: 20_000
+  ]
+
+  # ---- generators ---------------------------------------------------------------------
+
+  defp depth do
+    :proper_types.oneof([
+      :proper_types.integer(0, 70),
+      :proper_types.elements([0, 2, 3, 4, 5, 8, 9, 10, 15, 16, 19, 20, 21, 30, 48, 50, 60])
+    ])
+  end
+
+  defp thresholds do
+    :proper_types.elements([
+      [warning_threshold: 10, critical_threshold: 20, recovery_threshold: 0.5],
+      [warning_threshold: 5, critical_threshold: 8, recovery_threshold: 0.4],
+      [warning_threshold: 30, critical_threshold: 60, recovery_threshold: 0.5],
+      [warning_threshold: 10, critical_threshold: 50, recovery_threshold: 0.2]
+    ])
+  end
+
+  defp policy do
+    :proper_types.bind(
+      {thresholds(), :proper_types.elements([10_000, 20_000]), :proper_types.elements([1, 2, 3]),
+       :proper_types.elements([50_000, 100_000]), :proper_types.elements([nil, 400_000]),
+       :proper_types.elements([1, 2, 3]), :proper_types.elements([1, 2]),
+       :proper_types.elements([20_000, 1_000_000])},
+      fn {t, stability, failures, open, max_open, probes, successes, call_timeout} ->
+        t ++
+          [
+            stability_ms: stability,
+            failure_threshold: failures,
+            open_timeout_ms: open,
+            max_open_timeout_ms: max_open,
+            half_open_max_calls: probes,
+            success_threshold: successes,
+            call_timeout_ms: call_timeout
+          ]
+      end,
+      false
+    )
+  end
+
+  defp command do
+    :proper_types.frequency([
+      {5, {:report_depth, depth()}},
+      {6, {:record, :proper_types.elements([:success, :failure, :failure])}},
+      {6, {:admit, :proper_types.integer(0, 9)}},
+      {3, {:advance, :proper_types.elements([10_000, 20_000, 50_000, 100_000])}},
+      {1, {:configure, policy()}},
+      {3, :check},
+      {1, :reset},
+      {1, :force_open}
+    ])
+  end
+
+  defp commands, do: :proper_types.list(command())
+
+  # ---- running a case -------------------------------------------------------------------
+
+  defp execute(s, {:report_depth, n}), do: Breakwater.report_depth(s, n)
+  defp execute(s, {:record, outcome}), do: Breakwater.record(s, outcome)
+  defp execute(s, {:admit, p}), do: Breakwater.admit(s, priority: p)
+  defp execute(_s, {:advance, ms}), do: T.advance(ms)
+  defp execute(s, {:configure, policy}), do: Breakwater.configure(s, policy)
+  defp execute(s, :check), do: @router.check_backpressure(s)
+  defp execute(s, :reset), do: Breakwater.reset(s)
+  defp execute(s, :force_open), do: Breakwater.force_open(s)
+
+  # Runs `cmds` on a fresh subject and on the model, comparing every answer and the
+  # subject's status after every command. With `history: true` it also compares, at
+  # the end, the history entries, events and recovery count with the transitions the
+  # model made. `:ok` or `{:mismatch, details}`.
+  defp run_case(cmds, opts) do
+    s = T.subject(@base, "model")
+    model = Model.new(@base)
+
+    result =
+      cmds
+      |> Enum.with_index(1)
+      |> Enum.reduce_while(model, fn {cmd, i}, model ->
+        {expected, model} = Model.step(model, cmd)
+        actual = execute(s, cmd)
+        real = Breakwater.status(s)
+        want = Model.expected_status(model)
+        got = Model.observed_status(real)
+
+        cond do
+          not Model.answer_matches?(expected, actual, @tolerance_ms) ->
+            {:halt, {:mismatch, %{step: i, command: cmd, expected: expected, actual: actual}}}
+
+          want != got ->
+            {:halt,
+             {:mismatch,
+              %{
+                step: i,
+                command: cmd,
+                expected_status: diff(want, got),
+                actual_status: diff(got, want)
+              }}}
+
+          true ->
+            {:cont, model}
+        end
+      end)
+
+    case result do
+      {:mismatch, _} = mismatch -> mismatch
+      model -> if opts[:history], do: check_history(s, model), else: :ok
+    end
+  end
+
+  defp diff(a, b) do
+    a
+    |> Enum.reject(fn {k, v} -> Map.get(b, k) == v end)
+    |> Map.new(fn
+      {:counters, c} -> {:counters, Map.reject(c, fn {k, v} -> b.counters[k] == v end)}
+      kv -> kv
+    end)
+  end
+
+  defp check_history(s, model) do
+    # every writer has finished: ours synchronously, the timer's before this returns
+    :ok = Breakwater.Ticker.tick()
+
+    history =
+      s
+      |> Breakwater.History.history()
+      |> Enum.map(&Map.take(&1, [:status, :previous_status, :breaker, :backpressure]))
+
+    events = s |> @router.get_backpressure_events() |> Enum.map(& &1.event_type)
+    recoveries = @router.get_backpressure_recovery_status(s).recovery_count
+    metrics = @router.get_backpressure_metrics(s)
+    want_events = Model.expected_events(model)
+
+    cond do
+      history != Model.expected_history(model) ->
+        {:mismatch, %{history: history, expected_history: Model.expected_history(model)}}
+
+      events != want_events ->
+        {:mismatch, %{events: events, expected_events: want_events}}
+
+      recoveries != Model.expected_recoveries(model) ->
+        {:mismatch, %{recovery_count: recoveries, expected: Model.expected_recoveries(model)}}
+
+      metrics.total_events != length(want_events) ->
+        {:mismatch, %{metrics: metrics, expected_total: length(want_events)}}
+
+      true ->
+        :ok
+    end
+  end
+
+  defp quickcheck(opts) do
+    prop = :proper.forall(commands(), fn cmds -> run_case(cmds, opts) == :ok end)
+
+    case :proper.quickcheck(prop, [:quiet, :long_result, {:numtests, @numtests}, {:max_size, 100}]) do
+      true ->
+        :ok
+
+      [cmds] ->
+        flunk("""
+        model and implementation disagree; shrunk counterexample:
+
+        #{inspect(cmds, pretty: true, limit: :infinity)}
+
+        #{inspect(run_case(cmds, opts), pretty: true, limit: :infinity)}
+        """)
+
+      other ->
+        flunk("PropEr returned #{inspect(other, pretty: true)}")
+    end
+  end
+
+  # ---- properties -------------------------------------------------------------------------
+
+  test "both state machines follow the model: answers and status after every command" do
+    quickcheck([])
+  end
+
+  test "history, events and recoveries are written exactly once per model transition" do
+    quickcheck(history: true)
+  end
+
+  # A few fixed sequences, so that the interesting paths are covered whatever the seed.
+  test "fixed sequences through every state" do
+    sequences = [
+      # breaker: trip, half-open, probe limit, reopen with growth, close
+      [
+        {:configure, @base ++ [max_open_timeout_ms: 400_000]},
+        {:record, :failure},
+        {:record, :failure},
+        {:record, :failure},
+        {:admit, 5},
+        :check,
+        {:admit, 9},
+        {:advance, 100_000},
+        {:admit, 5},
+        {:admit, 5},
+        {:admit, 5},
+        {:record, :failure},
+        {:advance, 100_000},
+        :check,
+        {:advance, 100_000},
+        {:admit, 5},
+        {:record, :success},
+        {:admit, 5},
+        {:record, :success},
+        :check
+      ],
+      # stale probes: every slot taken and unanswered for call_timeout_ms
+      [
+        {:record, :failure},
+        {:record, :failure},
+        {:record, :failure},
+        {:advance, 100_000},
+        {:admit, 5},
+        {:admit, 5},
+        {:advance, 20_000},
+        :check
+      ],
+      # backpressure: pressure, dropping, recovery, back to dropping, stability, normal
+      [
+        {:report_depth, 10},
+        {:admit, 1},
+        {:report_depth, 16},
+        {:admit, 1},
+        {:admit, 3},
+        {:report_depth, 20},
+        {:admit, 5},
+        :check,
+        {:report_depth, 5},
+        {:report_depth, 20},
+        {:report_depth, 4},
+        {:report_depth, 6},
+        {:advance, 10_000},
+        {:report_depth, 5},
+        {:advance, 10_000},
+        :check
+      ],
+      # manual control across both machines
+      [
+        {:report_depth, 20},
+        :force_open,
+        :check,
+        {:advance, 100_000},
+        {:admit, 5},
+        :reset,
+        :check,
+        {:record, :failure},
+        {:record, :failure},
+        {:record, :failure},
+        :force_open,
+        :reset,
+        {:configure, @base ++ [warning_threshold: 30, critical_threshold: 60]},
+        :check
+      ]
+    ]
+
+    for cmds <- sequences do
+      assert run_case(cmds, history: true) == :ok
+    end
+  end
+end
