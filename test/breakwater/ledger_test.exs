@@ -217,6 +217,32 @@ defmodule Breakwater.LedgerTest do
     assert balanced?(s)
   end
 
+  test "killing the ledger call mid-write is a failure; the batch is delivered later" do
+    s = subject(call_timeout_ms: 60_000)
+    Ledger.set_mode(s, :hang)
+    all = events(1..20, s)
+    for e <- all, do: :ok = Breakwater.enqueue(s, e)
+    :ok = Breakwater.attach_ledger(s, Ledger, batch_size: 5)
+    wait_until(fn -> match?(%{in_flight: :write}, Breakwater.Ledger.Worker.info(s)) end)
+    [{worker, _}] = Registry.lookup(Breakwater.Ledger.Names, s)
+    # The process running the ledger's write_batch/2 (the "ledger" as the worker sees it).
+    %{inflight: %{task: %Task{pid: ledger_call}}} = :sys.get_state(worker)
+    failures = Breakwater.status(s).counters.failures
+    Process.exit(ledger_call, :kill)
+
+    wait_until(fn -> Breakwater.status(s).counters.failures == failures + 1 end)
+    # The worker survived, the batch went back to the spool, nothing was delivered.
+    assert [{^worker, _}] = Registry.lookup(Breakwater.Ledger.Names, s)
+    assert Breakwater.status(s).accounting.delivered == 0
+    assert balanced?(s)
+
+    Ledger.set_mode(s, :up)
+    wait_until(fn -> Breakwater.status(s).accounting.delivered == 20 end)
+    assert Ledger.received(s) == all
+    assert Ledger.duplicates(s) == 0
+    assert balanced?(s)
+  end
+
   test "detach stops the worker and keeps the spool; attach errors are clear" do
     s = subject([])
     assert {:error, :not_attached} = Breakwater.detach_ledger(s)
