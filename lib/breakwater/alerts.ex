@@ -23,6 +23,8 @@ defmodule Breakwater.Alerts do
   use GenServer
   require Logger
 
+  @pending :breakwater_alert_pending
+
   @typedoc "An active alert."
   @type alert :: %{
           id: {:breakwater, atom, binary},
@@ -39,7 +41,12 @@ defmodule Breakwater.Alerts do
   @doc "Tells the alert manager of a transition of `subject` observed at `now` (ms)."
   @spec transition(binary, map, integer) :: :ok
   def transition(subject, t, now) do
-    GenServer.cast(__MODULE__, {:transition, subject, t, now})
+    # At most one queued re-evaluation per subject: a storm of transitions (a depth
+    # oscillating around a threshold) cannot grow this process's mailbox.
+    if :ets.insert_new(@pending, {subject}),
+      do: GenServer.cast(__MODULE__, {:transition, subject, t, now})
+
+    :ok
   end
 
   @doc "Active alerts, oldest first."
@@ -54,6 +61,8 @@ defmodule Breakwater.Alerts do
   def init(_opts) do
     # Clear alarms a previous incarnation of this process may have left set.
     for {{:breakwater, _, _} = id, _} <- safe_get_alarms(), do: :alarm_handler.clear_alarm(id)
+    # Casts queued for the previous incarnation are gone: let new transitions through.
+    :ets.delete_all_objects(@pending)
     {:ok, %{alerts: %{}, timers: %{}}}
   end
 
@@ -66,6 +75,8 @@ defmodule Breakwater.Alerts do
   def handle_cast({:transition, subject, _t, now}, state) do
     # Casts from different observers may arrive out of order: evaluate the subject's
     # state now, not the transition's target, so the last cast leaves the right alerts.
+    # The pending mark goes first: a transition after this point queues a new cast.
+    :ets.delete(@pending, subject)
     policy = Breakwater.PolicyStore.get(subject)
     current = Breakwater.Native.status(subject)
 
@@ -101,7 +112,19 @@ defmodule Breakwater.Alerts do
   end
 
   @impl true
-  def handle_info({:escalate, subject, alert, ref}, state) do
+  def handle_info({:escalate, subject, alert, ref, left_ms}, state) when left_ms > 0 do
+    # A wait longer than one Erlang timer can hold: arm the next leg.
+    case Map.get(state.timers, {subject, alert}) do
+      {^ref, _} ->
+        timer = arm(subject, alert, ref, left_ms)
+        {:noreply, %{state | timers: Map.put(state.timers, {subject, alert}, {ref, timer})}}
+
+      _ ->
+        {:noreply, state}
+    end
+  end
+
+  def handle_info({:escalate, subject, alert, ref, 0}, state) do
     case Map.get(state.timers, {subject, alert}) do
       {^ref, _} ->
         state = %{state | timers: Map.delete(state.timers, {subject, alert})}
@@ -142,9 +165,18 @@ defmodule Breakwater.Alerts do
       state
     else
       ref = make_ref()
-      timer = Process.send_after(self(), {:escalate, subject, alert, ref}, after_ms)
+      timer = arm(subject, alert, ref, after_ms)
       %{state | timers: Map.put(state.timers, {subject, alert}, {ref, timer})}
     end
+  end
+
+  # The longest time an Erlang timer accepts (about 49.7 days); policies allow longer
+  # escalation times, which are waited for in legs of at most this.
+  @max_timer_ms 4_294_967_295
+
+  defp arm(subject, alert, ref, ms) do
+    leg = min(ms, @max_timer_ms)
+    Process.send_after(self(), {:escalate, subject, alert, ref, ms - leg}, leg)
   end
 
   defp escalation(state, subject, alert, false, _after_ms) do

@@ -10,6 +10,7 @@ defmodule Breakwater.Tables do
   | `router_backpressure_recovery` | set | `{subject, count, last_ms, from, to}` |
   | `breakwater_policies` | set | `{subject, policy}` and `{:default, policy}` |
   | `breakwater_counters` | set | per-subject counts: events by type, minute buckets, entries held |
+  | `breakwater_alert_pending` | set | `{subject}` while a re-evaluation of its alerts is queued |
 
   Every table is public (writers are the processes that observe transitions) with
   `read_concurrency`, and the per-subject ones are trimmed to `events_limit` /
@@ -22,14 +23,19 @@ defmodule Breakwater.Tables do
   @recovery :router_backpressure_recovery
   @policies :breakwater_policies
   @counters :breakwater_counters
+  @alert_pending :breakwater_alert_pending
 
-  @doc "Table names: `:events`, `:history`, `:recovery`, `:policies`, `:counters`."
-  @spec name(:events | :history | :recovery | :policies | :counters) :: atom
+  @doc """
+  Table names: `:events`, `:history`, `:recovery`, `:policies`, `:counters`,
+  `:alert_pending`.
+  """
+  @spec name(:events | :history | :recovery | :policies | :counters | :alert_pending) :: atom
   def name(:events), do: @events
   def name(:history), do: @history
   def name(:recovery), do: @recovery
   def name(:policies), do: @policies
   def name(:counters), do: @counters
+  def name(:alert_pending), do: @alert_pending
 
   @doc false
   def start_link(opts), do: GenServer.start_link(__MODULE__, opts, name: __MODULE__)
@@ -42,6 +48,7 @@ defmodule Breakwater.Tables do
     :ets.new(@recovery, [:set | common])
     :ets.new(@policies, [:set | common])
     :ets.new(@counters, [:set | common])
+    :ets.new(@alert_pending, [:set | common])
     {:ok, nil}
   end
 end
