@@ -286,6 +286,24 @@ defmodule Breakwater.LedgerTest do
       assert Breakwater.DiskSpool.info()[s].files == 0
     end
 
+    test "events waiting on disk count in the depth, so intake still pushes back" do
+      s =
+        subject(overflow: :disk, max_segments: 1, warning_threshold: 300, critical_threshold: 600)
+
+      for e <- events(1..700, s), do: :ok = Breakwater.enqueue(s, e)
+      st = Breakwater.status(s)
+      assert {st.accounting.spooled_memory, st.accounting.spooled_disk} == {256, 444}
+      assert st.queue_depth == 700
+      assert st.backpressure == :dropping
+      assert {:backpressure_active, _} = :router_intake_backpressure.check_backpressure(s)
+
+      # Delivered from disk too: the depth falls with it, and intake opens again.
+      :ok = Breakwater.attach_ledger(s, Ledger, batch_size: 100)
+      wait_until(fn -> Breakwater.status(s).accounting.delivered == 700 end)
+      assert Breakwater.status(s).queue_depth == 0
+      refute Breakwater.status(s).backpressure in [:dropping, :pressure]
+    end
+
     test "while events wait on disk, new ones follow them there" do
       s = subject(overflow: :disk, max_segments: 1)
       first = events(1..300, "#{s}-a")

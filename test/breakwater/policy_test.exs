@@ -82,6 +82,10 @@ defmodule Breakwater.PolicyTest do
   ]
 
   # Companion keys needed for some values to be valid alone.
+  @doc false
+  # For Breakwater.PolicyRobustnessTest below.
+  def rules, do: @rules
+
   @companions %{
     {:bypass_priority, 1} => [low_priority_max: 0],
     {:bypass_priority, :low} => [low_priority_max: 0]
@@ -610,6 +614,16 @@ defmodule Breakwater.PolicyTest do
       assert byte_size(line) < 500
     end
   end
+end
+
+defmodule Breakwater.PolicyRobustnessTest do
+  # Counts atoms of the whole node: never beside async tests, which load modules.
+  use ExUnit.Case, async: false
+
+  alias Breakwater.Policy
+
+  @max 281_474_976_710_655
+  @rules Breakwater.PolicyTest.rules()
 
   describe "robustness against random terms" do
     @atoms [

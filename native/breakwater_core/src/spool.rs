@@ -225,6 +225,12 @@ impl Spool {
         }
     }
 
+    /// Events waiting for the ledger: spooled in memory (in flight included) plus
+    /// waiting in the disk spool. This is the spool's part of the subject's depth.
+    pub fn waiting_events(&self) -> u64 {
+        self.stats.spooled_events + self.stats.disk_pending_events()
+    }
+
     /// The spool's counts.
     pub fn stats(&self) -> SpoolStats {
         SpoolStats {

@@ -17,8 +17,9 @@
 //!
 //! # Backpressure (R-P1, R-P2)
 //!
-//! Depth is the larger of the depth the router last reported and the events spooled in
-//! memory. Every change of depth re-evaluates the rules of [`crate::backpressure`]; the
+//! Depth is the larger of the depth the router last reported and the events waiting in
+//! the spool, in memory and on disk (so a subject that overflows to disk still pushes
+//! back). Every change of depth re-evaluates the rules of [`crate::backpressure`]; the
 //! stability period of `recovery` is checked against a stamp of when the depth last
 //! became calm, by depth updates, checks and timer ticks.
 //!
@@ -308,7 +309,8 @@ impl Subject {
         self.policy.load_full()
     }
 
-    /// Depth: the larger of the reported depth and the events spooled in memory.
+    /// Depth: the larger of the reported depth and the events waiting in the spool
+    /// (memory and disk).
     #[inline]
     pub fn depth(&self) -> u64 {
         self.reported_depth
@@ -844,7 +846,7 @@ impl Subject {
                 self.disk_pending.store(true, Ordering::Relaxed);
             }
             self.publish(&spool);
-            (outcome, segment, spool.stats().spooled_events)
+            (outcome, segment, spool.waiting_events())
         };
         match segment {
             SegmentEvent::Acquired => self.exhausted.store(false, Ordering::Relaxed),
@@ -931,7 +933,7 @@ impl Subject {
     /// the mirrors follow the spool's order.
     fn publish(&self, spool: &Spool) {
         self.spooled
-            .store(spool.stats().spooled_events, Ordering::Relaxed);
+            .store(spool.waiting_events(), Ordering::Relaxed);
         self.segments_held
             .store(spool.segments() as u32, Ordering::Relaxed);
     }
@@ -964,12 +966,16 @@ impl Subject {
 
     /// Counts overflow events the disk spool could not store.
     pub fn disk_dropped(&self, events: u64, bytes: u64) {
-        self.spool.lock().disk_dropped(events, bytes);
+        let mut spool = self.spool.lock();
+        spool.disk_dropped(events, bytes);
+        self.publish(&spool);
     }
 
     /// Counts events found in the disk spool at start that this node had not counted.
     pub fn disk_recovered(&self, events: u64) {
-        self.spool.lock().disk_recovered(events);
+        let mut spool = self.spool.lock();
+        spool.disk_recovered(events);
+        self.publish(&spool);
     }
 
     /// Whether events of this subject wait in the disk spool. While they do, every new

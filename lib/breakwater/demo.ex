@@ -1,0 +1,601 @@
+defmodule Breakwater.Demo do
+  @moduledoc """
+  The scripted scenario behind `make demo` (R-M1).
+
+  Router processes with mixed priorities (normal, low-priority batch, and control
+  traffic at a priority that bypasses the breaker) admit events with
+  `Breakwater.admit/2` and spool them with `Breakwater.enqueue/3` for one subject. A
+  `Breakwater.Ledger.Simulated` ledger, attached with `Breakwater.attach_ledger/3`,
+  drains them. The script moves the ledger through four phases:
+
+      healthy -> slow ({:slow, 100}) -> down -> up again (recovery)
+
+  then stops the routers, lets the ledger drain everything that is left (memory and
+  disk spool) and checks the accounting:
+
+      lost = produced - delivered - spooled (memory + disk) - dropped   (must be 0)
+
+  `produced` and the intake refusals are the routers' own counts; `delivered` is the
+  number of distinct events the simulated ledger holds (cross-checked against
+  Breakwater's own `delivered` count); spooled and dropped come from
+  `Breakwater.status/1`. Every event carries a unique id (`r<router>-<seq>`), so
+  duplicates (at-least-once delivery) are counted too; they are reported, not lost.
+
+  While it runs, a one-line progress display is redrawn; afterwards it prints the
+  timeline of the breaker and backpressure transitions (from `Breakwater.History`),
+  the accounting table (`Breakwater.Demo.Accounting`) and the path of an SVG chart of
+  depth, breaker state and rejections over time (`Breakwater.Demo.Chart`), sampled
+  every 100 ms.
+
+  The routers follow the router pattern of the README: a router that spools asks
+  `:router_intake_backpressure.check_backpressure/1` first and refuses (tells its
+  caller to retry later) while the status is active; a low-priority router also
+  refuses while it is warning. They do not ask the breaker: it guards the ledger's
+  writes, which are the drain worker's, and the worker's writes are the half-open
+  probes. Control traffic (priority >= `bypass_priority`) goes through `admit/2`, which
+  lets it pass in every state and counts it as bypassed.
+  """
+
+  alias Breakwater.Demo.{Accounting, Chart}
+  alias Breakwater.Ledger.Simulated
+
+  @sample_ms 100
+
+  # {name, ledger mode, duration at scale 1 (ms), minimum duration (ms)}
+  @phases [
+    {"healthy", :up, 6_000, 300},
+    {"ledger slow", {:slow, 100}, 8_000, 600},
+    {"ledger down", :down, 8_000, 1_200},
+    {"ledger up (recovery)", :up, 9_000, 1_500}
+  ]
+
+  # {kind, priority, events per second}
+  @routers [
+    {:normal, 5, 500},
+    {:normal, 5, 500},
+    {:normal, 5, 500},
+    {:normal, 5, 500},
+    {:normal, 5, 500},
+    {:batch, 1, 300},
+    {:control, 9, 50},
+    {:control, 9, 50}
+  ]
+
+  @reasons [
+    :router_status_active,
+    :circuit_open,
+    :half_open_limit,
+    :backpressure,
+    :shed_low_priority,
+    :other
+  ]
+  # :counters slots: produced, bypassed, enqueue rejected (dropped), enqueue errors,
+  # then one per refusal reason.
+  @produced 1
+  @bypassed 2
+  @enqueue_rejected 3
+  @enqueue_errors 4
+  @reason_base 5
+
+  @typedoc "What `run/1` returns."
+  @type report :: %{
+          ok?: boolean,
+          problems: [String.t()],
+          subject: binary,
+          accounting: Accounting.t(),
+          breaker_opened?: boolean,
+          breaker_closed_again?: boolean,
+          drained?: boolean,
+          svg_path: String.t(),
+          samples: [Chart.sample()],
+          timeline: [String.t()],
+          duration_ms: non_neg_integer
+        }
+
+  @doc """
+  Runs the full demo (about 31 s of scenario), printing as it goes. Returns normally
+  when the run succeeded and nothing was lost; otherwise halts the VM with exit status 1.
+
+  The environment variable `BREAKWATER_DEMO_SCALE` (a number, default 1.0) scales the
+  phase durations, e.g. `0.2` for a quick run.
+  """
+  @spec main() :: :ok
+  def main do
+    Logger.configure(level: :error)
+
+    scale =
+      case Float.parse(System.get_env("BREAKWATER_DEMO_SCALE", "1.0")) do
+        {s, ""} when s > 0 -> s
+        _ -> 1.0
+      end
+
+    report =
+      try do
+        run(scale: scale)
+      rescue
+        e ->
+          IO.puts(:stderr, "\ndemo failed: " <> Exception.format(:error, e, __STACKTRACE__))
+          System.halt(1)
+      end
+
+    if report.ok? do
+      IO.puts("\nRESULT: ok (lost = #{report.accounting.lost})")
+      :ok
+    else
+      IO.puts("\nRESULT: FAILED")
+      Enum.each(report.problems, &IO.puts("  - " <> &1))
+      System.halt(1)
+    end
+  end
+
+  @doc """
+  Runs the scenario and returns a report; never halts.
+
+  Options:
+
+  - `scale:` (default 1.0) multiplies every phase duration and the breaker timings
+    (each phase keeps a minimum length, so `0.1` runs in about five seconds);
+  - `quiet:` (default false) prints nothing when true;
+  - `svg_path:` where to write the chart (default `_build/demo/breakwater-demo.svg`);
+  - `subject:` the subject to use (default a fresh, unique name);
+  - `drain_timeout_ms:` how long to wait for the spool to drain at the end (30_000).
+  """
+  @spec run(keyword) :: report
+  def run(opts \\ []) do
+    opts =
+      Keyword.validate!(opts,
+        scale: 1.0,
+        quiet: false,
+        svg_path: Path.expand(Path.join(["_build", "demo", "breakwater-demo.svg"])),
+        subject: nil,
+        drain_timeout_ms: 30_000
+      )
+
+    scale = opts[:scale]
+
+    unless is_number(scale) and scale > 0 do
+      raise ArgumentError, "scale must be a positive number, got: #{inspect(scale)}"
+    end
+
+    {:ok, _} = Application.ensure_all_started(:breakwater)
+    ensure_simulated()
+
+    subject =
+      opts[:subject] ||
+        "demo-ledger-#{System.os_time(:millisecond)}-#{System.unique_integer([:positive])}"
+
+    policy = policy(scale)
+    :ok = Breakwater.configure(subject, policy)
+    :ok = Simulated.set_mode(subject, :up)
+    :ok = Breakwater.attach_ledger(subject, Simulated, batch_size: 200, poll_ms: 5)
+
+    ctx = %{
+      subject: subject,
+      quiet: opts[:quiet],
+      counters: :counters.new(@reason_base + length(@reasons) - 1, [:write_concurrency]),
+      bypass: Breakwater.policy(subject).bypass_priority,
+      low_max: Breakwater.policy(subject).low_priority_max,
+      t0: System.monotonic_time(:millisecond),
+      t0_sys: System.system_time(:millisecond)
+    }
+
+    say(ctx, header(ctx, policy, scale))
+
+    routers =
+      @routers
+      |> Enum.with_index(1)
+      |> Enum.map(fn {{kind, priority, rate}, id} ->
+        r = %{id: id, kind: kind, priority: priority, rate: rate}
+        {id, spawn_link(fn -> router(ctx, r) end)}
+      end)
+
+    state = %{samples: [], last_refused: 0, phase: nil, phase_log: []}
+
+    {state, seqs, drained?} =
+      try do
+        state =
+          Enum.reduce(@phases, state, fn {name, mode, ms, min}, state ->
+            :ok = Simulated.set_mode(subject, mode)
+            state = enter_phase(ctx, state, "#{name}", mode)
+            run_for(ctx, state, max(round(ms * scale), min))
+          end)
+
+        seqs = stop_routers(routers)
+        state = enter_phase(ctx, state, "drain", :up)
+        {state, drained?} = drain(ctx, state, opts[:drain_timeout_ms])
+        {state, seqs, drained?}
+      after
+        for {_, pid} <- routers, do: Process.unlink(pid) && Process.exit(pid, :kill)
+        Breakwater.detach_ledger(subject)
+      end
+
+    say(ctx, "\n")
+    finish(ctx, state, seqs, drained?, opts[:svg_path])
+  end
+
+  # ---- setup ------------------------------------------------------------------------
+
+  defp ensure_simulated do
+    case Process.whereis(Simulated) do
+      nil ->
+        case Simulated.start_link([]) do
+          {:ok, pid} -> Process.unlink(pid)
+          {:error, {:already_started, _}} -> true
+        end
+
+      _pid ->
+        true
+    end
+  end
+
+  # Thresholds sized to the node's ring pool: the subject may hold 2 segments in memory
+  # and overflows to the disk spool beyond that. The critical depth lies past the
+  # memory quota, so it is the quota running out that turns backpressure to `dropping`
+  # (and sends what is still admitted, e.g. control traffic, to disk).
+  defp policy(scale) do
+    config = :persistent_term.get({Breakwater, :config})
+    capacity = config.ring_pool[:segment_capacity]
+    quota = 2
+
+    [
+      warning_threshold: capacity,
+      critical_threshold: capacity * 3,
+      recovery_threshold: 0.5,
+      stability_ms: max(round(1_000 * scale), 100),
+      failure_threshold: 5,
+      open_timeout_ms: max(round(2_000 * scale), 200),
+      half_open_max_calls: 3,
+      success_threshold: 3,
+      call_timeout_ms: 2_000,
+      health_check_ms: max(round(500 * scale), 50),
+      max_segments: quota,
+      overflow: :disk,
+      drop_policy: :drop_newest,
+      retry_after_seconds: 1,
+      alert_on_active: true
+    ]
+  end
+
+  defp header(ctx, policy, scale) do
+    rate = @routers |> Enum.map(&elem(&1, 2)) |> Enum.sum()
+
+    kinds =
+      @routers
+      |> Enum.frequencies_by(fn {kind, p, _} -> "#{kind} (priority #{p})" end)
+      |> Enum.map_join(", ", fn {k, n} -> "#{n} #{k}" end)
+
+    phases =
+      Enum.map_join(@phases, " -> ", fn {name, _mode, ms, min} ->
+        "#{name} #{Float.round(max(round(ms * scale), min) / 1000, 1)}s"
+      end)
+
+    """
+    Breakwater demo: subject #{ctx.subject}
+      routers: #{length(@routers)} (#{kinds}), about #{rate} events/s in all
+      ledger:  Breakwater.Ledger.Simulated, batches of 200
+      policy:  warning #{policy[:warning_threshold]}, critical #{policy[:critical_threshold]}, memory quota #{policy[:max_segments]} segments then disk, failure_threshold #{policy[:failure_threshold]}, open #{policy[:open_timeout_ms]} ms
+      phases:  #{phases} -> drain
+    """
+  end
+
+  # ---- routers ----------------------------------------------------------------------
+
+  defp router(ctx, r) do
+    r = Map.merge(r, %{seq: 0, started: now(), attempted: 0})
+    router_loop(ctx, r)
+  end
+
+  defp router_loop(ctx, r) do
+    receive do
+      {:stop, from} -> send(from, {:router_done, r.id, r.seq})
+    after
+      10 ->
+        due = div((now() - r.started) * r.rate, 1000) - r.attempted
+        n = min(max(due, 0), 100)
+        r = Enum.reduce(1..n//1, r, fn _, r -> attempt(ctx, r) end)
+        router_loop(ctx, %{r | attempted: r.attempted + n})
+    end
+  end
+
+  defp attempt(ctx, r) do
+    case gate(ctx, r.priority) do
+      :ok ->
+        seq = r.seq + 1
+        event = "r#{r.id}-#{seq} #{r.kind} p#{r.priority}"
+
+        case Breakwater.enqueue(ctx.subject, event) do
+          :ok ->
+            :counters.add(ctx.counters, @produced, 1)
+
+          {:reject, :pool_exhausted, _} ->
+            :counters.add(ctx.counters, @produced, 1)
+            :counters.add(ctx.counters, @enqueue_rejected, 1)
+
+          _error ->
+            :counters.add(ctx.counters, @enqueue_errors, 1)
+        end
+
+        if r.priority >= ctx.bypass, do: :counters.add(ctx.counters, @bypassed, 1)
+        %{r | seq: seq}
+
+      {:refused, reason} ->
+        reason = if reason in @reasons, do: reason, else: :other
+        :counters.add(ctx.counters, @reason_base + index(reason), 1)
+        r
+    end
+  end
+
+  for {reason, i} <- Enum.with_index(@reasons), do: defp(index(unquote(reason)), do: unquote(i))
+
+  # Control traffic asks admit/2, which lets it pass in every state (counted as
+  # bypassed).
+  defp gate(ctx, priority) when priority >= ctx.bypass, do: admit(ctx.subject, priority)
+
+  # Everything else only asks intake's question: the breaker guards the ledger's
+  # writes, which are the drain worker's (its writes are the half-open probes).
+  defp gate(ctx, priority) do
+    case :router_intake_backpressure.check_backpressure(ctx.subject) do
+      {:backpressure_active, _retry} -> {:refused, :router_status_active}
+      {:backpressure_warning, _} when priority <= ctx.low_max -> {:refused, :shed_low_priority}
+      _ -> :ok
+    end
+  end
+
+  defp admit(subject, priority) do
+    case Breakwater.admit(subject, priority: priority) do
+      :ok -> :ok
+      {:reject, reason, _retry} -> {:refused, reason}
+      _other -> {:refused, :other}
+    end
+  end
+
+  defp stop_routers(routers) do
+    for {_, pid} <- routers, do: send(pid, {:stop, self()})
+
+    Map.new(routers, fn {id, _pid} ->
+      receive do
+        {:router_done, ^id, seq} -> {id, seq}
+      after
+        10_000 -> raise "router #{id} did not stop"
+      end
+    end)
+  end
+
+  # ---- phases and sampling -------------------------------------------------------------
+
+  defp enter_phase(ctx, state, name, mode) do
+    at = System.system_time(:millisecond) - ctx.t0_sys
+    %{state | phase: name, phase_log: [{at, name, mode} | state.phase_log]}
+  end
+
+  defp run_for(ctx, state, ms) do
+    until = now() + ms
+    loop_until(ctx, state, fn _st -> now() >= until end)
+  end
+
+  defp drain(ctx, state, timeout) do
+    deadline = now() + timeout
+
+    state = loop_until(ctx, state, fn st -> drained?(st) or now() >= deadline end)
+
+    {state, drained?(Breakwater.status(ctx.subject))}
+  end
+
+  defp drained?(st) do
+    st.accounting.spooled_memory == 0 and st.accounting.spooled_disk == 0 and
+      st.queue_depth == 0 and not st.disk_pending
+  end
+
+  # Samples every @sample_ms until `done?` holds for the latest status.
+  defp loop_until(ctx, state, done?) do
+    k = div(now() - ctx.t0, @sample_ms) + 1
+    Process.sleep(max(ctx.t0 + k * @sample_ms - now(), 0))
+    st = Breakwater.status(ctx.subject)
+    {state, sample} = sample(ctx, state, st)
+    progress(ctx, sample)
+    if done?.(st), do: state, else: loop_until(ctx, state, done?)
+  end
+
+  defp sample(ctx, state, st) do
+    refused = refused_total(ctx)
+
+    sample = %{
+      t_ms: now() - ctx.t0,
+      phase: state.phase,
+      depth: st.queue_depth,
+      disk: st.accounting.spooled_disk,
+      breaker: st.breaker,
+      backpressure: st.backpressure,
+      status: st.status,
+      rejected: refused - state.last_refused,
+      produced: :counters.get(ctx.counters, @produced),
+      delivered: st.accounting.delivered
+    }
+
+    {%{state | samples: [sample | state.samples], last_refused: refused}, sample}
+  end
+
+  defp refused_total(ctx) do
+    Enum.sum(
+      for i <- 0..(length(@reasons) - 1), do: :counters.get(ctx.counters, @reason_base + i)
+    )
+  end
+
+  defp progress(%{quiet: true}, _sample), do: :ok
+
+  defp progress(_ctx, s) do
+    line =
+      :io_lib.format(
+        "~-21s ~6.1fs  produced ~9s  delivered ~9s  depth ~7s  disk ~7s  breaker ~-9s  bp ~-8s",
+        [
+          s.phase,
+          s.t_ms / 1000,
+          Accounting.format_int(s.produced),
+          Accounting.format_int(s.delivered),
+          Accounting.format_int(s.depth),
+          Accounting.format_int(s.disk),
+          Atom.to_string(s.breaker),
+          Atom.to_string(s.backpressure)
+        ]
+      )
+
+    IO.write(["\r", line])
+  end
+
+  # ---- results ------------------------------------------------------------------------
+
+  defp finish(ctx, state, seqs, drained?, svg_path) do
+    subject = ctx.subject
+    samples = Enum.reverse(state.samples)
+    st = Breakwater.status(subject)
+    received = Simulated.received(subject)
+
+    unexpected =
+      Enum.count(received, fn event ->
+        case Regex.run(~r/^r(\d+)-(\d+) /, event) do
+          [_, id, seq] -> String.to_integer(seq) > Map.get(seqs, String.to_integer(id), 0)
+          nil -> true
+        end
+      end)
+
+    refused_by_reason =
+      @reasons
+      |> Enum.with_index()
+      |> Map.new(fn {reason, i} -> {reason, :counters.get(ctx.counters, @reason_base + i)} end)
+
+    acc =
+      Accounting.new(
+        produced: :counters.get(ctx.counters, @produced),
+        refused: Enum.sum(Map.values(refused_by_reason)),
+        refused_by_reason: refused_by_reason,
+        bypassed: :counters.get(ctx.counters, @bypassed),
+        delivered: length(received),
+        delivered_breakwater: st.accounting.delivered,
+        enqueued_breakwater: st.accounting.enqueued,
+        spooled_memory: st.accounting.spooled_memory,
+        spooled_disk: st.accounting.spooled_disk,
+        dropped: st.accounting.dropped,
+        duplicates: Simulated.duplicates(subject),
+        redelivered: st.accounting.redelivered,
+        unexpected: unexpected
+      )
+
+    history = Breakwater.History.history(subject)
+    {opened?, closed_again?} = breaker_cycle(history)
+    timeline = timeline(ctx, history, Enum.reverse(state.phase_log))
+
+    File.mkdir_p!(Path.dirname(svg_path))
+
+    File.write!(
+      svg_path,
+      Chart.svg(samples, title: "Breakwater demo: #{subject} (lost = #{acc.lost})")
+    )
+
+    enqueue_errors = :counters.get(ctx.counters, @enqueue_errors)
+
+    problems =
+      Accounting.problems(acc) ++
+        Enum.filter(
+          [
+            not drained? && "the spool did not drain before the deadline",
+            not opened? && "the breaker never opened",
+            opened? and not closed_again? && "the breaker did not close again",
+            enqueue_errors > 0 && "#{enqueue_errors} enqueue calls returned an error"
+          ],
+          &is_binary/1
+        )
+
+    events =
+      Breakwater.History.metrics(subject).events_by_type
+      |> Enum.sort()
+      |> Enum.map_join(", ", fn {type, n} -> "#{type} x#{n}" end)
+
+    say(ctx, """
+
+    Timeline (seconds since start):
+    #{Enum.join(timeline, "\n")}
+
+    Events recorded: #{if events == "", do: "none", else: events}
+
+    Accounting:
+    #{Accounting.table(acc)}
+    Chart: #{Path.expand(svg_path)}
+    """)
+
+    %{
+      ok?: problems == [],
+      problems: problems,
+      subject: subject,
+      accounting: acc,
+      breaker_opened?: opened?,
+      breaker_closed_again?: closed_again?,
+      drained?: drained?,
+      svg_path: Path.expand(svg_path),
+      samples: samples,
+      timeline: timeline,
+      duration_ms: now() - ctx.t0
+    }
+  end
+
+  # Did the breaker open, and close again after that?
+  defp breaker_cycle(history) do
+    case Enum.drop_while(history, &(not match?(%{breaker: {_, :open}}, &1))) do
+      [] -> {false, false}
+      [_open | later] -> {true, Enum.any?(later, &match?(%{breaker: {_, :closed}}, &1))}
+    end
+  end
+
+  @max_timeline 80
+
+  defp timeline(ctx, history, phase_log) do
+    phases =
+      Enum.map(phase_log, fn {at, name, mode} ->
+        {at, "phase    -> #{name} (ledger #{inspect(mode)})"}
+      end)
+
+    transitions =
+      Enum.map(history, fn entry ->
+        {entry.timestamp - ctx.t0_sys, describe(entry)}
+      end)
+
+    lines =
+      (phases ++ transitions)
+      |> Enum.sort_by(&elem(&1, 0))
+      |> Enum.map(fn {at, text} ->
+        :erlang.iolist_to_binary(:io_lib.format("  +~7.3fs  ~ts", [at / 1000, text]))
+      end)
+
+    if length(lines) > @max_timeline do
+      {head, rest} = Enum.split(lines, @max_timeline)
+      head ++ ["  ... #{length(rest)} more transitions"]
+    else
+      lines
+    end
+  end
+
+  defp describe(%{breaker: {b0, b1}, backpressure: {p0, p1}} = e) do
+    parts =
+      [
+        b0 != b1 && "breaker #{b0} -> #{b1}",
+        p0 != p1 && "backpressure #{p0} -> #{p1}"
+      ]
+      |> Enum.filter(&is_binary/1)
+
+    status =
+      if e.status != e.previous_status,
+        do: "  [router status #{short(e.previous_status)} -> #{short(e.status)}]",
+        else: ""
+
+    reason = if Map.has_key?(e, :reason), do: "  (#{e.reason})", else: ""
+    Enum.join(parts, ", ") <> status <> reason
+  end
+
+  defp describe(e), do: inspect(e)
+
+  defp short(status), do: status |> Atom.to_string() |> String.replace_prefix("backpressure_", "")
+
+  defp say(%{quiet: true}, _text), do: :ok
+  defp say(_ctx, text), do: IO.write(text)
+
+  defp now, do: System.monotonic_time(:millisecond)
+end
