@@ -220,8 +220,8 @@ defmodule Breakwater.Demo.Chart do
     y = @height - 30
 
     items = [
-      {:line, "#1565c0", "depth (memory)"},
-      {:dash, "#ef6c00", "on disk"},
+      {:line, "#1565c0", "depth (memory + disk)"},
+      {:dash, "#ef6c00", "of which on disk"},
       {:box, @breaker_colours.closed, "closed"},
       {:box, @breaker_colours.half_open, "half-open"},
       {:box, @breaker_colours.open, "open"},
