@@ -45,10 +45,21 @@ test-rust:
 test-elixir: deps
 	MIX_ENV=test mix test
 
-bench: deps bench-core bench-beam
+# Criterion benches of the Rust core, then the BEAM bench, which writes
+# docs/benchmarks.md from both (one after the other, even under make -j).
+bench: deps
+	$(MAKE) --no-print-directory bench-core
+	$(MAKE) --no-print-directory bench-beam
 
+# Results in target/criterion; the console output (with the thread-scaling table the
+# bench prints after the criterion groups) is kept in target/bench-core.log for
+# docs/benchmarks.md. BENCH_CORE_FILTER (criterion's regex) runs a subset, e.g.
+# `make bench-core BENCH_CORE_FILTER=^spool/`.
+BENCH_CORE_FILTER ?=
 bench-core:
-	cargo bench -p breakwater_core --bench core
+	mkdir -p target
+	set -o pipefail; cargo bench -p breakwater_core --bench core \
+	  $(if $(BENCH_CORE_FILTER),-- '$(BENCH_CORE_FILTER)') 2>&1 | tee target/bench-core.log
 
 bench-beam: deps
 	MIX_ENV=bench mix run benches/beam_bench.exs

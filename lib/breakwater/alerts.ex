@@ -170,15 +170,6 @@ defmodule Breakwater.Alerts do
     end
   end
 
-  # The longest time an Erlang timer accepts (about 49.7 days); policies allow longer
-  # escalation times, which are waited for in legs of at most this.
-  @max_timer_ms 4_294_967_295
-
-  defp arm(subject, alert, ref, ms) do
-    leg = min(ms, @max_timer_ms)
-    Process.send_after(self(), {:escalate, subject, alert, ref, ms - leg}, leg)
-  end
-
   defp escalation(state, subject, alert, false, _after_ms) do
     state =
       case Map.pop(state.timers, {subject, alert}) do
@@ -191,6 +182,15 @@ defmodule Breakwater.Alerts do
       end
 
     clear_alert(state, subject, alert)
+  end
+
+  # The longest time an Erlang timer accepts (about 49.7 days); policies allow longer
+  # escalation times, which are waited for in legs of at most this.
+  @max_timer_ms 4_294_967_295
+
+  defp arm(subject, alert, ref, ms) do
+    leg = min(ms, @max_timer_ms)
+    Process.send_after(self(), {:escalate, subject, alert, ref, ms - leg}, leg)
   end
 
   defp raise_alert(state, subject, alert, now) do

@@ -199,7 +199,10 @@ defmodule Breakwater.DemoTest do
       assert "spool depth (events)" in texts
       assert "time since start (s)" in texts
       assert "rejected / interval" in texts
-      for label <- ["closed", "half-open", "open", "depth (memory + disk)"], do: assert(label in texts)
+
+      for label <- ["closed", "half-open", "open", "depth (memory + disk)"],
+          do: assert(label in texts)
+
       # Seconds on the time axis.
       assert "0" in texts and "1" in texts
 

@@ -463,7 +463,12 @@ impl Spool {
             None if self.take < self.tail => (self.take, self.tail),
             None => return None,
         };
-        let end = self.cut(start, limit.min(start + max_events), max_bytes);
+        // Saturating: `max_events` may be anything up to u64::MAX ("everything").
+        let end = self.cut(
+            start,
+            limit.min(start.saturating_add(max_events)),
+            max_bytes,
+        );
         let bytes = self.bytes_between(start, end);
         let id = self.next_batch;
         self.next_batch += 1;
@@ -852,6 +857,24 @@ mod tests {
         let b = s.take(100, 5, 1).unwrap();
         assert_eq!((b.len(), b.bytes), (1, 10));
         assert!(s.take(0, 100, 1).is_none());
+    }
+
+    #[test]
+    fn take_with_no_event_limit_takes_everything_pending() {
+        let p = pool(4, 2);
+        let mut s = Spool::new();
+        for i in 0..5 {
+            push(&mut s, &p, &ev(i), 4, DropPolicy::DropNewest);
+        }
+        let first = s.take(1, u64::MAX, 1).unwrap();
+        // u64::MAX events from a non-zero start must not wrap around to an empty batch.
+        let b = s.take(u64::MAX, u64::MAX, 1).unwrap();
+        assert_eq!(events(&s, &b), vec![ev(1), ev(2), ev(3), ev(4)]);
+        assert!(s.take(u64::MAX, u64::MAX, 1).is_none());
+        assert_eq!(s.nack(first.id), Ok(1));
+        let again = s.take(u64::MAX, u64::MAX, 1).unwrap();
+        assert_eq!(events(&s, &again), vec![ev(0)]);
+        s.check_invariants();
     }
 
     /// A deterministic random walk over every operation, checking the invariants after
