@@ -414,6 +414,13 @@ defmodule Breakwater.ConfigTest do
       assert is_binary(Config.format_errors([{:unknown_key, :odd} | :improper]))
     end
   end
+end
+
+defmodule Breakwater.ConfigRobustnessTest do
+  # Counts atoms of the whole node: never beside async tests, which load modules.
+  use ExUnit.Case, async: false
+
+  alias Breakwater.{Config, Policy}
 
   describe "robustness against random terms" do
     @atoms [

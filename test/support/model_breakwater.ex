@@ -260,7 +260,10 @@ defmodule Breakwater.ModelBreakwater do
   # depends on the open time left is `{:open_remaining, ms}` (the real clock runs on
   # between steps, so the real hint may be a little smaller).
   def step(m, {:report_depth, n}), do: {:ok, evaluate(%{m | depth: n})}
-  def step(m, {:configure, overrides}), do: {:ok, evaluate(%{m | policy: policy(overrides)})}
+  # Then a timer visit (see the test's execute/2 for :configure).
+  def step(m, {:configure, overrides}),
+    do: {:ok, tick(evaluate(%{m | policy: policy(overrides)}))}
+
   def step(m, {:advance, ms}), do: {:ok, tick(%{m | now: m.now + ms})}
   def step(m, {:record, outcome}), do: {:ok, record(m, outcome)}
   def step(m, {:admit, p}), do: admit(m, p)

@@ -104,14 +104,21 @@ pub fn transition<'a>(env: Env<'a>, t: &Transition) -> Term<'a> {
 }
 
 /// `result`, or `{transitions, result, [T]}` when `out` holds any.
-#[inline]
+#[inline(always)]
 pub fn with_transitions<'a>(env: Env<'a>, result: Term<'a>, out: &Transitions) -> Term<'a> {
     if out.is_empty() {
         result
     } else {
-        let list: Vec<Term<'a>> = out.iter().map(|t| transition(env, t)).collect();
-        (atoms::transitions(), result, list).encode(env)
+        wrap_transitions(env, result, out)
     }
+}
+
+// Out of line: the hot paths inline only the emptiness test above.
+#[cold]
+#[inline(never)]
+fn wrap_transitions<'a>(env: Env<'a>, result: Term<'a>, out: &Transitions) -> Term<'a> {
+    let list: Vec<Term<'a>> = out.iter().map(|t| transition(env, t)).collect();
+    (atoms::transitions(), result, list).encode(env)
 }
 
 /// A subject's snapshot as the map `status/1` returns.

@@ -13,6 +13,7 @@ mod args;
 mod atoms;
 mod control;
 mod encode;
+mod hot_nif;
 mod instance;
 mod policy_term;
 mod router;

@@ -8,13 +8,21 @@
 use crate::args::{self, argument_error};
 use crate::atoms;
 use crate::encode;
+use crate::hot_nif::hot_nif;
 use crate::subject_arg::subject;
 use breakwater_core::subject::{Admission, Outcome};
 use breakwater_core::transition::Transitions;
 use rustler::{Atom, Encoder, Env, NifResult, Term};
 
+// The router's NIFs, registered without rustler's per-call allocation (`hot_nif`).
+hot_nif!("check", check, 1, [0]);
+hot_nif!("admit", admit, 2, [0, 1]);
+hot_nif!("admit_event", admit_event, 2, [0, 1]);
+hot_nif!("admit_write", admit_write, 1, [0]);
+hot_nif!("record", record, 3, [0, 1, 2]);
+hot_nif!("report_depth", report_depth, 2, [0, 1]);
+
 /// `{Status, RetryAfterMs}` for `router_intake_backpressure:check_backpressure/1`.
-#[rustler::nif]
 fn check<'a>(env: Env<'a>, subject_name: Term<'a>) -> NifResult<Term<'a>> {
     let (inst, s) = match subject(env, subject_name)? {
         Ok(found) => found,
@@ -36,7 +44,6 @@ fn admission<'a>(env: Env<'a>, a: Admission) -> Term<'a> {
 }
 
 /// `ok | {reject, Reason, RetryAfterMs}` for a call at `priority` (0..9).
-#[rustler::nif]
 fn admit<'a>(env: Env<'a>, subject_name: Term<'a>, priority: Term<'a>) -> NifResult<Term<'a>> {
     let priority = args::int_in(priority, "priority", 0, 9)? as u8;
     let (inst, s) = match subject(env, subject_name)? {
@@ -52,7 +59,6 @@ fn admit<'a>(env: Env<'a>, subject_name: Term<'a>, priority: Term<'a>) -> NifRes
 const DEFAULT_PRIORITY: u8 = 5;
 
 /// `admit/2` at the priority the subject's policy gives `event_type` (5 when unnamed).
-#[rustler::nif]
 fn admit_event<'a>(
     env: Env<'a>,
     subject_name: Term<'a>,
@@ -73,7 +79,6 @@ fn admit_event<'a>(
 }
 
 /// Records `success | failure`, with an optional latency in ms (`nil` for none).
-#[rustler::nif]
 fn record<'a>(
     env: Env<'a>,
     subject_name: Term<'a>,
@@ -99,7 +104,6 @@ fn record<'a>(
 }
 
 /// Sets the depth the router reports.
-#[rustler::nif]
 fn report_depth<'a>(env: Env<'a>, subject_name: Term<'a>, depth: Term<'a>) -> NifResult<Term<'a>> {
     let depth = args::non_neg(depth, "depth")?;
     let (inst, s) = match subject(env, subject_name)? {
@@ -114,7 +118,6 @@ fn report_depth<'a>(env: Env<'a>, subject_name: Term<'a>, depth: Term<'a>) -> Ni
 /// A drain worker's admission of a ledger write: the breaker alone decides.
 /// `ok | probe | {reject, Reason, RetryAfterMs}`; after `probe` the outcome decides the
 /// half-open breaker.
-#[rustler::nif]
 fn admit_write<'a>(env: Env<'a>, subject_name: Term<'a>) -> NifResult<Term<'a>> {
     let (inst, s) = match subject(env, subject_name)? {
         Ok(found) => found,

@@ -3,11 +3,15 @@
 use crate::args::{self, argument_error};
 use crate::atoms;
 use crate::encode;
+use crate::hot_nif::hot_nif;
 use crate::subject_arg::subject;
 use breakwater_core::spool::BatchError;
 use breakwater_core::subject::{EnqueueError, Enqueued};
 use breakwater_core::transition::Transitions;
 use rustler::{Binary, Encoder, Env, NewBinary, NifResult, Term};
+
+// Registered without rustler's per-call allocation (`hot_nif`).
+hot_nif!("enqueue", enqueue, 2, [0, 1]);
 
 /// Most events one drain returns.
 pub const DRAIN_MAX_EVENTS: u64 = 10_000;
@@ -18,7 +22,6 @@ pub const DRAIN_MAX_BYTES: u64 = 1 << 20;
 /// `ok | {dropped_oldest, N} | {reject, pool_exhausted, RetryAfterMs} | overflow |
 /// {error, {event_too_large, Bytes, Max}}`. `{dropped_oldest, N}`: spooled after
 /// discarding the N oldest pending events.
-#[rustler::nif]
 fn enqueue<'a>(env: Env<'a>, subject_name: Term<'a>, event: Term<'a>) -> NifResult<Term<'a>> {
     let event = Binary::from_term(event).map_err(|_| argument_error("event must be a binary"))?;
     let (inst, s) = match subject(env, subject_name)? {
