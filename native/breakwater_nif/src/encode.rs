@@ -113,6 +113,22 @@ pub fn with_transitions<'a>(env: Env<'a>, result: Term<'a>, out: &Transitions) -
     }
 }
 
+/// [`with_transitions`] as the raw term, for the hot NIFs (`crate::hot_nif`): taking
+/// the term out of `result` here, where it was built, spares the copies of the
+/// `Term` struct that stall store forwarding.
+#[inline(always)]
+pub fn raw_with_transitions<'a>(
+    env: Env<'a>,
+    result: Term<'a>,
+    out: &Transitions,
+) -> rustler::sys::ErlNifTerm {
+    if out.is_empty() {
+        result.as_c_arg()
+    } else {
+        wrap_transitions(env, result, out).as_c_arg()
+    }
+}
+
 // Out of line: the hot paths inline only the emptiness test above.
 #[cold]
 #[inline(never)]

@@ -8,7 +8,7 @@
 use crate::args::{self, argument_error};
 use crate::atoms;
 use crate::encode;
-use crate::hot_nif::hot_nif;
+use crate::hot_nif::{hot_nif, Raw};
 use crate::subject_arg::subject;
 use breakwater_core::subject::{Admission, Outcome};
 use breakwater_core::transition::Transitions;
@@ -23,15 +23,15 @@ hot_nif!("record", record, 3, [0, 1, 2]);
 hot_nif!("report_depth", report_depth, 2, [0, 1]);
 
 /// `{Status, RetryAfterMs}` for `router_intake_backpressure:check_backpressure/1`.
-fn check<'a>(env: Env<'a>, subject_name: Term<'a>) -> NifResult<Term<'a>> {
+fn check<'a>(env: Env<'a>, subject_name: Term<'a>) -> NifResult<Raw> {
     let (inst, s) = match subject(env, subject_name)? {
         Ok(found) => found,
-        Err(error) => return Ok(error),
+        Err(error) => return Ok(error.as_c_arg()),
     };
     let mut out = Transitions::new();
     let (status, retry) = s.check(inst.registry.clock(), &mut out);
     let result = (encode::check_status(status), retry).encode(env);
-    Ok(encode::with_transitions(env, result, &out))
+    Ok(encode::raw_with_transitions(env, result, &out))
 }
 
 fn admission<'a>(env: Env<'a>, a: Admission) -> Term<'a> {
@@ -44,38 +44,34 @@ fn admission<'a>(env: Env<'a>, a: Admission) -> Term<'a> {
 }
 
 /// `ok | {reject, Reason, RetryAfterMs}` for a call at `priority` (0..9).
-fn admit<'a>(env: Env<'a>, subject_name: Term<'a>, priority: Term<'a>) -> NifResult<Term<'a>> {
+fn admit<'a>(env: Env<'a>, subject_name: Term<'a>, priority: Term<'a>) -> NifResult<Raw> {
     let priority = args::int_in(priority, "priority", 0, 9)? as u8;
     let (inst, s) = match subject(env, subject_name)? {
         Ok(found) => found,
-        Err(error) => return Ok(error),
+        Err(error) => return Ok(error.as_c_arg()),
     };
     let mut out = Transitions::new();
     let a = s.admit(priority, inst.registry.clock(), &mut out);
-    Ok(encode::with_transitions(env, admission(env, a), &out))
+    Ok(encode::raw_with_transitions(env, admission(env, a), &out))
 }
 
 /// Priority of an event type the policy does not name.
 const DEFAULT_PRIORITY: u8 = 5;
 
 /// `admit/2` at the priority the subject's policy gives `event_type` (5 when unnamed).
-fn admit_event<'a>(
-    env: Env<'a>,
-    subject_name: Term<'a>,
-    event_type: Term<'a>,
-) -> NifResult<Term<'a>> {
+fn admit_event<'a>(env: Env<'a>, subject_name: Term<'a>, event_type: Term<'a>) -> NifResult<Raw> {
     let event_type = rustler::Binary::from_term(event_type)
         .map_err(|_| argument_error("event_type must be a binary"))?;
     let (inst, s) = match subject(env, subject_name)? {
         Ok(found) => found,
-        Err(error) => return Ok(error),
+        Err(error) => return Ok(error.as_c_arg()),
     };
     let priority = s
         .priority_of(event_type.as_slice())
         .unwrap_or(DEFAULT_PRIORITY);
     let mut out = Transitions::new();
     let a = s.admit(priority, inst.registry.clock(), &mut out);
-    Ok(encode::with_transitions(env, admission(env, a), &out))
+    Ok(encode::raw_with_transitions(env, admission(env, a), &out))
 }
 
 /// Records `success | failure`, with an optional latency in ms (`nil` for none).
@@ -84,7 +80,7 @@ fn record<'a>(
     subject_name: Term<'a>,
     outcome: Term<'a>,
     latency_ms: Term<'a>,
-) -> NifResult<Term<'a>> {
+) -> NifResult<Raw> {
     let outcome = match outcome.decode::<Atom>() {
         Ok(a) if a == atoms::success() => Outcome::Success,
         Ok(a) if a == atoms::failure() => Outcome::Failure,
@@ -96,37 +92,45 @@ fn record<'a>(
     };
     let (inst, s) = match subject(env, subject_name)? {
         Ok(found) => found,
-        Err(error) => return Ok(error),
+        Err(error) => return Ok(error.as_c_arg()),
     };
     let mut out = Transitions::new();
     s.record(outcome, latency, inst.registry.clock(), &mut out);
-    Ok(encode::with_transitions(env, atoms::ok().encode(env), &out))
+    Ok(encode::raw_with_transitions(
+        env,
+        atoms::ok().encode(env),
+        &out,
+    ))
 }
 
 /// Sets the depth the router reports.
-fn report_depth<'a>(env: Env<'a>, subject_name: Term<'a>, depth: Term<'a>) -> NifResult<Term<'a>> {
+fn report_depth<'a>(env: Env<'a>, subject_name: Term<'a>, depth: Term<'a>) -> NifResult<Raw> {
     let depth = args::non_neg(depth, "depth")?;
     let (inst, s) = match subject(env, subject_name)? {
         Ok(found) => found,
-        Err(error) => return Ok(error),
+        Err(error) => return Ok(error.as_c_arg()),
     };
     let mut out = Transitions::new();
     s.report_depth(depth, inst.registry.clock(), &mut out);
-    Ok(encode::with_transitions(env, atoms::ok().encode(env), &out))
+    Ok(encode::raw_with_transitions(
+        env,
+        atoms::ok().encode(env),
+        &out,
+    ))
 }
 
 /// A drain worker's admission of a ledger write: the breaker alone decides.
 /// `ok | probe | {reject, Reason, RetryAfterMs}`; after `probe` the outcome decides the
 /// half-open breaker.
-fn admit_write<'a>(env: Env<'a>, subject_name: Term<'a>) -> NifResult<Term<'a>> {
+fn admit_write<'a>(env: Env<'a>, subject_name: Term<'a>) -> NifResult<Raw> {
     let (inst, s) = match subject(env, subject_name)? {
         Ok(found) => found,
-        Err(error) => return Ok(error),
+        Err(error) => return Ok(error.as_c_arg()),
     };
     let mut out = Transitions::new();
     let result = match s.admit_write(inst.registry.clock(), &mut out) {
         Admission::Probe => atoms::probe().encode(env),
         a => admission(env, a),
     };
-    Ok(encode::with_transitions(env, result, &out))
+    Ok(encode::raw_with_transitions(env, result, &out))
 }

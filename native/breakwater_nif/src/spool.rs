@@ -3,7 +3,7 @@
 use crate::args::{self, argument_error};
 use crate::atoms;
 use crate::encode;
-use crate::hot_nif::hot_nif;
+use crate::hot_nif::{hot_nif, Raw};
 use crate::subject_arg::subject;
 use breakwater_core::spool::BatchError;
 use breakwater_core::subject::{EnqueueError, Enqueued};
@@ -22,11 +22,11 @@ pub const DRAIN_MAX_BYTES: u64 = 1 << 20;
 /// `ok | {dropped_oldest, N} | {reject, pool_exhausted, RetryAfterMs} | overflow |
 /// {error, {event_too_large, Bytes, Max}}`. `{dropped_oldest, N}`: spooled after
 /// discarding the N oldest pending events.
-fn enqueue<'a>(env: Env<'a>, subject_name: Term<'a>, event: Term<'a>) -> NifResult<Term<'a>> {
+fn enqueue<'a>(env: Env<'a>, subject_name: Term<'a>, event: Term<'a>) -> NifResult<Raw> {
     let event = Binary::from_term(event).map_err(|_| argument_error("event must be a binary"))?;
     let (inst, s) = match subject(env, subject_name)? {
         Ok(found) => found,
-        Err(error) => return Ok(error),
+        Err(error) => return Ok(error.as_c_arg()),
     };
     let mut out = Transitions::new();
     let result = match s.enqueue(
@@ -47,7 +47,7 @@ fn enqueue<'a>(env: Env<'a>, subject_name: Term<'a>, event: Term<'a>) -> NifResu
         )
             .encode(env),
     };
-    Ok(encode::with_transitions(env, result, &out))
+    Ok(encode::raw_with_transitions(env, result, &out))
 }
 
 /// `{ok, BatchId, [binary]} | empty`: at most `max` (1..10000) of the oldest pending

@@ -14,8 +14,9 @@ pub fn instance() -> NifResult<&'static Instance> {
 }
 
 /// The subject named by `term`, created on first use; `Err(term)` carries the
-/// `{error, {too_many_subjects, Max}}` to return when the cap is reached.
-#[inline]
+/// `{error, {too_many_subjects, Max}}` to return when the cap is reached. Inlined into
+/// every caller: its result, returned through memory, stalled store forwarding.
+#[inline(always)]
 pub fn subject<'a>(
     env: Env<'a>,
     term: Term<'a>,
