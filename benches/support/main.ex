@@ -22,7 +22,7 @@ defmodule Breakwater.Bench.Main do
     IO.puts(Report.machine_line(machine))
 
     IO.puts(
-      "BEAM bench: #{runs} runs per measurement (fastest reported), ~#{target_ms} ms per run, " <>
+      "BEAM bench: #{runs} interleaved passes (fastest run reported), ~#{target_ms} ms per run, " <>
         "processes: #{Enum.join(procs, ", ")}\n"
     )
 
@@ -33,15 +33,32 @@ defmodule Breakwater.Bench.Main do
       |> Specs.all()
       |> Enum.filter(&(only == nil or &1.id in only))
 
-    results =
+    calibrated =
       for spec <- specs do
         min_n = max(div(10_000, spec.unit), 10)
         max_n = div(100_000_000, spec.unit)
-        n = Harness.calibrate(spec, target_ms, min_n, max_n)
+        {spec, Harness.calibrate(spec, target_ms, min_n, max_n)}
+      end
 
+    # Interleaved: each pass runs every measurement once, so that a burst of load from
+    # elsewhere on a shared machine falls on all of them alike instead of on one.
+    passes =
+      for pass <- 1..runs do
+        IO.write(:stderr, "\rpass #{pass}/#{runs}")
+
+        for {spec, n} <- calibrated, p <- procs, into: %{} do
+          [ns] = Harness.measure(spec, p, n, 1)
+          {{spec.id, p}, ns}
+        end
+      end
+
+    IO.write(:stderr, "\r\e[K")
+
+    results =
+      for {spec, n} <- calibrated do
         by_procs =
           for p <- procs, into: %{} do
-            runs_ns = Harness.measure(spec, p, n, runs)
+            runs_ns = Enum.map(passes, & &1[{spec.id, p}])
             {p, stats(runs_ns, p, n * spec.unit)}
           end
 

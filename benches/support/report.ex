@@ -391,9 +391,11 @@ defmodule Breakwater.Bench.Report do
     `benches/beam_bench.exs` compiles `benches/support/*.ex`; each operation runs in a
     compiled tail-recursive loop that matches every result. A run is `n` iterations in
     each of *p* processes started together (1, and one per online scheduler); its time
-    runs from the common start to the last process's end. After a warm-up, #{data.runs}
-    runs; the fastest run is reported, as interference from anything else on the machine
-    only ever slows a run down (*1p median* shows the spread).
+    runs from the common start to the last process's end. There are #{data.runs} passes,
+    each running every measurement once after its own warm-up (interleaved, so that
+    load from elsewhere on a shared machine falls on all measurements alike); the
+    fastest run of each is reported, as interference only ever slows a run down
+    (*1p median* shows the spread).
     *ns/op* is the time one call takes as one process sees it (per scheduler);
     *Mops/s* is the aggregate throughput of all *p* processes. The loop overhead is in
     every figure (first row).
