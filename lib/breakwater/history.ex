@@ -24,6 +24,7 @@ defmodule Breakwater.History do
   one-minute buckets per subject, for the 1, 5 and 15 minute windows of
   `metrics/1`.
   """
+  require Logger
 
   alias Breakwater.Tables
 
@@ -100,8 +101,32 @@ defmodule Breakwater.History do
       if recovery?(from, to), do: recovery(subject, from, to, now)
     end
 
+    log_transition(subject, t)
     Breakwater.Alerts.transition(subject, t, now)
     Breakwater.Telemetry.transition(subject, t)
+  end
+
+  # One Logger line per transition: warning when the ledger is cut off (breaker open)
+  # or events are refused (dropping), info otherwise. Lazy: nothing is formatted when
+  # the level is off.
+  defp log_transition(subject, t) do
+    {level, what} =
+      cond do
+        t.from_breaker != t.to_breaker ->
+          {if(t.to_breaker == :open, do: :warning, else: :info),
+           "breaker #{t.from_breaker} -> #{t.to_breaker}"}
+
+        t.from_backpressure != t.to_backpressure ->
+          {if(t.to_backpressure == :dropping, do: :warning, else: :info),
+           "backpressure #{t.from_backpressure} -> #{t.to_backpressure}"}
+
+        true ->
+          {:info, "disabled: #{t.disabled}, forced open: #{t.forced_open}"}
+      end
+
+    Logger.log(level, fn -> "breakwater #{inspect(subject)}: #{what}" end,
+      breakwater_subject: subject
+    )
   end
 
   defp breaker_event(:open), do: :circuit_open

@@ -10,8 +10,8 @@ defmodule Breakwater.AlertsTest do
 
   # The test configuration logs errors only; the alert manager's lines are wanted here.
   setup do
-    Logger.put_module_level(Breakwater.Alerts, :info)
-    on_exit(fn -> Logger.delete_module_level(Breakwater.Alerts) end)
+    Logger.put_module_level([Breakwater.Alerts, Breakwater.History], :info)
+    on_exit(fn -> Logger.delete_module_level([Breakwater.Alerts, Breakwater.History]) end)
   end
 
   @thresholds [warning_threshold: 10, critical_threshold: 20, stability_ms: 1_000]
@@ -74,6 +74,27 @@ defmodule Breakwater.AlertsTest do
     :ok = Breakwater.report_depth(loud, 25)
     assert alerts_of(loud) == [:backpressure_active]
     refute {:breakwater, :backpressure_warning, loud} in alarm_ids()
+  end
+
+  test "every transition is logged, warnings for an open breaker and for dropping" do
+    s = T.subject(@thresholds ++ [open_timeout_ms: 60_000])
+
+    log =
+      capture_log([level: :info], fn ->
+        :ok = Breakwater.report_depth(s, 12)
+        :ok = Breakwater.report_depth(s, 25)
+        :ok = Breakwater.force_open(s)
+        :ok = Breakwater.reset(s)
+      end)
+
+    name = inspect(s)
+    assert log =~ ~r/\[info\].*breakwater #{Regex.escape(name)}: backpressure normal -> pressure/
+
+    assert log =~
+             ~r/\[warning\].*breakwater #{Regex.escape(name)}: backpressure pressure -> dropping/
+
+    assert log =~ ~r/\[warning\].*breakwater #{Regex.escape(name)}: breaker closed -> open/
+    assert log =~ ~r/\[info\].*breakwater #{Regex.escape(name)}: breaker open -> closed/
   end
 
   test "circuit open: set on force_open and cleared on reset" do
