@@ -389,6 +389,104 @@ defmodule Breakwater.LedgerTest do
     assert balanced?(s)
   end
 
+  # Restarts the application with `env` put over its environment; restores it after.
+  defp restart_with(env) do
+    old = for {k, _} <- env, do: {k, Application.fetch_env(:breakwater, k)}
+
+    on_exit(fn ->
+      Application.stop(:breakwater)
+
+      for {k, v} <- old do
+        case v do
+          {:ok, v} -> Application.put_env(:breakwater, k, v)
+          :error -> Application.delete_env(:breakwater, k)
+        end
+      end
+
+      Application.ensure_all_started(:breakwater)
+    end)
+
+    :ok = Application.stop(:breakwater)
+    for {k, v} <- env, do: Application.put_env(:breakwater, k, v)
+    {:ok, _} = Application.ensure_all_started(:breakwater)
+  end
+
+  test "a full disk spool refuses further events: counted, reported, never silent" do
+    # Two spool files of 4 KiB: room for a few dozen 100-byte events on disk.
+    restart_with(disk_file_bytes: 4_096, disk_max_bytes: 8_192)
+    s = subject(overflow: :disk, max_segments: 1)
+    for e <- events(1..256, s), do: :ok = Breakwater.enqueue(s, e)
+
+    log =
+      ExUnit.CaptureLog.capture_log(fn ->
+        results =
+          for i <- 1..300, do: Breakwater.enqueue(s, "#{s}-d#{i}-" <> String.duplicate("x", 80))
+
+        send(self(), {:results, results})
+      end)
+
+    assert_received {:results, results}
+    stored = Enum.count(results, &(&1 == :ok))
+    refused = Enum.count(results, &match?({:reject, :pool_exhausted, _}, &1))
+    assert stored > 0 and refused > 0 and stored + refused == 300
+    assert log =~ "disk_full"
+
+    st = Breakwater.status(s)
+    assert st.counters.disk_dropped_events == refused
+    assert st.accounting.spooled_disk == stored
+    assert st.accounting.dropped == refused
+    assert balanced?(s)
+
+    assert :events_dropped in Enum.map(
+             :router_intake_backpressure.get_backpressure_events(s),
+             & &1.event_type
+           )
+  end
+
+  test "a torn disk spool file is repaired at start; what it lost is counted as dropped" do
+    s = subject(overflow: :disk, max_segments: 1)
+    all = events(1..600, s)
+    for e <- all, do: :ok = Breakwater.enqueue(s, e)
+    on_exit(fn -> Application.ensure_all_started(:breakwater) end)
+    :ok = Application.stop(:breakwater)
+
+    # Tear the newest spool file in the middle of an item, as a crash mid-write would.
+    dir = :persistent_term.get({Breakwater, :config}).spool_dir
+    sub_dir = Path.join(dir, Base.encode16(:crypto.hash(:sha256, s), case: :lower))
+
+    [newest | _] = sub_dir |> Path.join("*.log") |> Path.wildcard() |> Enum.sort(:desc)
+
+    size = File.stat!(newest).size
+    {:ok, f} = :file.open(String.to_charlist(newest), [:read, :write, :raw, :binary])
+    {:ok, _} = :file.position(f, size - 7)
+    :ok = :file.truncate(f)
+    :ok = :file.close(f)
+
+    # The test configuration logs errors only; the repair is a warning.
+    Logger.put_module_level(Breakwater.DiskSpool, :warning)
+    on_exit(fn -> Logger.delete_module_level(Breakwater.DiskSpool) end)
+
+    log =
+      ExUnit.CaptureLog.capture_log(fn ->
+        {:ok, _} = Application.ensure_all_started(:breakwater)
+        send(self(), {:accounting, Breakwater.status(s).accounting})
+      end)
+
+    assert log =~ ~r/events of #{Regex.escape(inspect(s))} counted on disk are missing/
+    assert_received {:accounting, a}
+    assert a.dropped >= 1
+    assert balanced?(s)
+
+    :ok = Breakwater.attach_ledger(s, Ledger, batch_size: 100)
+    wait_until(fn -> Breakwater.status(s).accounting.spooled_disk == 0 end)
+    wait_until(fn -> Breakwater.status(s).accounting.spooled_memory == 0 end)
+    received = Ledger.received(s)
+    # What arrived is in order, and with what was dropped accounts for every event.
+    assert received == Enum.filter(all, &(&1 in received))
+    assert length(received) + Breakwater.status(s).accounting.dropped == 600
+    assert balanced?(s)
+  end
+
   test "bypass admission latency does not rise while the breaker is open" do
     s = subject([])
     closed = latencies(s)
