@@ -58,3 +58,22 @@ rustler::atoms! {
     __exception__,
     message,
 }
+
+/// The atom named `name`, one of the fixed key names in this crate's source (map keys of
+/// `status/1`, `pool_info/0`, transitions). Cached per scheduler thread: making an atom
+/// from a string takes the VM's atom-table lock and hashes the name, and a status map
+/// has some 50 keys. An atom is valid in every environment for the life of the VM, so
+/// the cache holds plain atoms; it is bounded by the names in the source.
+pub fn key(env: rustler::Env<'_>, name: &'static str) -> rustler::Atom {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    thread_local! {
+        static CACHE: RefCell<HashMap<&'static str, rustler::Atom>> = RefCell::new(HashMap::new());
+    }
+    CACHE.with(|cache| {
+        *cache
+            .borrow_mut()
+            .entry(name)
+            .or_insert_with(|| rustler::Atom::from_str(env, name).unwrap_or_else(|_| nil()))
+    })
+}

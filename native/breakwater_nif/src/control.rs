@@ -199,8 +199,8 @@ fn pool_info(env: Env<'_>) -> NifResult<Term<'_>> {
     ];
     let keys: Vec<Term> = keys
         .iter()
-        .map(|k| rustler::Atom::from_str(env, k).map(|a| a.encode(env)))
-        .collect::<NifResult<_>>()?;
+        .map(|k| atoms::key(env, k).encode(env))
+        .collect();
     let values: Vec<Term> = values.iter().map(|v| v.encode(env)).collect();
     Term::map_from_term_arrays(env, &keys, &values)
 }

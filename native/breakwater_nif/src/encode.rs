@@ -61,12 +61,10 @@ pub fn reason(r: Reason) -> Atom {
     }
 }
 
-fn map<'a>(env: Env<'a>, pairs: &[(&str, Term<'a>)]) -> Term<'a> {
+fn map<'a>(env: Env<'a>, pairs: &[(&'static str, Term<'a>)]) -> Term<'a> {
     let keys: Vec<Term<'a>> = pairs
         .iter()
-        .map(|(k, _)| {
-            Atom::from_str(env, k).map_or_else(|_| atoms::nil().encode(env), |a| a.encode(env))
-        })
+        .map(|(k, _)| atoms::key(env, k).encode(env))
         .collect();
     let values: Vec<Term<'a>> = pairs.iter().map(|(_, v)| *v).collect();
     Term::map_from_term_arrays(env, &keys, &values).unwrap_or_else(|_| atoms::error().encode(env))

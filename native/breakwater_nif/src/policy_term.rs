@@ -204,8 +204,7 @@ pub fn validation_term<'a>(env: Env<'a>, errors: Vec<(&'static str, String)>) ->
     let list: Vec<Term<'a>> = errors
         .into_iter()
         .map(|(k, e)| {
-            let key = rustler::Atom::from_str(env, k)
-                .map_or_else(|_| atoms::invalid().encode(env), |a| a.encode(env));
+            let key = atoms::key(env, k).encode(env);
             (key, e).encode(env)
         })
         .collect();
