@@ -845,8 +845,7 @@ impl Subject {
             if outcome == PushOutcome::Overflow {
                 self.disk_pending.store(true, Ordering::Relaxed);
             }
-            self.publish(&spool);
-            (outcome, segment, spool.waiting_events())
+            (outcome, segment, self.publish(&spool))
         };
         match segment {
             SegmentEvent::Acquired => self.exhausted.store(false, Ordering::Relaxed),
@@ -929,13 +928,14 @@ impl Subject {
         Ok(())
     }
 
-    /// Publishes the spool's depth and segment count; called with the spool locked, so
-    /// the mirrors follow the spool's order.
-    fn publish(&self, spool: &Spool) {
-        self.spooled
-            .store(spool.waiting_events(), Ordering::Relaxed);
+    /// Publishes the spool's depth and segment count, and returns that depth; called
+    /// with the spool locked, so the mirrors follow the spool's order.
+    fn publish(&self, spool: &Spool) -> u64 {
+        let waiting = spool.waiting_events();
+        self.spooled.store(waiting, Ordering::Relaxed);
         self.segments_held
             .store(spool.segments() as u32, Ordering::Relaxed);
+        waiting
     }
 
     /// Puts an event read back from the disk spool into memory if there is room (it is
@@ -948,17 +948,16 @@ impl Subject {
         out: &mut Transitions,
     ) -> bool {
         let quota = self.hot.quota.load(Ordering::Relaxed);
-        let (fit, segment) = {
+        let ((fit, segment), waiting) = {
             let mut spool = self.spool.lock();
             let r = spool.refill(pool, event, quota);
-            self.publish(&spool);
-            r
+            (r, self.publish(&spool))
         };
         if segment == SegmentEvent::Acquired {
             self.exhausted.store(false, Ordering::Relaxed);
         }
         if fit {
-            self.watermark(self.spooled.load(Ordering::Relaxed));
+            self.watermark(waiting);
             self.evaluate(&Now::new(clock), out);
         }
         fit
