@@ -387,18 +387,26 @@ fn thread_counts() -> Vec<usize> {
     v
 }
 
+/// One check of `s`, as the scaling measurements repeat it on every thread.
+#[inline(always)]
+fn check_once(s: &Subject, clock: &ManualClock) {
+    let mut out = Transitions::new();
+    black_box(black_box(s).check(clock, &mut out));
+}
+
+/// One normal-priority admission of `s`.
+#[inline(always)]
+fn admit_once(s: &Subject, clock: &ManualClock) {
+    let mut out = Transitions::new();
+    black_box(black_box(s).admit(black_box(5), clock, &mut out));
+}
+
 fn scaling(c: &mut Criterion) {
     let reg = default_registry();
     let s = reg.subject(b"shared").unwrap();
     let clock = reg.clock();
-    let check = || {
-        let mut out = Transitions::new();
-        black_box(black_box(s).check(clock, &mut out));
-    };
-    let admit = || {
-        let mut out = Transitions::new();
-        black_box(black_box(s).admit(black_box(5), clock, &mut out));
-    };
+    let check = || check_once(s, clock);
+    let admit = || admit_once(s, clock);
     let mut g = c.benchmark_group("scaling");
     g.warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
@@ -434,14 +442,8 @@ fn scaling_report() {
     let reg = default_registry();
     let s = reg.subject(b"shared").unwrap();
     let clock = reg.clock();
-    let check = || {
-        let mut out = Transitions::new();
-        black_box(black_box(s).check(clock, &mut out));
-    };
-    let admit = || {
-        let mut out = Transitions::new();
-        black_box(black_box(s).admit(black_box(5), clock, &mut out));
-    };
+    let check = || check_once(s, clock);
+    let admit = || admit_once(s, clock);
     let record = || {
         let mut out = Transitions::new();
         black_box(s).record(black_box(Outcome::Success), None, clock, &mut out);
