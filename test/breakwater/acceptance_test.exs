@@ -17,17 +17,6 @@ defmodule Breakwater.AcceptanceTest do
   defp history(s), do: Breakwater.History.history(s)
   defp event_types(s), do: s |> @router.get_backpressure_events() |> Enum.map(& &1.event_type)
 
-  defp drain_all(s, acc \\ []) do
-    case Breakwater.drain(s, 10_000) do
-      {:ok, id, events} ->
-        :ok = Breakwater.ack(s, id)
-        drain_all(s, acc ++ events)
-
-      :empty ->
-        acc
-    end
-  end
-
   defp fail_calls(s, n) do
     for _ <- 1..n do
       assert {:error, :ledger_unavailable} =
@@ -78,7 +67,7 @@ defmodule Breakwater.AcceptanceTest do
       assert Breakwater.admit(e, priority: 9) == :ok
 
       # the ledger catches up: draining brings the subject into recovery
-      assert drain_all(e) == for(i <- 1..20, do: "event-#{i}")
+      assert T.drain_all(e) == for(i <- 1..20, do: "event-#{i}")
       assert Breakwater.status(e).queue_depth == 0
       assert @router.check_backpressure(e) == {:backpressure_warning, 0}
       assert Breakwater.status(e).backpressure == :recovery

@@ -20,19 +20,6 @@ defmodule Breakwater.AlertsTest do
 
   defp alerts_of(s), do: for(%{subject: ^s, alert: a} <- Breakwater.alerts(), do: a)
 
-  defp wait_until(fun, timeout_ms \\ 5_000) do
-    deadline = System.monotonic_time(:millisecond) + timeout_ms
-
-    Stream.repeatedly(fn ->
-      cond do
-        fun.() -> :ok
-        System.monotonic_time(:millisecond) > deadline -> flunk("condition not reached in time")
-        true -> Process.sleep(5) && nil
-      end
-    end)
-    |> Enum.find(& &1)
-  end
-
   test "backpressure active: alarm set with the subject in its id, logged, then cleared" do
     s = T.subject(@thresholds)
 
@@ -58,7 +45,7 @@ defmodule Breakwater.AlertsTest do
     :ok = Breakwater.report_depth(s, 0)
     T.advance(1_100)
     :router_intake_backpressure.check_backpressure(s)
-    wait_until(fn -> alerts_of(s) == [] end)
+    T.wait_until(fn -> alerts_of(s) == [] end, 5_000)
     refute {:breakwater, :backpressure_active, s} in alarm_ids()
   end
 
@@ -113,7 +100,7 @@ defmodule Breakwater.AlertsTest do
     log =
       capture_log(fn ->
         :ok = Breakwater.force_open(s)
-        wait_until(fn -> :circuit_open_escalated in alerts_of(s) end)
+        T.wait_until(fn -> :circuit_open_escalated in alerts_of(s) end, 5_000)
       end)
 
     assert log =~ "circuit breaker open too long on #{inspect(s)}"

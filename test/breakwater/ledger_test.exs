@@ -5,6 +5,7 @@ defmodule Breakwater.LedgerTest do
 
   alias Breakwater.Ledger.Simulated, as: Ledger
   alias Breakwater.TestSubjects
+  import Breakwater.TestSubjects, only: [wait_until: 1, wait_until: 2, drain_all: 2]
 
   setup_all do
     case Ledger.start_link() do
@@ -19,25 +20,6 @@ defmodule Breakwater.LedgerTest do
     s = TestSubjects.subject(policy, "ledger")
     Ledger.set_mode(s, :up)
     s
-  end
-
-  defp wait_until(fun, timeout_ms \\ 10_000) do
-    deadline = System.monotonic_time(:millisecond) + timeout_ms
-    do_wait(fun, deadline)
-  end
-
-  defp do_wait(fun, deadline) do
-    cond do
-      fun.() ->
-        :ok
-
-      System.monotonic_time(:millisecond) > deadline ->
-        flunk("condition not reached in time")
-
-      true ->
-        Process.sleep(5)
-        do_wait(fun, deadline)
-    end
   end
 
   defp elapsed_until(fun, timeout_ms) do
@@ -315,7 +297,7 @@ defmodule Breakwater.LedgerTest do
       for e <- later, do: :ok = Breakwater.enqueue(s, e)
       assert Breakwater.status(s).accounting.spooled_disk == 54
 
-      rest = drain_all(s, [])
+      rest = drain_all(s, 100)
       assert batch ++ rest == first ++ later
     end
 
@@ -351,17 +333,6 @@ defmodule Breakwater.LedgerTest do
 
       assert {:stop, {:spool_dir_not_writable, ^dir, :enotdir}} =
                Breakwater.DiskSpool.init(dir: dir, file_bytes: 65_536, max_bytes: 1 <<< 20)
-    end
-  end
-
-  defp drain_all(s, acc) do
-    case Breakwater.drain(s, 100) do
-      {:ok, id, events} ->
-        :ok = Breakwater.ack(s, id)
-        drain_all(s, acc ++ events)
-
-      :empty ->
-        acc
     end
   end
 
