@@ -620,7 +620,7 @@ defmodule Breakwater.PolicyRobustnessTest do
   # Counts atoms of the whole node: never beside async tests, which load modules.
   use ExUnit.Case, async: false
 
-  alias Breakwater.Policy
+  alias Breakwater.{Policy, RandomTerms}
 
   @max 281_474_976_710_655
   @rules Breakwater.PolicyTest.rules()
@@ -650,18 +650,17 @@ defmodule Breakwater.PolicyRobustnessTest do
              :backpressure_warning
            ] ++ Policy.keys()
 
+    @leaves %{
+      atoms: @atoms,
+      max_bytes: 300,
+      strings: ["", "ledger", "warning_threshold", "none", "critical"],
+      integers: [@max, @max + 1, 0, -1, 255, 256, 1_048_576]
+    }
+
     test "validate/2 and retry_after/3 never raise and never create atoms" do
       # warm up with a different seed so module loading does not count as growth
       fuzz(200, {11, 12, 13})
-
-      # other async tests may load modules (and so add atoms) concurrently; a leak
-      # from our code grows on every run with fresh random input, noise does not
-      grew =
-        Enum.map([{1, 2, 3}, {4, 5, 6}, {7, 8, 9}], fn seed ->
-          before = :erlang.system_info(:atom_count)
-          fuzz(3_000, seed)
-          :erlang.system_info(:atom_count) - before
-        end)
+      grew = RandomTerms.atom_growth([{1, 2, 3}, {4, 5, 6}, {7, 8, 9}], &fuzz(3_000, &1))
 
       assert Enum.any?(grew, &(&1 == 0)), "atom count grew on every run: #{inspect(grew)}"
     end
@@ -724,31 +723,6 @@ defmodule Breakwater.PolicyRobustnessTest do
       end
     end
 
-    defp random_term(0) do
-      case :rand.uniform(9) do
-        1 -> :rand.uniform(20) - 10
-        2 -> :rand.uniform(Bitwise.bsl(1, 70)) - Bitwise.bsl(1, 69)
-        3 -> :rand.uniform() * Enum.random([1, -1, 1.0e10, 1.0e300])
-        4 -> Enum.random(@atoms)
-        5 -> :rand.bytes(:rand.uniform(300) - 1)
-        6 -> Enum.random(["", "ledger", "warning_threshold", "none", "critical"])
-        7 -> Enum.random([~c"abc", [], make_ref(), self(), fn -> :ok end])
-        8 -> "atom_#{:rand.uniform(1_000_000)}"
-        9 -> Enum.random([@max, @max + 1, 0, -1, 255, 256, 1_048_576])
-      end
-    end
-
-    defp random_term(depth) do
-      d = depth - 1
-
-      case :rand.uniform(8) do
-        n when n <= 3 -> random_term(0)
-        4 -> for _ <- 0..:rand.uniform(5), do: random_term(d)
-        5 -> for _ <- 0..:rand.uniform(5), do: {Enum.random(@atoms), random_term(d)}
-        6 -> for _ <- 0..:rand.uniform(4), into: %{}, do: {random_term(0), random_term(d)}
-        7 -> List.to_tuple(for _ <- 0..:rand.uniform(4), do: random_term(d))
-        8 -> [random_term(d) | random_term(0)]
-      end
-    end
+    defp random_term(depth), do: RandomTerms.term(depth, @leaves)
   end
 end
