@@ -54,38 +54,8 @@ defmodule Breakwater.BadInputTest do
     Breakwater
   ]
 
-  @policy_keys [
-    :warning_threshold,
-    :critical_threshold,
-    :recovery_threshold,
-    :stability_ms,
-    :low_priority_shed_ratio,
-    :bypass_priority,
-    :low_priority_max,
-    :priorities,
-    :failure_threshold,
-    :failure_rate_threshold,
-    :window_ms,
-    :minimum_calls,
-    :slow_call_ms,
-    :open_timeout_ms,
-    :max_open_timeout_ms,
-    :half_open_max_calls,
-    :success_threshold,
-    :call_timeout_ms,
-    :health_check_ms,
-    :drop_policy,
-    :max_segments,
-    :overflow,
-    :critical,
-    :retry_after_seconds,
-    :max_retry_attempts,
-    :backoff_strategy,
-    :alert_on_active,
-    :alert_on_warning,
-    :alert_escalate_after_ms,
-    :colour
-  ]
+  # Every policy key, and one no policy has.
+  @policy_keys Breakwater.Policy.keys() ++ [:colour]
 
   @option_keys [:priority, :event_type, :timeout, :latency_ms, :foo]
   @statuses [:backpressure_inactive, :backpressure_warning, :backpressure_active]
