@@ -147,7 +147,7 @@ defmodule Breakwater.Config do
   """
   @spec format_errors([reason] | term) :: String.t()
   def format_errors(reasons) do
-    case proper_list(reasons) do
+    case Policy.proper_list(reasons) do
       {:ok, list} -> Enum.map_join(list, "\n", &format_reason/1)
       :error -> format_reason(reasons)
     end
@@ -566,15 +566,10 @@ defmodule Breakwater.Config do
 
   defp int(path, value, _min, _max, expected), do: {:error, [{path, value, expected}]}
 
-  defp proper_list(list), do: proper_list(list, [])
-  defp proper_list([], acc), do: {:ok, Enum.reverse(acc)}
-  defp proper_list([h | t], acc), do: proper_list(t, [h | acc])
-  defp proper_list(_other, _acc), do: :error
-
   ## Formatting
 
   defp format_reason({:unknown_key, path} = reason) do
-    case proper_list(path) do
+    case Policy.proper_list(path) do
       {:ok, [_ | _] = segments} ->
         {parent, _} = Enum.split(segments, -1)
 
@@ -584,14 +579,14 @@ defmodule Breakwater.Config do
           "expected one of " <> Enum.map_join(keys, ", ", &Atom.to_string/1)
 
       _ ->
-        inspect_value(reason)
+        Policy.inspect_value(reason)
     end
   end
 
   defp format_reason({path, value, expected}) when is_list(path) and is_binary(expected),
-    do: "#{format_path(path)}: got #{inspect_value(value)}, expected #{expected}"
+    do: "#{format_path(path)}: got #{Policy.inspect_value(value)}, expected #{expected}"
 
-  defp format_reason(other), do: inspect_value(other)
+  defp format_reason(other), do: Policy.inspect_value(other)
 
   # A string spelling of a valid key: keys must be atoms (no atom is made from input).
   defp atom_hint(key, keys) when is_binary(key) do
@@ -608,14 +603,12 @@ defmodule Breakwater.Config do
   defp format_path([]), do: "breakwater"
 
   defp format_path(path) do
-    case proper_list(path) do
+    case Policy.proper_list(path) do
       {:ok, segments} -> Enum.map_join(segments, ".", &format_segment/1)
-      :error -> inspect_value(path)
+      :error -> Policy.inspect_value(path)
     end
   end
 
   defp format_segment(segment) when is_atom(segment), do: Atom.to_string(segment)
-  defp format_segment(segment), do: inspect_value(segment)
-
-  defp inspect_value(value), do: inspect(value, limit: 20, printable_limit: 256)
+  defp format_segment(segment), do: Policy.inspect_value(segment)
 end

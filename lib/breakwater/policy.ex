@@ -437,7 +437,11 @@ defmodule Breakwater.Policy do
 
   defp pairs_to_map(_other, _acc), do: :error
 
-  defp proper_list(list), do: proper_list(list, [])
+  @doc false
+  # `{:ok, list}` for a proper list, `:error` for anything else (improper lists
+  # included). Also used by `Breakwater.Config`.
+  @spec proper_list(term) :: {:ok, list} | :error
+  def proper_list(list), do: proper_list(list, [])
   defp proper_list([], acc), do: {:ok, Enum.reverse(acc)}
   defp proper_list([h | t], acc), do: proper_list(t, [h | acc])
   defp proper_list(_other, _acc), do: :error
@@ -760,7 +764,11 @@ defmodule Breakwater.Policy do
   defp format_key(key) when is_atom(key), do: Atom.to_string(key)
   defp format_key(key), do: inspect_value(key)
 
-  defp inspect_value(value), do: inspect(value, limit: 20, printable_limit: 256)
+  @doc false
+  # A value as error messages show it: bounded, whatever the caller passed. Also used by
+  # `Breakwater.Config`.
+  @spec inspect_value(term) :: String.t()
+  def inspect_value(value), do: inspect(value, limit: 20, printable_limit: 256)
 
   defp to_float(value) when is_float(value), do: value
   defp to_float(value) when is_integer(value), do: value * 1.0
