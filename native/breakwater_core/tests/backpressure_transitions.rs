@@ -7,7 +7,7 @@
 //! in the `Transitions` out-param chain from the word before the operation to the word
 //! after it, and that the subject's transition counters equal what was reported so far.
 
-use breakwater_core::clock::{Clock, ManualClock};
+use breakwater_core::clock::ManualClock;
 use breakwater_core::counters::Counter;
 use breakwater_core::policy::{DropPolicy, Policy, PoolConfig};
 use breakwater_core::registry::{Registry, RegistryConfig};
@@ -19,6 +19,8 @@ use breakwater_core::subject::{
 };
 use breakwater_core::transition::{Machine, Transition, Transitions};
 use std::cell::RefCell;
+
+mod common;
 
 const NAME: &[u8] = b"intake";
 
@@ -114,7 +116,7 @@ impl H {
         &self,
         f: impl FnOnce(&Subject, &ManualClock, &mut Transitions) -> R,
     ) -> (R, Vec<Transition>) {
-        step(self.s(), self.clock(), &self.seen, f)
+        common::checked_step(self.s(), self.clock(), &self.seen, f)
     }
 
     fn run(&self, op: Op) -> (Out, Vec<Transition>) {
@@ -233,59 +235,6 @@ fn take(s: &Subject, max: u64) -> Option<(Batch, Vec<Vec<u8>>)> {
         }
         v
     })
-}
-
-/// Runs `f` on `s` and checks the report against the words before and after and the
-/// counters against everything reported so far.
-fn step<R>(
-    s: &Subject,
-    clock: &ManualClock,
-    seen: &RefCell<Vec<Transition>>,
-    f: impl FnOnce(&Subject, &ManualClock, &mut Transitions) -> R,
-) -> (R, Vec<Transition>) {
-    let before = s.word();
-    let mut out = Transitions::new();
-    let r = f(s, clock, &mut out);
-    let after = s.word();
-    let ts: Vec<Transition> = out.iter().copied().collect();
-    if let Some(first) = ts.first() {
-        assert_eq!(
-            first.from, before,
-            "the first transition starts at the old word"
-        );
-    }
-    let mut cur = before;
-    for t in &ts {
-        assert!(
-            !cur.differs_in_state(t.from),
-            "transitions chain: {cur:?} then {t:?}"
-        );
-        assert!(t.from.differs_in_state(t.to), "a reported no-op: {t:?}");
-        assert_eq!(t.at_ms, clock.now_ms());
-        cur = t.to;
-    }
-    // Probe bookkeeping may change without a report; states may not.
-    assert!(
-        !cur.differs_in_state(after),
-        "the report ends at the new word: {cur:?} vs {after:?}"
-    );
-    seen.borrow_mut().extend(ts.iter().copied());
-    let snap = s.snapshot(clock);
-    let seen = seen.borrow();
-    let count = |f: &dyn Fn(&Transition) -> bool| seen.iter().filter(|t| f(t)).count() as u64;
-    assert_eq!(
-        snap.backpressure_transitions,
-        count(&|t| t.from.backpressure() != t.to.backpressure())
-    );
-    assert_eq!(
-        snap.breaker_transitions,
-        count(&|t| t.from.breaker() != t.to.breaker())
-    );
-    assert_eq!(
-        snap.status_changes,
-        count(&|t| t.from.status() != t.to.status())
-    );
-    (r, ts)
 }
 
 #[derive(Clone, Copy, Debug)]

@@ -7,7 +7,7 @@
 //! transition counters (breaker, backpressure, status changes, opens, entries into
 //! half-open) equal what was reported so far: each transition is reported exactly once.
 
-use breakwater_core::clock::{Clock, ManualClock};
+use breakwater_core::clock::ManualClock;
 use breakwater_core::counters::Counter;
 use breakwater_core::policy::{Policy, PoolConfig};
 use breakwater_core::registry::{Registry, RegistryConfig};
@@ -16,6 +16,8 @@ use breakwater_core::state::{Status, Word};
 use breakwater_core::subject::{Admission, Outcome, Reason, Snapshot, Subject};
 use breakwater_core::transition::{Machine, Transition, Transitions};
 use std::cell::RefCell;
+
+mod common;
 
 const NAME: &[u8] = b"ledger";
 const START_MS: u64 = 1_000;
@@ -61,10 +63,6 @@ impl H {
         self.reg.clock()
     }
 
-    fn now(&self) -> u64 {
-        self.clock().now_ms()
-    }
-
     fn wait(&self, ms: u64) {
         self.clock().advance(ms);
     }
@@ -86,67 +84,7 @@ impl H {
         &self,
         f: impl FnOnce(&Subject, &ManualClock, &mut Transitions) -> R,
     ) -> (R, Vec<Transition>) {
-        let before = self.word();
-        let mut out = Transitions::new();
-        let r = f(self.s(), self.clock(), &mut out);
-        let after = self.word();
-        let ts: Vec<Transition> = out.iter().copied().collect();
-        assert_eq!(ts.len(), out.len());
-        if let Some(first) = ts.first() {
-            assert_eq!(
-                first.from, before,
-                "the first transition starts at the old word"
-            );
-        }
-        let mut cur = before;
-        for t in &ts {
-            assert!(
-                !cur.differs_in_state(t.from),
-                "transitions chain: {cur:?} then {t:?}"
-            );
-            assert!(t.from.differs_in_state(t.to), "a reported no-op: {t:?}");
-            assert_eq!(t.at_ms, self.now(), "stamped with the subject's clock");
-            cur = t.to;
-        }
-        assert!(
-            !cur.differs_in_state(after),
-            "the report ends at the new word: {cur:?} vs {after:?}"
-        );
-        self.seen.borrow_mut().extend(ts.iter().copied());
-        self.check_counters();
-        (r, ts)
-    }
-
-    /// The counters agree with the transitions reported so far.
-    fn check_counters(&self) {
-        let s = self.snap();
-        let seen = self.seen.borrow();
-        let count = |f: &dyn Fn(&Transition) -> bool| seen.iter().filter(|t| f(t)).count() as u64;
-        assert_eq!(
-            s.breaker_transitions,
-            count(&|t| t.from.breaker() != t.to.breaker()),
-            "breaker_transitions"
-        );
-        assert_eq!(
-            s.backpressure_transitions,
-            count(&|t| t.from.backpressure() != t.to.backpressure()),
-            "backpressure_transitions"
-        );
-        assert_eq!(
-            s.status_changes,
-            count(&|t| t.from.status() != t.to.status()),
-            "status_changes"
-        );
-        assert_eq!(
-            s.opens,
-            count(&|t| t.to.breaker() == Open && t.from.breaker() != Open),
-            "opens"
-        );
-        assert_eq!(
-            s.recovery_attempts,
-            count(&|t| t.to.breaker() == HalfOpen && t.from.breaker() != HalfOpen),
-            "recovery_attempts = entries into half-open"
-        );
+        common::checked_step(self.s(), self.clock(), &self.seen, f)
     }
 
     fn run(&self, op: Op) -> (Out, Vec<Transition>) {
