@@ -23,8 +23,8 @@ defmodule Breakwater.Config do
     * `subjects` - subject → policy overrides (over the validated `default_policy`);
     * `ring_pool` - `segments` (256), `segment_capacity` (1024), `segment_bytes`
       (262_144), `max_event_bytes` (65_536);
-    * `max_subjects` (10_000), `spool_dir` (nil = `breakwater_spool` under the
-      temporary directory), `http` (nil = off; `port`, `ip`), `ledgers`
+    * `max_subjects` (10_000), `spool_dir` (nil = `default_spool_dir/0`, a directory
+      of the application's own), `http` (nil = off; `port`, `ip`), `ledgers`
       (subject → module or `{module, opts}`), `tick_ms` (100), `history_limit` and
       `events_limit` (1_000);
     * `disk_file_bytes` (16 MiB: size of one disk spool file), `disk_max_bytes`
@@ -113,6 +113,42 @@ defmodule Breakwater.Config do
   """
   @spec keys() :: [atom]
   def keys, do: @keys
+
+  @doc """
+  The spool directory used when `spool_dir` is not set: `var/breakwater_spool` under
+  the root of the tree Breakwater's code was loaded from, so that it belongs to this
+  application and no other project on the machine shares it.
+
+  The root is the directory above the `lib/` that holds Breakwater's application
+  directory (`:code.lib_dir(:breakwater)`):
+
+    * in a release (`mix release`, relx), the release root, e.g.
+      `/opt/myapp/var/breakwater_spool` (`RELEASE_ROOT`);
+    * in a Mix project (Breakwater itself or a dependency), the build path, e.g.
+      `_build/dev/var/breakwater_spool`;
+    * in the OTP library tree of `make dist` on `ERL_LIBS`, the tree's root.
+
+  When the application directory is not in a `lib/` directory (code added with
+  `-pa` from elsewhere), the application directory itself is the root. Returns
+  `:error` when Breakwater's code is not loaded from a directory at all.
+
+      iex> {:ok, dir} = Breakwater.Config.default_spool_dir()
+      iex> Path.basename(dir)
+      "breakwater_spool"
+  """
+  @spec default_spool_dir() :: {:ok, String.t()} | :error
+  def default_spool_dir do
+    case :code.lib_dir(:breakwater) do
+      lib_dir when is_list(lib_dir) ->
+        lib_dir = List.to_string(lib_dir)
+        parent = Path.dirname(lib_dir)
+        root = if Path.basename(parent) == "lib", do: Path.dirname(parent), else: lib_dir
+        {:ok, Path.join([root, "var", "breakwater_spool"])}
+
+      {:error, _} ->
+        :error
+    end
+  end
 
   @doc """
   Validates and normalises the `:breakwater` application environment.
@@ -391,13 +427,17 @@ defmodule Breakwater.Config do
                         "of 1 to #{@max_path_bytes} bytes without NUL bytes"
 
   defp load_spool_dir(nil) do
-    case System.tmp_dir() do
-      nil ->
-        {:error,
-         [{[:spool_dir], nil, "a directory path (no writable temporary directory was found)"}]}
+    case default_spool_dir() do
+      {:ok, dir} ->
+        {:ok, dir}
 
-      tmp ->
-        {:ok, Path.join(tmp, "breakwater_spool")}
+      :error ->
+        {:error,
+         [
+           {[:spool_dir], nil,
+            "a directory path (the application's code is not in a lib/ directory, " <>
+              "so there is no default)"}
+         ]}
     end
   end
 

@@ -30,7 +30,7 @@ defmodule Breakwater.ConfigTest do
                  max_event_bytes: 65_536
                },
                max_subjects: 10_000,
-               spool_dir: Path.join(System.tmp_dir!(), "breakwater_spool"),
+               spool_dir: Path.join(Mix.Project.build_path(), "var/breakwater_spool"),
                http: nil,
                ledgers: %{},
                tick_ms: 100,
@@ -282,9 +282,12 @@ defmodule Breakwater.ConfigTest do
   end
 
   describe "spool_dir" do
-    test "nil means breakwater_spool under the temporary directory" do
+    test "nil means var/breakwater_spool under the build path, never a shared directory" do
       assert {:ok, %{spool_dir: dir}} = Config.load(spool_dir: nil)
-      assert dir == Path.join(System.tmp_dir!(), "breakwater_spool")
+      # `_build/test/lib/breakwater` holds the code: the spool is `_build/test/var/...`.
+      assert dir == Path.join(Mix.Project.build_path(), "var/breakwater_spool")
+      assert {:ok, ^dir} = Config.default_spool_dir()
+      refute dir == Path.join(System.tmp_dir!(), "breakwater_spool")
     end
 
     test "strings and charlists are accepted and normalised to strings" do
