@@ -21,7 +21,10 @@ defmodule Breakwater.MixProject do
   def application do
     [
       mod: {Breakwater.Application, []},
-      extra_applications: [:logger, :sasl, :inets, :crypto]
+      # No :logger: Breakwater logs through OTP's :logger, so that starting it does not
+      # start Elixir's Logger, which would take over the formatting of the node's own
+      # log events (docs/operations.md, "Logging").
+      extra_applications: [:sasl, :inets, :crypto]
     ]
   end
 

@@ -25,7 +25,7 @@ defmodule Breakwater do
 
   ## Admission
 
-  `admit/2` answers in this order (SPEC 4.1): priority at or above `bypass_priority`
+  `admit/2` answers in this order: priority at or above `bypass_priority`
   → `:ok` (the control path); breaker open → `{:reject, :circuit_open, ms_until_half_open}`;
   half-open with every probe slot taken → `:half_open_limit`; backpressure `dropping`
   → `:backpressure` (retry after `retry_after_seconds`); priority at or below
@@ -44,7 +44,8 @@ defmodule Breakwater do
   dies is delivered again too).
 
   The Erlang router module `:router_intake_backpressure` offers the same state through
-  the router's vocabulary.
+  the router's vocabulary. Maps returned here say `nil` for "none" (e.g. a policy's
+  `slow_call_ms`); the Erlang module says `undefined`.
   """
 
   alias Breakwater.{History, Native, Policy, PolicyStore, Subject}

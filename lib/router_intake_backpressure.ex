@@ -1,6 +1,6 @@
 defmodule :router_intake_backpressure do
   @moduledoc ~S"""
-  The router's intake module (SPEC 4.1), callable from Erlang as
+  The router's intake module, callable from Erlang as
   `router_intake_backpressure`. Its names and shapes are a public contract.
 
   ```erlang
@@ -23,6 +23,11 @@ defmodule :router_intake_backpressure do
 
   Bad arguments raise `ArgumentError` naming the argument (`validate_*` and
   `apply_*` return `{error, Reasons}` instead).
+
+  "None" and "never" are `undefined` in every map this module returns (policy keys such
+  as `slow_call_ms`, `last_recovery_at` before a first recovery...), as Erlang code
+  expects; the Elixir API (`Breakwater`) says `nil` for the same values. Policies
+  passed in may use either.
   """
 
   alias Breakwater.{History, Native, Policy, PolicyStore, Subject}
@@ -59,7 +64,7 @@ defmodule :router_intake_backpressure do
     native = Native.status(subject)
     policy = PolicyStore.get(subject)
 
-    %{
+    erlang(%{
       subject: subject,
       status: status,
       retry_after_ms: retry,
@@ -82,16 +87,17 @@ defmodule :router_intake_backpressure do
       counters: native.counters,
       metrics: History.metrics(subject),
       alerts: for(a <- Breakwater.alerts(), a.subject == subject, do: a.alert)
-    }
+    })
   end
 
   @doc "The policy `subject` runs under."
   @spec get_backpressure_policy(subject) :: map
-  def get_backpressure_policy(subject), do: subject |> Subject.normalize!() |> PolicyStore.get()
+  def get_backpressure_policy(subject),
+    do: subject |> Subject.normalize!() |> PolicyStore.get() |> erlang()
 
   @doc "The node's default policy."
   @spec get_default_backpressure_policy() :: map
-  def get_default_backpressure_policy, do: PolicyStore.default()
+  def get_default_backpressure_policy, do: erlang(PolicyStore.default())
 
   @doc "`ok`, or `{error, Reasons}` naming every invalid key."
   @spec validate_backpressure_policy(term) :: :ok | {:error, [term]}
@@ -144,11 +150,13 @@ defmodule :router_intake_backpressure do
 
   @doc "`subject`'s events, oldest first; each a map with `event_type` and `timestamp` (ms)."
   @spec get_backpressure_events(subject) :: [map]
-  def get_backpressure_events(subject), do: subject |> Subject.normalize!() |> History.events()
+  def get_backpressure_events(subject),
+    do: subject |> Subject.normalize!() |> History.events() |> erlang()
 
   @doc "Event counts by type, total, last event time, and counts over 1, 5 and 15 minutes."
   @spec get_backpressure_metrics(subject) :: map
-  def get_backpressure_metrics(subject), do: subject |> Subject.normalize!() |> History.metrics()
+  def get_backpressure_metrics(subject),
+    do: subject |> Subject.normalize!() |> History.metrics() |> erlang()
 
   @doc """
   Recovery record: `recovery_count`, `last_recovery_at`, `last_recovery_from`,
@@ -161,11 +169,13 @@ defmodule :router_intake_backpressure do
     native = Native.status(subject)
     {status, _} = check_backpressure(subject)
 
-    Map.merge(History.recovery_record(subject), %{
+    History.recovery_record(subject)
+    |> Map.merge(%{
       status: status,
       previous_status: History.previous_status(subject),
       recovering: native.backpressure == :recovery or native.breaker == :half_open
     })
+    |> erlang()
   end
 
   @doc ~S"""
@@ -234,6 +244,12 @@ defmodule :router_intake_backpressure do
     raise ArgumentError,
           "status must be one of #{inspect(@statuses)}, got: #{inspect(status, limit: 5)}"
   end
+
+  # Erlang's spelling of "none": `undefined` for `nil`, in maps and lists at any depth.
+  defp erlang(nil), do: :undefined
+  defp erlang(map) when is_map(map), do: Map.new(map, fn {k, v} -> {k, erlang(v)} end)
+  defp erlang(list) when is_list(list), do: Enum.map(list, &erlang/1)
+  defp erlang(other), do: other
 
   # A subject gets history only if it exists or can be created (max_subjects).
   defp ensure(subject) do

@@ -1,3 +1,7 @@
+# Breakwater logs through OTP's :logger and does not start Elixir's Logger (see mix.exs);
+# the tests do, for ExUnit's log capture and config/test.exs's level.
+{:ok, _} = Application.ensure_all_started(:logger)
+
 # Tests that move the native clock (Breakwater.Native.advance_clock/1) run in modules
 # with `async: false`; ExUnit runs those after, never beside, the async ones.
 # Remove spool directories of earlier test runs (older than an hour: a concurrent run

@@ -1,7 +1,7 @@
 defmodule Breakwater.Alerts do
   @moduledoc """
   Alert state (R-O1): conditions evaluated on every transition, raised and cleared
-  through OTP's `alarm_handler` and `Logger`, and queryable with `Breakwater.alerts/0`.
+  through OTP's `alarm_handler` and `:logger`, and queryable with `Breakwater.alerts/0`.
 
   | alert | raised when | cleared when | severity |
   |---|---|---|---|
@@ -21,7 +21,7 @@ defmodule Breakwater.Alerts do
       []
   """
   use GenServer
-  require Logger
+  require Breakwater.Log, as: Log
 
   @pending :breakwater_alert_pending
 
@@ -228,7 +228,7 @@ defmodule Breakwater.Alerts do
 
       {record, alerts} ->
         :alarm_handler.clear_alarm(record.id)
-        Logger.info("breakwater alarm cleared: #{record.description}")
+        Log.info("breakwater alarm cleared: #{record.description}")
         %{state | alerts: alerts}
     end
   end
@@ -241,8 +241,8 @@ defmodule Breakwater.Alerts do
   defp describe(:depth_critical_escalated, s),
     do: "queue depth above critical too long on #{inspect(s)}"
 
-  defp log(:critical, msg), do: Logger.error(msg)
-  defp log(:warning, msg), do: Logger.warning(msg)
+  defp log(:critical, msg), do: Log.error(msg)
+  defp log(:warning, msg), do: Log.warning(msg)
 
   defp depth_escalate_after_ms,
     do: Application.get_env(:breakwater, :depth_escalate_after_ms, 120_000)

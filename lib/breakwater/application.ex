@@ -7,7 +7,7 @@ defmodule Breakwater.Application do
   ```text
   Breakwater.Supervisor (rest_for_one)
   ├── Breakwater.Tables             ETS owner; does nothing else
-  ├── Breakwater.Alerts             alert manager (alarm_handler, Logger)
+  ├── Breakwater.Alerts             alert manager (alarm_handler, :logger)
   ├── Breakwater.DiskSpool          disk overflow and replay (disk_log per subject)
   ├── Breakwater.Ticker             breaker timer: time-based transitions without traffic
   ├── Breakwater.TaskSupervisor     runs call/3 functions and ledger calls under a timeout
@@ -22,7 +22,7 @@ defmodule Breakwater.Application do
   disk spool, to be replayed on the next start (R-D3).
   """
   use Application
-  require Logger
+  require Breakwater.Log, as: Log
 
   alias Breakwater.{Config, Native, Policy, PolicyStore}
 
@@ -49,7 +49,7 @@ defmodule Breakwater.Application do
 
       {:error, reasons} ->
         message = "invalid :breakwater configuration:\n" <> Config.format_errors(reasons)
-        Logger.error(message)
+        Log.error(message)
         {:error, {:invalid_configuration, message}}
     end
   end
@@ -67,7 +67,7 @@ defmodule Breakwater.Application do
 
       {:error, reasons} ->
         message = "invalid :breakwater configuration: #{inspect(reasons)}"
-        Logger.error(message)
+        Log.error(message)
         {:error, {:invalid_configuration, message}}
     end
   end
@@ -138,7 +138,7 @@ defmodule Breakwater.Application do
           {:cont, :ok}
 
         {:error, message} ->
-          Logger.error("invalid :breakwater configuration: " <> message)
+          Log.error("invalid :breakwater configuration: " <> message)
           {:halt, {:error, {:invalid_configuration, message}}}
       end
     end)
@@ -154,11 +154,11 @@ defmodule Breakwater.Application do
 
     # ...then every memory spool goes to disk, to be replayed on the next start.
     flushed = Breakwater.DiskSpool.flush_all()
-    if flushed > 0, do: Logger.info("breakwater flushed #{flushed} spooled events to disk")
+    if flushed > 0, do: Log.info("breakwater flushed #{flushed} spooled events to disk")
     state
   catch
     kind, reason ->
-      Logger.error("breakwater could not flush its spools at stop: #{inspect({kind, reason})}")
+      Log.error("breakwater could not flush its spools at stop: #{inspect({kind, reason})}")
       state
   end
 end

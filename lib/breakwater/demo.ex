@@ -101,7 +101,7 @@ defmodule Breakwater.Demo do
   """
   @spec main() :: :ok
   def main do
-    Logger.configure(level: :error)
+    :logger.set_primary_config(:level, :error)
 
     scale =
       case Float.parse(System.get_env("BREAKWATER_DEMO_SCALE", "1.0")) do

@@ -39,7 +39,7 @@ defmodule Breakwater.DiskSpool do
   cursor write can replay one chunk (at least once).
   """
   use GenServer
-  require Logger
+  require Breakwater.Log, as: Log
 
   alias Breakwater.Native
 
@@ -156,7 +156,7 @@ defmodule Breakwater.DiskSpool do
     else
       {:error, reason} ->
         message = "spool_dir #{inspect(dir)} is not writable: #{:file.format_error(reason)}"
-        Logger.error(message)
+        Log.error(message)
         {:stop, {:spool_dir_not_writable, dir, reason}}
     end
   end
@@ -277,7 +277,7 @@ defmodule Breakwater.DiskSpool do
         {:ok, log}
 
       {:repaired, log, {:recovered, n}, {:badbytes, bad}} ->
-        Logger.warning(
+        Log.warning(
           "breakwater disk spool #{file} was repaired: #{n} events recovered, #{bad} bytes unreadable"
         )
 
@@ -424,7 +424,7 @@ defmodule Breakwater.DiskSpool do
             {:ok, put_sub(state, %{sub | reader: reader})}
 
           {:error, reason} ->
-            Logger.error(
+            Log.error(
               "breakwater disk spool #{gen_file(sub, gen)} cannot be read: #{inspect(reason)}; set aside"
             )
 
@@ -441,14 +441,12 @@ defmodule Breakwater.DiskSpool do
         {:eof, sub}
 
       {:error, reason} ->
-        Logger.error(
-          "breakwater disk spool #{gen_file(sub, r.gen)}: read error #{inspect(reason)}"
-        )
+        Log.error("breakwater disk spool #{gen_file(sub, r.gen)}: read error #{inspect(reason)}")
 
         {:eof, sub}
 
       {cont, items, bad} ->
-        Logger.error(
+        Log.error(
           "breakwater disk spool #{gen_file(sub, r.gen)}: #{bad} unreadable bytes skipped"
         )
 
@@ -567,7 +565,7 @@ defmodule Breakwater.DiskSpool do
   end
 
   defp flush_failed(subject, reason) do
-    Logger.error(
+    Log.error(
       "breakwater could not flush #{inspect(subject)} to disk: #{inspect(reason)}; events stay in memory"
     )
   end
@@ -584,7 +582,7 @@ defmodule Breakwater.DiskSpool do
           {:error, reason} ->
             Native.nack(subject, id)
 
-            Logger.error(
+            Log.error(
               "breakwater could not flush #{inspect(subject)} to disk: #{inspect(reason)}; events stay in memory"
             )
 
@@ -646,9 +644,7 @@ defmodule Breakwater.DiskSpool do
         put_sub(state, sub)
 
       error ->
-        Logger.error(
-          "breakwater disk spool of #{inspect(subject)} not recovered: #{inspect(error)}"
-        )
+        Log.error("breakwater disk spool of #{inspect(subject)} not recovered: #{inspect(error)}")
 
         state
     end
@@ -660,7 +656,7 @@ defmodule Breakwater.DiskSpool do
         Native.disk_recovered(subject, on_disk - known)
 
       on_disk < known ->
-        Logger.warning(
+        Log.warning(
           "breakwater: #{known - on_disk} events of #{inspect(subject)} counted on disk are missing; counted as dropped"
         )
 
@@ -681,7 +677,7 @@ defmodule Breakwater.DiskSpool do
         n
 
       {:error, reason} ->
-        Logger.error(
+        Log.error(
           "breakwater disk spool #{gen_file(sub, gen)} cannot be read: #{inspect(reason)}; set aside"
         )
 
@@ -699,7 +695,7 @@ defmodule Breakwater.DiskSpool do
   end
 
   defp log_write_error(subject, reason) do
-    Logger.error(
+    Log.error(
       "breakwater disk spool write for #{inspect(subject)} failed: #{inspect(reason)}; event dropped and counted"
     )
   end

@@ -24,7 +24,7 @@ defmodule Breakwater.History do
   one-minute buckets per subject, for the 1, 5 and 15 minute windows of
   `metrics/1`.
   """
-  require Logger
+  require Breakwater.Log, as: Log
 
   alias Breakwater.Tables
 
@@ -106,7 +106,7 @@ defmodule Breakwater.History do
     Breakwater.Telemetry.transition(subject, t)
   end
 
-  # One Logger line per transition: warning when the ledger is cut off (breaker open)
+  # One log line per transition: warning when the ledger is cut off (breaker open)
   # or events are refused (dropping), info otherwise. Lazy: nothing is formatted when
   # the level is off.
   defp log_transition(subject, t) do
@@ -124,9 +124,7 @@ defmodule Breakwater.History do
           {:info, "disabled: #{t.disabled}, forced open: #{t.forced_open}"}
       end
 
-    Logger.log(level, fn -> "breakwater #{inspect(subject)}: #{what}" end,
-      breakwater_subject: subject
-    )
+    Log.log(level, "breakwater #{inspect(subject)}: #{what}", %{breakwater_subject: subject})
   end
 
   defp breaker_event(:open), do: :circuit_open

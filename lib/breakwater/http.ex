@@ -26,7 +26,7 @@ defmodule Breakwater.HTTP do
       :ok
   """
   use GenServer
-  require Logger
+  require Breakwater.Log, as: Log
 
   @default_ip {127, 0, 0, 1}
 
@@ -128,7 +128,7 @@ defmodule Breakwater.HTTP do
 
   @impl true
   def handle_info({:EXIT, pid, reason}, %{httpd: pid} = state) do
-    Logger.error("Breakwater.HTTP: the httpd instance exited: #{inspect(reason)}")
+    Log.error("Breakwater.HTTP: the httpd instance exited: #{inspect(reason)}")
     {:stop, {:httpd_exited, reason}, %{state | httpd: nil}}
   end
 
@@ -206,21 +206,21 @@ defmodule Breakwater.HTTP do
   defp has_already_started?(_), do: false
 
   defp log_start_error({:http_port_in_use, port}, ip, _port) do
-    Logger.error(
+    Log.error(
       "Breakwater.HTTP: cannot listen on #{:inet.ntoa(ip)} port #{port}: " <>
         "the port is already in use (set another :breakwater http port, or 0 for any free port)"
     )
   end
 
   defp log_start_error({:http_address_unavailable, ip}, _ip, port) do
-    Logger.error(
+    Log.error(
       "Breakwater.HTTP: cannot listen on #{:inet.ntoa(ip)} port #{port}: " <>
         "the address is not one of this host's"
     )
   end
 
   defp log_start_error(reason, ip, port) do
-    Logger.error(
+    Log.error(
       "Breakwater.HTTP: cannot listen on #{:inet.ntoa(ip)} port #{port}: #{inspect(reason)}"
     )
   end

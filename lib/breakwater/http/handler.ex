@@ -23,7 +23,7 @@ defmodule Breakwater.HTTP.Handler do
       iex> {404, _headers, _body} = Breakwater.HTTP.Handler.route("GET", "/etc/passwd")
   """
 
-  require Logger
+  require Breakwater.Log, as: Log
   require Record
 
   alias Breakwater.HTTP.JSON
@@ -74,7 +74,7 @@ defmodule Breakwater.HTTP.Handler do
     answer(path)
   rescue
     e ->
-      Logger.error(
+      Log.error(
         "Breakwater.HTTP: #{inspect(path)} failed: " <>
           Exception.format(:error, e, __STACKTRACE__)
       )

@@ -28,7 +28,7 @@ defmodule Breakwater.Ledger.Worker do
   the native layer returns its batch to the spool when it sees the process die.
   """
   use GenServer
-  require Logger
+  require Breakwater.Log, as: Log
 
   alias Breakwater.{History, Native, PolicyStore}
 
@@ -259,7 +259,7 @@ defmodule Breakwater.Ledger.Worker do
   defp schedule(s, _ms), do: s
 
   defp log_and_wait(s, reason) do
-    Logger.error("breakwater ledger worker for #{inspect(s.subject)}: #{inspect(reason)}")
+    Log.error("breakwater ledger worker for #{inspect(s.subject)}: #{inspect(reason)}")
     schedule(s, 1_000)
   end
 
