@@ -11,7 +11,7 @@ export ERL_AFLAGS ?= -kernel shell_history disabled
 APT_PACKAGES := erlang-nox erlang-dev elixir erlang-proper
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps native test test-rust test-elixir lint bench bench-core bench-beam demo clean
+.PHONY: all deps native dist test test-rust test-elixir lint bench bench-core bench-beam demo clean
 
 all: test
 
@@ -29,6 +29,13 @@ deps:
 
 native:
 	cargo build --release --locked -p breakwater_nif
+
+# An OTP library tree (breakwater, elixir, logger: lib/<app>-<vsn>/{ebin,priv}) for
+# Erlang builds without Mix: ERL_LIBS=$(DIST)/lib erl -config sys.config, or a relx
+# release. See `mix help breakwater.dist`.
+DIST ?= _build/dist
+dist: deps
+	MIX_ENV=prod mix breakwater.dist --out $(DIST)
 
 test: deps lint test-rust test-elixir
 

@@ -1,5 +1,7 @@
-# The project's own NIF compiler (see its moduledoc for why it is not the hex package's).
+# The project's own NIF compiler (see its moduledoc for why it is not the hex package's)
+# and `mix breakwater.dist` (`make dist`).
 Code.require_file("mix/tasks/compile.breakwater_native.ex", __DIR__)
+Code.require_file("mix/tasks/breakwater.dist.ex", __DIR__)
 
 defmodule Breakwater.MixProject do
   use Mix.Project

@@ -514,6 +514,11 @@ defmodule Breakwater do
 
   @ledger_opts [batch_size: 1..10_000, poll_ms: 1..60_000]
 
+  @doc false
+  # The options of attach_ledger/3 and their ranges (for configuration error messages).
+  @spec ledger_options() :: keyword(Range.t())
+  def ledger_options, do: @ledger_opts
+
   defp ledger_opts(opts) when is_list(opts) do
     Enum.reduce_while(opts, {:ok, []}, fn
       {key, value}, {:ok, acc} when is_atom(key) ->

@@ -19,7 +19,7 @@ defmodule Breakwater.Application do
   then applies the per-subject policies of the `subjects` key and attaches the
   ledgers of the `ledgers` key. On stop, the ledger workers are stopped first (their
   batches in flight go back to the spool) and every memory spool is written to the
-  disk spool, to be replayed on the next start (R-D3).
+  disk spool, to be replayed on the next start.
   """
   use Application
   require Breakwater.Log, as: Log
@@ -66,7 +66,10 @@ defmodule Breakwater.Application do
         :ok
 
       {:error, reasons} ->
-        message = "invalid :breakwater configuration: #{inspect(reasons)}"
+        message =
+          "invalid :breakwater configuration:\n" <>
+            Config.format_errors(Enum.map(reasons, &native_reason(&1, config)))
+
         Log.error(message)
         {:error, {:invalid_configuration, message}}
     end
@@ -119,17 +122,87 @@ defmodule Breakwater.Application do
 
   defp configure_subject({subject, policy}) do
     case Breakwater.put_policy(subject, policy) do
-      :ok -> :ok
-      {:error, reasons} -> {:error, "subjects.#{inspect(subject)}: #{inspect(reasons)}"}
+      :ok ->
+        :ok
+
+      {:error, reasons} ->
+        {:error, Config.format_errors(Enum.map(reasons, &subject_reason(&1, subject, policy)))}
     end
   end
 
   defp attach_ledger({subject, {module, opts}}) do
     case Breakwater.attach_ledger(subject, module, opts) do
-      :ok -> :ok
-      {:error, reason} -> {:error, "ledgers.#{inspect(subject)}: #{inspect(reason)}"}
+      :ok ->
+        :ok
+
+      {:error, reason} ->
+        {:error, Config.format_errors([ledger_reason(reason, subject, module, opts)])}
     end
   end
+
+  # Errors of the start as `Breakwater.Config` reasons ({path, value, expected}), so
+  # that every message names the key, the value and what is expected.
+
+  defp native_reason({key, expected}, config) when is_atom(key) and is_binary(expected) do
+    case Map.fetch(config, key) do
+      {:ok, value} -> {[key], value, expected}
+      :error -> {[:default_policy, key], Map.get(config.default_policy, key), expected}
+    end
+  end
+
+  defp native_reason(other, _config), do: {[], other, "a configuration the native core accepts"}
+
+  defp subject_reason({:too_many_subjects, max}, subject, _policy),
+    do: {[:subjects], subject, "at most max_subjects (#{max}) subjects in all"}
+
+  defp subject_reason({key, expected}, subject, policy) when is_atom(key) and is_binary(expected),
+    do: {[:subjects, subject, key], Map.get(policy, key), expected}
+
+  defp subject_reason(other, subject, _policy),
+    do: {[:subjects, subject], other, "a policy the native core accepts"}
+
+  @ledger_expected "a module implementing Breakwater.Ledger (write_batch/2 and health_check/1)"
+
+  defp ledger_reason({:invalid_ledger, _}, subject, module, _opts) do
+    why =
+      case Code.ensure_loaded(module) do
+        {:module, _} -> "#{inspect(module)} does not export both"
+        {:error, reason} -> "#{inspect(module)} cannot be loaded: #{reason}"
+      end
+
+    {[:ledgers, subject], module, "#{@ledger_expected}; #{why}"}
+  end
+
+  defp ledger_reason({:invalid_option, key, value}, subject, _module, _opts) do
+    first..last = Keyword.fetch!(Breakwater.ledger_options(), key)
+    {[:ledgers, subject, key], value, "an integer from #{first} to #{last}"}
+  end
+
+  defp ledger_reason({:unknown_option, key}, subject, module, opts) do
+    {[:ledgers, subject], {module, opts},
+     "options #{ledger_option_names()} only (#{inspect(key)} is not one)"}
+  end
+
+  defp ledger_reason(:already_attached, subject, module, _opts) do
+    {[:ledgers, subject], module,
+     "one ledger per subject (#{inspect(subject)} has one attached already)"}
+  end
+
+  defp ledger_reason({:too_many_subjects, max}, subject, _module, _opts),
+    do: {[:ledgers], subject, "at most max_subjects (#{max}) subjects in all"}
+
+  defp ledger_reason({:invalid_options, _}, subject, module, opts) do
+    {[:ledgers, subject], {module, opts},
+     "{module, opts} with opts a keyword list of #{ledger_option_names()}"}
+  end
+
+  defp ledger_reason(other, subject, module, opts) do
+    {[:ledgers, subject], {module, opts},
+     "a ledger whose worker starts (it did not: #{inspect(other)})"}
+  end
+
+  defp ledger_option_names,
+    do: Breakwater.ledger_options() |> Keyword.keys() |> Enum.join(", ")
 
   defp each(entries, fun) do
     Enum.reduce_while(entries, :ok, fn entry, :ok ->
