@@ -11,7 +11,7 @@ export ERL_AFLAGS ?= -kernel shell_history disabled
 APT_PACKAGES := erlang-nox erlang-dev elixir erlang-proper
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps native dist test test-rust test-elixir lint bench bench-core bench-beam demo clean
+.PHONY: all deps native dist test test-rust test-elixir test-ship lint bench bench-core bench-beam demo clean
 
 all: test
 
@@ -37,7 +37,7 @@ DIST ?= _build/dist
 dist: deps
 	MIX_ENV=prod mix breakwater.dist --out $(DIST)
 
-test: deps lint test-rust test-elixir
+test: deps lint test-rust test-elixir test-ship
 
 lint: deps
 	cargo fmt --all -- --check
@@ -51,6 +51,12 @@ test-rust:
 
 test-elixir: deps
 	MIX_ENV=test mix test
+
+# Breakwater built and run the ways users build and run it (test/ship): host Mix
+# projects depending on it by path and by git, prod releases of them, and `make dist`
+# on a plain erl node running the README's examples.
+test-ship: deps
+	MIX_ENV=test mix test --only ship
 
 # Criterion benches of the Rust core, then the BEAM bench, which writes
 # docs/benchmarks.md from both (one after the other, even under make -j).
