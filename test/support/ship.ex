@@ -28,6 +28,25 @@ defmodule Breakwater.Ship do
   end
 
   @doc false
+  # Copies the files of this checkout's working tree (tracked, and new ones git does not
+  # ignore: uncommitted changes included; no _build, target or priv) to `dest`, which
+  # is then a fresh source tree, as a new clone would be.
+  def export_worktree!(dest) do
+    files =
+      run!("git", ["ls-files", "-z", "--cached", "--others", "--exclude-standard"], cd: @root)
+
+    for file <- String.split(files, <<0>>, trim: true),
+        source = Path.join(@root, file),
+        File.regular?(source) do
+      target = Path.join(dest, file)
+      File.mkdir_p!(Path.dirname(target))
+      File.cp!(source, target)
+    end
+
+    dest
+  end
+
+  @doc false
   # One target directory for the cargo builds of every host project (kept between
   # runs under target/): the registry crates compile once, not once per host.
   def cargo_target_dir, do: Path.join([@root, "target", "host-projects"])
@@ -55,7 +74,8 @@ defmodule Breakwater.Ship do
     started = System.monotonic_time(:millisecond)
     {out, status} = System.cmd(exe, args, [stderr_to_stdout: true] ++ opts)
     ms = System.monotonic_time(:millisecond) - started
-    IO.puts("[ship] #{Enum.join([cmd | args], " ") |> String.slice(0, 100)}: #{ms} ms")
+    line = [cmd | args] |> Enum.join(" ") |> String.split("\n") |> hd() |> String.slice(0, 100)
+    IO.puts("[ship] #{line}: #{ms} ms")
 
     if status != 0 do
       flunk("""
