@@ -1,6 +1,6 @@
 defmodule Breakwater.Demo do
   @moduledoc """
-  The scripted scenario behind `make demo` (R-M1).
+  The scripted scenario behind `make demo`.
 
   Router processes with mixed priorities (normal, low-priority batch, and control
   traffic at a priority that bypasses the breaker) admit events with
@@ -8,7 +8,7 @@ defmodule Breakwater.Demo do
   `Breakwater.Ledger.Simulated` ledger, attached with `Breakwater.attach_ledger/3`,
   drains them. The script moves the ledger through four phases:
 
-      healthy -> slow ({:slow, 100}) -> down -> up again (recovery)
+      healthy -> ledger slow ({:slow, 100}) -> ledger down -> ledger up (recovery)
 
   then stops the routers, lets the ledger drain everything that is left (memory and
   disk spool) and checks the accounting:
@@ -21,11 +21,15 @@ defmodule Breakwater.Demo do
   `Breakwater.status/1`. Every event carries a unique id (`r<router>-<seq>`), so
   duplicates (at-least-once delivery) are counted too; they are reported, not lost.
 
-  While it runs, a one-line progress display is redrawn; afterwards it prints the
-  timeline of the breaker and backpressure transitions (from `Breakwater.History`),
-  the accounting table (`Breakwater.Demo.Accounting`) and the path of an SVG chart of
-  depth, breaker state and rejections over time (`Breakwater.Demo.Chart`), sampled
-  every 100 ms.
+  While it runs, a progress line (at most 79 columns, narrower on a narrower terminal)
+  is redrawn in place on a terminal; when the output is not a terminal (`:io.columns/0`
+  fails, e.g. piped to a file or CI log, or `TERM=dumb`) it prints one line per phase
+  change and one per transition instead, with no carriage returns. Afterwards it prints
+  the timeline of the breaker and backpressure transitions (from
+  `Breakwater.History`), the accounting table (`Breakwater.Demo.Accounting`) and the
+  path of an SVG chart (`Breakwater.Demo.Chart`) of depth and thresholds, breaker and
+  backpressure states with every half-open probe (from the history, exact to the
+  millisecond), and refusals by reason, sampled every 100 ms.
 
   The routers follow the router pattern of the README: a router that spools asks
   `:router_intake_backpressure.check_backpressure/1` first and refuses (tells its
@@ -46,7 +50,7 @@ defmodule Breakwater.Demo do
     {"healthy", :up, 6_000, 300},
     {"ledger slow", {:slow, 100}, 8_000, 600},
     {"ledger down", :down, 8_000, 1_200},
-    {"ledger up (recovery)", :up, 9_000, 1_500}
+    {"ledger up", :up, 9_000, 1_500}
   ]
 
   # {kind, priority, events per second}
@@ -172,6 +176,7 @@ defmodule Breakwater.Demo do
     ctx = %{
       subject: subject,
       quiet: opts[:quiet],
+      progress: progress_mode(opts[:quiet]),
       counters: :counters.new(@reason_base + length(@reasons) - 1, [:write_concurrency]),
       bypass: Breakwater.policy(subject).bypass_priority,
       low_max: Breakwater.policy(subject).low_priority_max,
@@ -189,7 +194,13 @@ defmodule Breakwater.Demo do
         {id, spawn_link(fn -> router(ctx, r) end)}
       end)
 
-    state = %{samples: [], last_refused: 0, phase: nil, phase_log: []}
+    state = %{
+      samples: [],
+      last_refused: %{},
+      phase: nil,
+      phase_log: [],
+      transitions_seen: 0
+    }
 
     {state, seqs, drained?} =
       try do
@@ -209,7 +220,7 @@ defmodule Breakwater.Demo do
         Breakwater.detach_ledger(subject)
       end
 
-    say(ctx, "\n")
+    if match?({:live, _}, ctx.progress), do: IO.write("\n")
     finish(ctx, state, seqs, drained?, opts[:svg_path])
   end
 
@@ -256,26 +267,74 @@ defmodule Breakwater.Demo do
     ]
   end
 
+  # At most 79 columns a line.
   defp header(ctx, policy, scale) do
     rate = @routers |> Enum.map(&elem(&1, 2)) |> Enum.sum()
 
     kinds =
       @routers
-      |> Enum.frequencies_by(fn {kind, p, _} -> "#{kind} (priority #{p})" end)
+      |> Enum.frequencies_by(fn {kind, p, _} -> "#{kind} p#{p}" end)
       |> Enum.map_join(", ", fn {k, n} -> "#{n} #{k}" end)
 
     phases =
-      Enum.map_join(@phases, " -> ", fn {name, _mode, ms, min} ->
+      Enum.map(@phases, fn {name, _mode, ms, min} ->
         "#{name} #{Float.round(max(round(ms * scale), min) / 1000, 1)}s"
       end)
 
+    policy_text =
+      "warning #{policy[:warning_threshold]}, critical #{policy[:critical_threshold]}, " <>
+        "#{policy[:max_segments]} segments in memory then disk, " <>
+        "failure_threshold #{policy[:failure_threshold]}, " <>
+        "open_timeout_ms #{policy[:open_timeout_ms]}"
+
+    live =
+      case ctx.progress do
+        {:live, _} ->
+          wrap(
+            "live:",
+            String.split(
+              "phase, time, events in (produced) and out (delivered), depth, " <>
+                "breaker state, backpressure state"
+            )
+          )
+
+        :lines ->
+          wrap(
+            "below:",
+            String.split(
+              "a line per phase change (events in = produced, out = delivered, depth) " <>
+                "and per transition ([router status before -> after])"
+            )
+          )
+
+        :quiet ->
+          ""
+      end
+
     """
-    Breakwater demo: subject #{ctx.subject}
-      routers: #{length(@routers)} (#{kinds}), about #{rate} events/s in all
+    Breakwater demo: a ledger slows, fails and recovers
+      subject: #{ctx.subject}
+      routers: #{length(@routers)} (#{kinds}), #{rate} events/s
       ledger:  Breakwater.Ledger.Simulated, batches of 200
-      policy:  warning #{policy[:warning_threshold]}, critical #{policy[:critical_threshold]}, memory quota #{policy[:max_segments]} segments then disk, failure_threshold #{policy[:failure_threshold]}, open #{policy[:open_timeout_ms]} ms
-      phases:  #{phases} -> drain
+    #{wrap("policy:", String.split(policy_text))}\
+    #{wrap("phases:", Enum.intersperse(phases ++ ["drain"], "->"))}\
+    #{live}\
     """
+  end
+
+  # "  label    words..." wrapped at 79 columns, continuation lines indented; ends
+  # with a newline.
+  defp wrap(label, words) do
+    indent = String.duplicate(" ", 11)
+
+    words
+    |> Enum.reduce([String.pad_trailing("  " <> label, 10)], fn word, [current | done] ->
+      if String.length(current) + 1 + String.length(word) > 79,
+        do: [indent <> word, current | done],
+        else: [current <> " " <> word | done]
+    end)
+    |> Enum.reverse()
+    |> Enum.map_join(&(&1 <> "\n"))
   end
 
   # ---- routers ----------------------------------------------------------------------
@@ -365,6 +424,17 @@ defmodule Breakwater.Demo do
 
   defp enter_phase(ctx, state, name, mode) do
     at = System.system_time(:millisecond) - ctx.t0_sys
+
+    if match?(:lines, ctx.progress) do
+      counts =
+        case state.samples do
+          [s | _] -> "  in #{int(s.produced)}  out #{int(s.delivered)}  depth #{int(s.depth)}"
+          [] -> ""
+        end
+
+      IO.puts(line(at, "phase    -> #{name}" <> counts))
+    end
+
     %{state | phase: name, phase_log: [{at, name, mode} | state.phase_log]}
   end
 
@@ -392,12 +462,12 @@ defmodule Breakwater.Demo do
     Process.sleep(max(ctx.t0 + k * @sample_ms - now(), 0))
     st = Breakwater.status(ctx.subject)
     {state, sample} = sample(ctx, state, st)
-    progress(ctx, sample)
+    state = progress(ctx, state, sample)
     if done?.(st), do: state, else: loop_until(ctx, state, done?)
   end
 
   defp sample(ctx, state, st) do
-    refused = refused_total(ctx)
+    refused = refused_by_reason(ctx)
 
     sample = %{
       t_ms: now() - ctx.t0,
@@ -407,40 +477,76 @@ defmodule Breakwater.Demo do
       breaker: st.breaker,
       backpressure: st.backpressure,
       status: st.status,
-      rejected: refused - state.last_refused,
+      rejected_by_reason:
+        Map.new(refused, fn {reason, n} ->
+          {reason, n - Map.get(state.last_refused, reason, 0)}
+        end),
       produced: :counters.get(ctx.counters, @produced),
       delivered: st.accounting.delivered
     }
 
+    sample = Map.put(sample, :rejected, sample.rejected_by_reason |> Map.values() |> Enum.sum())
     {%{state | samples: [sample | state.samples], last_refused: refused}, sample}
   end
 
-  defp refused_total(ctx) do
-    Enum.sum(
-      for i <- 0..(length(@reasons) - 1), do: :counters.get(ctx.counters, @reason_base + i)
-    )
+  defp refused_by_reason(ctx) do
+    @reasons
+    |> Enum.with_index()
+    |> Map.new(fn {reason, i} -> {reason, :counters.get(ctx.counters, @reason_base + i)} end)
   end
 
-  defp progress(%{quiet: true}, _sample), do: :ok
+  # How progress is shown: a line redrawn in place on a terminal (at most `width`
+  # columns), one line per phase change and per transition otherwise.
+  defp progress_mode(true), do: :quiet
 
-  defp progress(_ctx, s) do
-    line =
-      :io_lib.format(
-        "~-21s ~6.1fs  produced ~9s  delivered ~9s  depth ~7s  disk ~7s  breaker ~-9s  bp ~-8s",
-        [
-          s.phase,
-          s.t_ms / 1000,
-          Accounting.format_int(s.produced),
-          Accounting.format_int(s.delivered),
-          Accounting.format_int(s.depth),
-          Accounting.format_int(s.disk),
-          Atom.to_string(s.breaker),
-          Atom.to_string(s.backpressure)
-        ]
-      )
-
-    IO.write(["\r", line])
+  defp progress_mode(false) do
+    with false <- System.get_env("TERM") == "dumb",
+         {:ok, columns} <- :io.columns() do
+      {:live, min(columns, 80) - 1}
+    else
+      _ -> :lines
+    end
   end
+
+  defp progress(%{progress: :quiet}, state, _sample), do: state
+
+  defp progress(%{progress: :lines} = ctx, state, _sample) do
+    new = ctx.subject |> Breakwater.History.history() |> Enum.drop(state.transitions_seen)
+
+    for entry <- new do
+      IO.puts(line(entry.timestamp - ctx.t0_sys, describe(entry)))
+    end
+
+    %{state | transitions_seen: state.transitions_seen + length(new)}
+  end
+
+  defp progress(%{progress: {:live, width}}, state, s) do
+    IO.write(["\r", progress_line(s, width)])
+    state
+  end
+
+  @doc false
+  # The live progress line of `sample`: exactly `width` columns.
+  @spec progress_line(map, pos_integer) :: String.t()
+  def progress_line(s, width) do
+    :io_lib.format("~-11ts ~5.1fs  in ~7s  out ~7s  depth ~6s  ~-9s ~-8s", [
+      to_string(s.phase),
+      s.t_ms / 1000,
+      int(s.produced),
+      int(s.delivered),
+      int(s.depth),
+      Atom.to_string(s.breaker),
+      Atom.to_string(s.backpressure)
+    ])
+    |> IO.chardata_to_string()
+    |> String.slice(0, width)
+    |> String.pad_trailing(width)
+  end
+
+  defp int(n), do: Accounting.format_int(n)
+
+  defp line(at_ms, text),
+    do: :erlang.iolist_to_binary(:io_lib.format("  +~7.3fs  ~ts", [at_ms / 1000, text]))
 
   # ---- results ------------------------------------------------------------------------
 
@@ -485,10 +591,17 @@ defmodule Breakwater.Demo do
     timeline = timeline(ctx, history, Enum.reverse(state.phase_log))
 
     File.mkdir_p!(Path.dirname(svg_path))
+    policy = Breakwater.policy(subject)
 
     File.write!(
       svg_path,
-      Chart.svg(samples, title: "Breakwater demo: #{subject} (lost = #{acc.lost})")
+      Chart.svg(samples,
+        title: "Breakwater demo: a ledger slows, fails and recovers (lost = #{acc.lost})",
+        thresholds: %{warning: policy.warning_threshold, critical: policy.critical_threshold},
+        interval_ms: @sample_ms,
+        breaker_transitions: transitions(ctx, history, :breaker),
+        backpressure_transitions: transitions(ctx, history, :backpressure)
+      )
     )
 
     enqueue_errors = :counters.get(ctx.counters, @enqueue_errors)
@@ -512,10 +625,11 @@ defmodule Breakwater.Demo do
 
     say(ctx, """
 
-    Timeline (seconds since start):
+    Timeline (seconds since start; [router status before -> after]):
     #{Enum.join(timeline, "\n")}
 
-    Events recorded: #{if events == "", do: "none", else: events}
+    Events recorded (by type):
+    #{wrap("", String.split(if events == "", do: "none", else: events))}
 
     Accounting:
     #{Accounting.table(acc)}
@@ -535,6 +649,14 @@ defmodule Breakwater.Demo do
       timeline: timeline,
       duration_ms: now() - ctx.t0
     }
+  end
+
+  # The state changes of one machine, in ms since the start.
+  defp transitions(ctx, history, machine) do
+    for %{timestamp: at} = entry <- history,
+        {from, to} = Map.fetch!(entry, machine),
+        from != to,
+        do: %{t_ms: at - ctx.t0_sys, from: from, to: to}
   end
 
   # Did the breaker open, and close again after that?
@@ -561,9 +683,7 @@ defmodule Breakwater.Demo do
     lines =
       (phases ++ transitions)
       |> Enum.sort_by(&elem(&1, 0))
-      |> Enum.map(fn {at, text} ->
-        :erlang.iolist_to_binary(:io_lib.format("  +~7.3fs  ~ts", [at / 1000, text]))
-      end)
+      |> Enum.map(fn {at, text} -> line(at, text) end)
 
     if length(lines) > @max_timeline do
       {head, rest} = Enum.split(lines, @max_timeline)
@@ -583,7 +703,7 @@ defmodule Breakwater.Demo do
 
     status =
       if e.status != e.previous_status,
-        do: "  [router status #{short(e.previous_status)} -> #{short(e.status)}]",
+        do: "  [#{short(e.previous_status)} -> #{short(e.status)}]",
         else: ""
 
     reason = if Map.has_key?(e, :reason), do: "  (#{e.reason})", else: ""

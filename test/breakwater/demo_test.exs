@@ -7,6 +7,8 @@ defmodule Breakwater.DemoTest do
   alias Breakwater.Demo.{Accounting, Chart}
   alias Breakwater.TestSubjects
 
+  import ExUnit.CaptureIO
+
   doctest Breakwater.Demo.Accounting
   doctest Breakwater.Demo.Chart
 
@@ -156,19 +158,59 @@ defmodule Breakwater.DemoTest do
             true -> :closed
           end
 
+        backpressure =
+          cond do
+            i < 10 -> :normal
+            i < 15 -> :pressure
+            i < 25 -> :dropping
+            i < 30 -> :recovery
+            true -> :normal
+          end
+
+        by_reason =
+          if breaker == :open,
+            do: %{router_status_active: 50 + i, shed_low_priority: 10},
+            else: %{router_status_active: 0, shed_low_priority: 0}
+
         %{
           t_ms: i * 100,
           depth: if(i < 25, do: i * 40, else: max(1_000 - (i - 25) * 100, 0)),
           disk: if(i in 18..26, do: 300, else: 0),
           breaker: breaker,
-          rejected: if(breaker == :open, do: 50 + i, else: 0),
+          backpressure: backpressure,
+          rejected_by_reason: by_reason,
+          rejected: by_reason |> Map.values() |> Enum.sum(),
           phase: if(i < 15, do: "healthy", else: "down <&> \"quoted\"")
         }
       end
     end
 
-    test "renders well-formed SVG with the depth line, breaker band, bars, axes and legend" do
-      svg = Chart.svg(samples(), title: "Demo <run> & 'test'")
+    # The exact breaker history: a probe that failed within 1 ms at 1.8 s (between two
+    # samples), then one at 2.5 s that closed the breaker at 2.8 s.
+    @breaker_transitions [
+      %{t_ms: 1_500, from: :closed, to: :open},
+      %{t_ms: 1_800, from: :open, to: :half_open},
+      %{t_ms: 1_801, from: :half_open, to: :open},
+      %{t_ms: 2_500, from: :open, to: :half_open},
+      %{t_ms: 2_800, from: :half_open, to: :closed}
+    ]
+
+    defp chart(opts \\ []) do
+      Chart.svg(
+        samples(),
+        [
+          title: "Demo <run> & 'test'",
+          thresholds: %{warning: 400, critical: 900},
+          interval_ms: 100,
+          breaker_transitions: @breaker_transitions
+        ] ++ opts
+      )
+    end
+
+    defp num(element, name), do: element |> attr(name) |> Float.parse() |> elem(0)
+
+    test "renders well-formed SVG with every panel, axis and the legend" do
+      svg = chart()
       doc = parse!(svg)
 
       assert [root] = xpath(doc, "/svg")
@@ -177,18 +219,6 @@ defmodule Breakwater.DemoTest do
       assert [line] = xpath(doc, "//polyline[@id='depth-line']")
       assert length(String.split(attr(line, :points), " ")) == 40
       assert [_] = xpath(doc, "//polyline[@id='disk-line']")
-
-      # One band segment per run of a breaker state: closed, open, half_open, closed.
-      band = xpath(doc, "//g[@id='breaker']/rect[starts-with(@class, 'breaker-')]")
-
-      assert Enum.map(band, &attr(&1, :class)) ==
-               ~w(breaker-closed breaker-open breaker-half_open breaker-closed)
-
-      assert Enum.map(band, &attr(&1, :fill)) == ["#2e7d32", "#c62828", "#f9a825", "#2e7d32"]
-
-      # One bar per interval with rejections (the open samples).
-      assert length(xpath(doc, "//rect[@class='rejections']")) == 10
-
       assert [_] = xpath(doc, "//g[@id='time-axis']")
       assert [_] = xpath(doc, "//g[@id='legend']")
 
@@ -198,10 +228,13 @@ defmodule Breakwater.DemoTest do
       assert "healthy" in texts
       assert "spool depth (events)" in texts
       assert "time since start (s)" in texts
-      assert "rejected / interval" in texts
+      assert "refused at intake, rejected per 100 ms, by reason" in texts
 
-      for label <- ["closed", "half-open", "open", "depth (memory + disk)"],
+      for label <- ["closed", "half-open", "open", "half-open probe", "depth (memory + disk)"],
           do: assert(label in texts)
+
+      for label <- ["normal", "pressure", "dropping", "recovery"], do: assert(label in texts)
+      assert "router status active" in texts and "shed low priority" in texts
 
       # Seconds on the time axis.
       assert "0" in texts and "1" in texts
@@ -210,14 +243,162 @@ defmodule Breakwater.DemoTest do
       refute svg =~ "<run>"
     end
 
+    test "the warning and critical thresholds are drawn at their depth" do
+      doc = parse!(chart())
+      assert [warning] = xpath(doc, "//line[@id='warning-threshold']")
+      assert [critical] = xpath(doc, "//line[@id='critical-threshold']")
+      # Higher depth is higher up: the critical line is above the warning line.
+      assert num(critical, :y1) < num(warning, :y1)
+      assert "warning 400" in texts(doc) and "critical 900" in texts(doc)
+
+      # The depth axis reaches past the critical threshold even when depth does not.
+      doc = parse!(Chart.svg(Enum.take(samples(), 5), thresholds: %{critical: 5_000}))
+      assert [critical] = xpath(doc, "//line[@id='critical-threshold']")
+      [frame | _] = xpath(doc, "//g[@id='depth']/rect")
+      assert num(critical, :y1) > num(frame, :y)
+    end
+
+    test "the breaker band follows the exact transitions; every probe is marked" do
+      doc = parse!(chart())
+      band = xpath(doc, "//g[@id='breaker']/rect[starts-with(@class, 'breaker-')]")
+      classes = Enum.map(band, &attr(&1, :class))
+
+      # closed, open, half_open (1 ms), open, half_open, closed: six runs, however
+      # short, each at least 2 px wide.
+      assert Enum.sort(classes) ==
+               Enum.sort(~w(breaker-closed breaker-open breaker-half_open breaker-open
+                            breaker-half_open breaker-closed))
+
+      assert Enum.all?(band, &(num(&1, :width) >= 2.0))
+
+      # The 1 ms half-open run is 2 px wide and drawn last, over the wide runs around it.
+      widths = Enum.map(band, &num(&1, :width))
+      assert widths == Enum.sort(widths, :desc)
+      assert attr(List.last(band), :class) == "breaker-half_open"
+      assert num(List.last(band), :width) == 2.0
+
+      # A probe mark for each entry into half-open, the 1 ms one included.
+      assert length(xpath(doc, "//polygon[@class='probe']")) == 2
+
+      # Without transitions, the samples give the band and the probes they saw.
+      doc = parse!(Chart.svg(samples()))
+
+      band =
+        doc
+        |> xpath("//g[@id='breaker']/rect[starts-with(@class, 'breaker-')]")
+        |> Enum.sort_by(&num(&1, :x))
+
+      assert Enum.map(band, &attr(&1, :class)) ==
+               ~w(breaker-closed breaker-open breaker-half_open breaker-closed)
+
+      assert Enum.map(band, &attr(&1, :fill)) == ["#2e7d32", "#c62828", "#f9a825", "#2e7d32"]
+      assert length(xpath(doc, "//polygon[@class='probe']")) == 1
+    end
+
+    test "the backpressure band lies under the breaker band" do
+      doc = parse!(chart())
+      band = xpath(doc, "//g[@id='backpressure']/rect[starts-with(@class, 'backpressure-')]")
+
+      assert Enum.map(band, &attr(&1, :class)) |> Enum.sort() ==
+               Enum.sort(~w(backpressure-normal backpressure-pressure backpressure-dropping
+                            backpressure-recovery backpressure-normal))
+
+      [breaker | _] = xpath(doc, "//g[@id='breaker']/rect")
+      [bp | _] = band
+      assert num(bp, :y) >= num(breaker, :y) + num(breaker, :height)
+    end
+
+    test "refusals are stacked by reason, one bar per interval" do
+      doc = parse!(chart())
+      status = xpath(doc, "//g[@id='rejections']/rect[@class='rejected-router_status_active']")
+      shed = xpath(doc, "//g[@id='rejections']/rect[@class='rejected-shed_low_priority']")
+
+      # One bar of each reason per interval with refusals (the ten open samples).
+      assert length(status) == 10 and length(shed) == 10
+
+      # Stacked: at the same x, the second reason sits on top of the first.
+      for {a, b} <- Enum.zip(status, shed) do
+        assert num(a, :x) == num(b, :x)
+        assert_in_delta num(b, :y) + num(b, :height), num(a, :y), 0.11
+      end
+
+      assert Chart.svg(Enum.take(samples(), 3))
+             |> parse!()
+             |> xpath("//g[@id='rejections']/rect[starts-with(@class, 'rejected-')]") == []
+    end
+
+    test "legend entries do not overlap, at their estimated widths" do
+      doc = parse!(chart())
+      items = xpath(doc, "//g[@id='legend']/g[@class='legend-item']")
+      assert length(items) >= 12
+
+      rows =
+        items
+        |> Enum.map(fn item ->
+          [swatch, label] = xpath(item, "*")
+          [{:xmlText, _, _, _, value, _}] = xpath(label, "text()")
+          x0 = swatch_x(swatch)
+          {num(label, :y), x0, num(label, :x) + Chart.text_width(List.to_string(value))}
+        end)
+        |> Enum.group_by(&elem(&1, 0))
+
+      for {_y, row} <- rows do
+        row
+        |> Enum.sort_by(&elem(&1, 1))
+        |> Enum.chunk_every(2, 1, :discard)
+        |> Enum.each(fn [{_, _, right}, {_, left, _}] -> assert right < left end)
+      end
+
+      # Every entry inside the chart's width.
+      for {_y, row} <- rows, {_, _, right} <- row, do: assert(right <= 960)
+    end
+
     test "an empty sample list still renders a well-formed chart" do
       doc = parse!(Chart.svg([]))
       assert [_] = xpath(doc, "//g[@id='depth']")
-      assert xpath(doc, "//rect[@class='rejections']") == []
+      assert xpath(doc, "//g[@id='rejections']/rect[starts-with(@class, 'rejected-')]") == []
     end
 
     test "escape/1 covers the XML special characters and drops control characters" do
       assert Chart.escape("a<b>&\"c'\u0001") == "a&lt;b&gt;&amp;&quot;c&apos;"
+    end
+  end
+
+  defp swatch_x({:xmlElement, :polygon, _, _, _, _, _, _, _, _, _, _} = polygon) do
+    [first | _] = String.split(attr(polygon, :points), " ")
+    {x, _} = first |> String.split(",") |> hd() |> Float.parse()
+    x - 10
+  end
+
+  defp swatch_x(element) do
+    {x, _} = Float.parse(attr(element, :x) || attr(element, :x1))
+    x
+  end
+
+  describe "progress" do
+    test "the live line fits its width, whatever the counts" do
+      sample = %{
+        phase: "ledger slow",
+        t_ms: 1_234_567,
+        produced: 123_456_789_012,
+        delivered: 123_456_789_000,
+        depth: 98_765_432,
+        breaker: :half_open,
+        backpressure: :recovery
+      }
+
+      for width <- [79, 59, 20] do
+        line = Demo.progress_line(sample, width)
+        assert String.length(line) == width
+        refute line =~ "\r" or line =~ "\n"
+      end
+
+      # Usual counts fit in 79 columns whole.
+      usual = %{sample | t_ms: 31_000, produced: 99_999, delivered: 99_999, depth: 99_999}
+
+      assert Demo.progress_line(usual, 79)
+             |> String.trim_trailing()
+             |> String.ends_with?("recovery")
     end
   end
 
@@ -241,7 +422,9 @@ defmodule Breakwater.DemoTest do
 
     @tag timeout: 60_000
     test "loses nothing, opens and closes the breaker, writes the chart", %{subject: s, svg: svg} do
-      report = Demo.run(scale: 0.1, quiet: true, subject: s, svg_path: svg)
+      # Not a terminal (ExUnit's captured output): a line per phase and per transition.
+      {report, out} =
+        with_io(fn -> Demo.run(scale: 0.1, quiet: false, subject: s, svg_path: svg) end)
 
       assert report.problems == []
       assert report.ok?
@@ -271,6 +454,34 @@ defmodule Breakwater.DemoTest do
 
       assert Enum.any?(report.timeline, &(&1 =~ "breaker closed -> open"))
       assert Enum.any?(report.timeline, &(&1 =~ "-> closed"))
+
+      # The chart: no internal id in the title, the thresholds, and a probe mark for
+      # every entry into half-open in the history, however short.
+      doc = parse!(File.read!(svg))
+      [title | _] = texts(doc)
+      refute title =~ s
+      assert title =~ "lost = 0"
+      assert [_] = xpath(doc, "//line[@id='warning-threshold']")
+      assert [_] = xpath(doc, "//line[@id='critical-threshold']")
+
+      half_opens =
+        Enum.count(Breakwater.History.history(s), &match?(%{breaker: {_, :half_open}}, &1))
+
+      assert half_opens > 0
+      assert length(xpath(doc, "//polygon[@class='probe']")) == half_opens
+      assert xpath(doc, "//g[@id='rejections']/rect[starts-with(@class, 'rejected-')]") != []
+
+      # The output: no carriage return; as it ran, one line per phase (5) and per
+      # transition (those of the timeline), the same lines as the timeline's.
+      refute out =~ "\r"
+      [live, _after] = String.split(out, "\nTimeline", parts: 2)
+      progress = live |> String.split("\n") |> Enum.filter(&String.starts_with?(&1, "  +"))
+      assert length(progress) == length(report.timeline)
+      assert Enum.count(progress, &(&1 =~ "phase    -> ")) == 5
+
+      for line <- String.split(out, "\n"),
+          String.starts_with?(line, "  "),
+          do: assert(String.length(line) <= 79, line)
 
       # The run detached its ledger.
       assert Breakwater.detach_ledger(s) == {:error, :not_attached}
