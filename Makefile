@@ -40,6 +40,10 @@ dist: deps
 test: deps lint test-rust test-elixir test-ship
 
 lint: deps
+	@if grep -rnE 'R-[A-Z][0-9]|SPEC' lib docs README.md native test benches; then \
+	  echo "lint: the lines above cite requirement ids of a document that is not in the repository"; \
+	  exit 1; \
+	fi
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --release --locked -- -D warnings
 	mix format --check-formatted

@@ -1,7 +1,7 @@
-//! Criterion benchmarks of the Rust core (SPEC 6, R-F3), run by `make bench-core`
+//! Criterion benchmarks of the Rust core, run by `make bench-core`
 //! (`cargo bench -p breakwater_core --bench core`).
 //!
-//! Targets (R-F3): the state check in the normal state ≤ 5 ns; the drop path (an
+//! Targets: the state check in the normal state ≤ 5 ns; the drop path (an
 //! enqueue refused under `drop_newest` on an exhausted subject, an admission rejected
 //! with `backpressure` while dropping) ≤ 25 ns; recovery detection (the
 //! `report_depth` that moves dropping → recovery, and the check that moves recovery →
@@ -30,9 +30,9 @@ use std::hint::black_box;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
-/// Size of the events the spool benchmarks enqueue (SPEC R-F2: 256 B).
+/// Size of the events the spool benchmarks enqueue (256 B).
 const EVENT_BYTES: usize = 256;
-/// Events per drain batch (SPEC R-F2: batches of 1000).
+/// Events per drain batch (1000).
 const BATCH: u64 = 1_000;
 /// Drain's byte cap, as in the NIF.
 const DRAIN_MAX_BYTES: u64 = 1 << 20;

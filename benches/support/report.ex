@@ -256,7 +256,7 @@ defmodule Breakwater.Bench.Report do
 
   # ---- criterion ------------------------------------------------------------------------
 
-  # R-F3 targets of the Rust core (benches/core.rs), per iteration.
+  # Targets of the Rust core (benches/core.rs), per iteration.
   @core_targets %{
     "normal/check" => 5,
     "drop/enqueue_refused_drop_newest" => 25,
@@ -569,7 +569,7 @@ defmodule Breakwater.Bench.Report do
     table =
       Enum.join(
         [
-          "| benchmark | median ns/iter | ns/element | M elements/s | target (R-F3) |",
+          "| benchmark | median ns/iter | ns/element | M elements/s | target |",
           "|---|--:|--:|--:|---|" | rows
         ],
         "\n"

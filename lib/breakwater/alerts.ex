@@ -1,6 +1,6 @@
 defmodule Breakwater.Alerts do
   @moduledoc """
-  Alert state (R-O1): conditions evaluated on every transition, raised and cleared
+  Alert state: conditions evaluated on every transition, raised and cleared
   through OTP's `alarm_handler` and `:logger`, and queryable with `Breakwater.alerts/0`.
 
   | alert | raised when | cleared when | severity |

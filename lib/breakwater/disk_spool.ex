@@ -1,6 +1,6 @@
 defmodule Breakwater.DiskSpool do
   @moduledoc """
-  The disk spool (R-D3): where events go when the memory pool has no room for a
+  The disk spool: where events go when the memory pool has no room for a
   subject whose policy says `overflow: :disk`, and where the memory spool goes when
   the application stops.
 

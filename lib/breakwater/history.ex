@@ -1,7 +1,7 @@
 defmodule Breakwater.History do
   @moduledoc """
   Writes history, events and recovery records: once per transition, by the process
-  that observed it (R-H1, R-H2).
+  that observed it.
 
   The native layer reports a transition to exactly one caller, the winner of the
   compare-and-swap that made it, by returning `{:transitions, result, [transition]}`
@@ -131,7 +131,7 @@ defmodule Breakwater.History do
   defp breaker_event(:half_open), do: :circuit_half_open
   defp breaker_event(:closed), do: :circuit_closed
 
-  @doc "True for the status changes that count as a recovery (R-H2)."
+  @doc "True for the status changes that count as a recovery."
   @spec recovery?(atom, atom) :: boolean
   def recovery?(:backpressure_active, :backpressure_inactive), do: true
   def recovery?(:backpressure_active, :backpressure_warning), do: true

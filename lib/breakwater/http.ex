@@ -1,13 +1,13 @@
 defmodule Breakwater.HTTP do
   @moduledoc """
-  The optional HTTP endpoint (R-O4) on OTP's `inets` `httpd`: `/metrics`,
+  The optional HTTP endpoint on OTP's `inets` `httpd`: `/metrics`,
   `/health/liveness`, `/health/readiness` and `/health` (see `Breakwater.HTTP.Handler`
   for the answers). Off unless the application environment has `http`:
 
       config :breakwater, http: [port: 9568]                  # 127.0.0.1:9568
       config :breakwater, http: [port: 9568, ip: {0, 0, 0, 0}] # every interface
 
-  The server listens on `127.0.0.1` unless `ip` says otherwise (R-S4). It serves only
+  The server listens on `127.0.0.1` unless `ip` says otherwise. It serves only
   its four paths: `Breakwater.HTTP.Handler` is the server's only module (no file or
   directory module), and its document root is a fresh empty directory under the
   system temporary directory, removed when the server stops.

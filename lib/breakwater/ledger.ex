@@ -1,6 +1,6 @@
 defmodule Breakwater.Ledger do
   @moduledoc """
-  The downstream a subject's spool is delivered to (R-D1).
+  The downstream a subject's spool is delivered to.
 
   A ledger module implements two callbacks; `Breakwater.attach_ledger/3` (or the
   `ledgers` key of the application environment) starts a supervised

@@ -1,7 +1,7 @@
 defmodule Breakwater.Metrics do
   @moduledoc """
-  Metrics in the Prometheus text exposition format 0.0.4 (R-O3), the health summary
-  and the readiness rule of the HTTP endpoint (R-O4, `Breakwater.HTTP`).
+  Metrics in the Prometheus text exposition format 0.0.4, the health summary
+  and the readiness rule of the HTTP endpoint (`Breakwater.HTTP`).
 
       iex> text = Breakwater.Metrics.prometheus()
       iex> text =~ "# TYPE breakwater_circuit_state gauge"

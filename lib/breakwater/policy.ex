@@ -3,7 +3,7 @@ defmodule Breakwater.Policy do
   Per-subject policies: defaults, validation, normalisation and the pure helpers
   derived from a policy (recovery and shed depths, retry hints).
 
-  A policy is a map with the atom keys listed by `keys/0` (SPEC 4.3.1). Callers pass
+  A policy is a map with the atom keys listed by `keys/0`. Callers pass
   *overrides* as a map or a keyword list (Erlang callers: a map or a proplist of
   `{Key, Value}` tuples); `validate/2` merges them over a base policy (by default
   `defaults/0`), validates the result and reports every invalid key at once.
@@ -316,7 +316,8 @@ defmodule Breakwater.Policy do
   def shed_depth(%{low_priority_shed_ratio: r, critical_threshold: c}), do: ceil(r * c)
 
   @doc """
-  Applies a policy to a backpressure status (SPEC 4.1 `apply_backpressure_policy`),
+  Applies a policy to a backpressure status (`apply_backpressure_policy` of
+  `:router_intake_backpressure`),
   for retry `attempt` (an integer ≥ 1; the 2-arity form uses attempt 1).
 
     * `:backpressure_inactive` and `:backpressure_warning` → `:continue`;

@@ -1,6 +1,6 @@
 defmodule Breakwater.Telemetry do
   @moduledoc """
-  `:telemetry` events (R-O2), emitted only when the `:telemetry` module is present at
+  `:telemetry` events, emitted only when the `:telemetry` module is present at
   run time. Breakwater has no dependency on it: whether it is loaded is checked once
   (`Code.ensure_loaded?(:telemetry)`) and cached in `:persistent_term`; `refresh/0`
   checks again (e.g. after loading `:telemetry` into a running node).

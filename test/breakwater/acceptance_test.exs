@@ -1,5 +1,5 @@
 defmodule Breakwater.AcceptanceTest do
-  # SPEC appendix A, through the public API only (`Breakwater` and
+  # Acceptance scenarios, through the public API only (`Breakwater` and
   # `:router_intake_backpressure`). Moves the native clock: async: false.
   use ExUnit.Case, async: false
 
@@ -470,7 +470,7 @@ defmodule Breakwater.AcceptanceTest do
       assert @router.get_backpressure_metrics(T.subject()).total_events == 0
     end
 
-    test "ETS tables of SPEC 4.1 exist and are bounded per subject" do
+    test "ETS tables of the router API exist and are bounded per subject" do
       assert :ets.info(:router_backpressure_events, :type) == :ordered_set
       assert :ets.info(:router_backpressure_status_history, :type) != :undefined
       assert :ets.info(:router_backpressure_recovery, :type) != :undefined

@@ -1,5 +1,5 @@
 defmodule Breakwater.AlertsTest do
-  # R-O1: alerts raised and cleared through OTP's alarm_handler and Logger, queryable
+  # Alerts raised and cleared through OTP's alarm_handler and Logger, queryable
   # with Breakwater.alerts/0, escalated by timers. Moves the native clock: async: false.
   use ExUnit.Case, async: false
   import ExUnit.CaptureLog

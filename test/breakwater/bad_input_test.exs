@@ -1,5 +1,5 @@
 defmodule Breakwater.BadInputTest do
-  # R-N1, R-S3, R-S4: random terms (PropEr generators) thrown at every public function
+  # Random terms (PropEr generators) thrown at every public function
   # of `Breakwater` and `:router_intake_backpressure`. async: false: the test counts
   # atoms and subjects of the whole node.
   use ExUnit.Case, async: false
@@ -500,7 +500,7 @@ defmodule Breakwater.BadInputTest do
     documented = MapSet.union(documented(Breakwater), documented(@router))
 
     # Functions documented after this file was written are fuzzed by the generic test
-    # below; the SPEC 4.1 list must be covered here with argument types of its own.
+    # below; the router API's list must be covered here with argument types of its own.
     spec = [
       {Breakwater, :configure, 2},
       {Breakwater, :admit, 1},
@@ -567,7 +567,7 @@ defmodule Breakwater.BadInputTest do
     application_alive!(sup)
   end
 
-  test "documented functions outside the SPEC list reject an invalid subject cleanly" do
+  test "documented functions outside the router API list reject an invalid subject cleanly" do
     sup = Process.whereis(Breakwater.Supervisor)
     ctx = context()
     listed = MapSet.new(ctx.table, fn {m, f, types} -> {m, f, length(types)} end)

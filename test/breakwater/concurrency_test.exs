@@ -1,5 +1,5 @@
 defmodule Breakwater.ConcurrencyTest do
-  # R-S1, R-H1, R-R3, R-D3: exact accounting under concurrent load from many processes
+  # Exact accounting under concurrent load from many processes
   # on every scheduler. async: false: the load needs the whole node, and the spool
   # test needs the shared ring pool to itself.
   use ExUnit.Case, async: false
@@ -289,7 +289,7 @@ defmodule Breakwater.ConcurrencyTest do
     assert c.enqueued_events == c.delivered_events + c.spooled_events + c.dropped_oldest_events
     assert c.redelivered_events > 0
 
-    # the facade's accounting (R-D3): refused events were offered and are counted dropped
+    # the facade's accounting: refused events were offered and are counted dropped
     assert a.enqueued == total + Enum.sum(refused)
     assert {a.delivered, a.spooled_memory, a.spooled_disk} == {total, 0, 0}
     assert a.dropped == Enum.sum(refused)

@@ -92,7 +92,7 @@ defmodule Breakwater.PolicyTest do
   }
 
   describe "defaults/0 and keys/0" do
-    test "defaults carry every key of SPEC 4.3.1 with the specified values" do
+    test "defaults carry every policy key with its documented value" do
       assert Policy.defaults() == %{
                warning_threshold: 10_000,
                critical_threshold: 50_000,

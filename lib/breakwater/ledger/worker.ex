@@ -1,6 +1,6 @@
 defmodule Breakwater.Ledger.Worker do
   @moduledoc """
-  Delivers one subject's spool to its `Breakwater.Ledger` module (R-D1, R-D2).
+  Delivers one subject's spool to its `Breakwater.Ledger` module.
 
   The worker loops: ask the breaker (`admit_write`: the breaker alone decides, since
   draining is what relieves backpressure), take a batch with `Breakwater.drain/2`

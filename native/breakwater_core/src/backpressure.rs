@@ -1,4 +1,4 @@
-//! The backpressure state machine's depth rules (R-P2), as a pure function.
+//! The backpressure state machine's depth rules, as a pure function.
 //!
 //! ```text
 //!            depth >= warning                depth >= critical or no segment

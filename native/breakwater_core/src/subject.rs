@@ -1,6 +1,6 @@
 //! A subject: one intake stream's breaker, backpressure state, counters and spool.
 //!
-//! # The breaker (R-B1..R-B4)
+//! # The breaker
 //!
 //! A subject starts `closed`. Each recorded failure (an error, or a call slower than
 //! `slow_call_ms`) adds one to the consecutive-failure count, and a success clears it;
@@ -15,7 +15,7 @@
 //! as a failure. `force_open` holds it open until `reset`; `disable` admits everything
 //! and never trips, while still counting.
 //!
-//! # Backpressure (R-P1, R-P2)
+//! # Backpressure
 //!
 //! Depth is the larger of the depth the router last reported and the events waiting in
 //! the spool, in memory and on disk (so a subject that overflows to disk still pushes
@@ -460,7 +460,7 @@ impl Subject {
         w
     }
 
-    /// Moves the backpressure state to where the current depth leads (R-P2).
+    /// Moves the backpressure state to where the current depth leads.
     fn evaluate<C: Clock>(&self, now: &Now<C>, out: &mut Transitions) {
         let mut w = self.word();
         // Transitions this call may make: one rule step, recovery -> normal with a zero
@@ -580,7 +580,7 @@ impl Subject {
         r.max(1)
     }
 
-    /// Admission for a call at `priority` (0..=9), in the order of SPEC 4.1: bypass,
+    /// Admission for a call at `priority` (0..=9), in this order: bypass,
     /// circuit open, half-open limit, backpressure, low-priority shedding.
     #[inline]
     pub fn admit<C: Clock>(&self, priority: u8, clock: &C, out: &mut Transitions) -> Admission {

@@ -1,6 +1,6 @@
-//! Every backpressure transition (SPEC 3.1 R-P1..R-P3, 3.3 R-R1..R-R4), driven through
+//! Every backpressure transition (depth rules and recovery), driven through
 //! `report_depth` and through the spool (enqueue / drain / ack), plus the admission
-//! order of SPEC 4.1, run-time reconfiguration and `check`. A `ManualClock` stands in
+//! order of `admit`, run-time reconfiguration and `check`. A `ManualClock` stands in
 //! for time; nothing sleeps.
 //!
 //! Every operation goes through [`H::step`], which checks that the transitions reported
@@ -885,7 +885,7 @@ fn segment_quota_exhaustion_drops_and_acks_recover() {
     // Acking 3 frees no whole segment yet ...
     assert_eq!(h.ack(b.id), vec![]);
     assert_eq!(h.bp(), Dropping);
-    // ... acking the 4th does (R-R4), and the depth (4) is at the recovery depth (50).
+    // ... acking the 4th does, and the depth (4) is at the recovery depth (50).
     let (b, _) = h.take(1).unwrap();
     assert_eq!(h.ack(b.id), vec![(Dropping, Recovery)]);
     assert!(!h.snap().exhausted);

@@ -1,4 +1,4 @@
-//! Every circuit-breaker transition (SPEC 3.2, R-B1..R-B4), driven through the public
+//! Every circuit-breaker transition, driven through the public
 //! `Registry`/`Subject` API with a `ManualClock` (nothing here sleeps).
 //!
 //! Every operation goes through [`H::step`], which checks on each call that the
@@ -895,7 +895,7 @@ fn bypass_is_counted_as_bypassed_not_accepted() {
     assert_eq!(h.admit(5), Admission::Reject(Reason::CircuitOpen, 30_000));
 }
 
-/// SPEC appendix A2: 5 failures -> open; 30 s -> half-open; 3 successes -> closed;
+/// The classic breaker scenario: 5 failures -> open; 30 s -> half-open; 3 successes -> closed;
 /// a failure in half-open -> open. With the default policy.
 #[test]
 fn spec_a2_scenario_with_default_policy() {

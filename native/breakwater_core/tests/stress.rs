@@ -1,7 +1,6 @@
-//! Multi-threaded stress tests with exact accounting (SPEC R-P1, R-P3, R-B4, R-R1..R-R3,
-//! R-S1). Every test checks totals that must hold exactly whatever the interleaving;
-//! none depends on timing. Each runs in well under a few seconds in release mode on two
-//! cores.
+//! Multi-threaded stress tests with exact accounting. Every test checks totals that
+//! must hold exactly whatever the interleaving; none depends on timing. Each runs in
+//! well under a few seconds in release mode on two cores.
 
 use breakwater_core::backpressure::{self, Thresholds};
 use breakwater_core::clock::ManualClock;

@@ -9,7 +9,7 @@
 //!
 //! Batches in flight are owned by the process that drained them. The first drain by a
 //! process monitors it (through the [`Watch`] resource); when it dies, every batch it
-//! still holds goes back to its spool (R-R3). Monitored owners are removed when they go
+//! still holds goes back to its spool. Monitored owners are removed when they go
 //! down, so the table is bounded by the processes alive.
 
 use breakwater_core::clock::MonotonicClock;
