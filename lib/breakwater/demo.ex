@@ -599,6 +599,7 @@ defmodule Breakwater.Demo do
         title: "Breakwater demo: a ledger slows, fails and recovers (lost = #{acc.lost})",
         thresholds: %{warning: policy.warning_threshold, critical: policy.critical_threshold},
         interval_ms: @sample_ms,
+        phases: for({at, name, _mode} <- state.phase_log, do: %{t_ms: at, name: name}),
         breaker_transitions: transitions(ctx, history, :breaker),
         backpressure_transitions: transitions(ctx, history, :backpressure)
       )

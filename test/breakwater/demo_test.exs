@@ -243,6 +243,16 @@ defmodule Breakwater.DemoTest do
       refute svg =~ "<run>"
     end
 
+    test "phases are marked at their exact start when given" do
+      doc = parse!(chart(phases: [%{t_ms: 0, name: "healthy"}, %{t_ms: 1_450, name: "down"}]))
+      lines = xpath(doc, "//line[@class='phase']")
+      assert length(lines) == 2
+      # 1 450 ms of 3 900: between the samples at 1 400 and 1 500 ms.
+      [_, down] = Enum.sort_by(lines, &num(&1, :x1))
+      assert_in_delta num(down, :x1), 110 + 1_450 / 3_900 * 820, 0.1
+      assert "down" in texts(doc)
+    end
+
     test "the warning and critical thresholds are drawn at their depth" do
       doc = parse!(chart())
       assert [warning] = xpath(doc, "//line[@id='warning-threshold']")

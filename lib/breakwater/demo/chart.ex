@@ -92,7 +92,9 @@ defmodule Breakwater.Demo.Chart do
   - `title:` (default "Breakwater demo");
   - `thresholds:` `%{warning: n, critical: n}`, drawn on the depth panel;
   - `interval_ms:` the sampling interval, named in the refusals' axis label (100);
-  - `breaker_transitions:`, `backpressure_transitions:` the exact state changes.
+  - `breaker_transitions:`, `backpressure_transitions:` the exact state changes;
+  - `phases:` the exact start of each phase, `[%{t_ms: t, name: name}]` (by default,
+    the first sample of each `:phase`).
 
   Samples need not be sorted; an empty list gives a chart with empty panels.
   """
@@ -132,7 +134,7 @@ defmodule Breakwater.Demo.Chart do
       ~s(viewBox="0 0 #{@width} #{height}" font-family="sans-serif" font-size="12">\n),
       ~s(<rect x="0" y="0" width="#{@width}" height="#{height}" fill="#ffffff"/>\n),
       text(@width / 2, 28, title, ~s(text-anchor="middle" font-size="18" font-weight="bold")),
-      phases(samples, x),
+      phases(Keyword.get_lazy(opts, :phases, fn -> phase_starts(samples) end), x),
       depth_panel(samples, x, depth_max, thresholds),
       band("breaker", "breaker", @breaker_top, breaker, x, @breaker_colours),
       probe_marks(probes, x),
@@ -373,11 +375,17 @@ defmodule Breakwater.Demo.Chart do
 
   # A dashed line and a label per phase; a label that would overlap the previous one
   # goes one row up.
-  defp phases(samples, x) do
+  defp phase_starts(samples) do
     samples
     |> Enum.filter(&Map.has_key?(&1, :phase))
     |> Enum.chunk_by(& &1.phase)
-    |> Enum.map(fn [first | _] -> {x.(first.t_ms), to_string(first.phase)} end)
+    |> Enum.map(fn [first | _] -> %{t_ms: first.t_ms, name: first.phase} end)
+  end
+
+  defp phases(starts, x) do
+    starts
+    |> Enum.sort_by(& &1.t_ms)
+    |> Enum.map(fn %{t_ms: t, name: name} -> {x.(t), to_string(name)} end)
     |> Enum.map_reduce({-1.0e9, -1.0e9}, fn {xx, label}, {end_row0, end_row1} ->
       w = text_width(label)
       {x0, anchor} = if xx + 3 + w > @width - @right, do: {xx - 3 - w, "end"}, else: {xx + 3, ""}
