@@ -51,7 +51,7 @@ lint: deps
 
 test-rust:
 	cargo test --workspace --release --locked
-	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p breakwater_core --release --test loom_state_word
+	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p breakwater_core --release --test loom_state_word --test loom_table
 
 test-elixir: deps
 	MIX_ENV=test mix test

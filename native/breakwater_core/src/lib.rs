@@ -11,7 +11,9 @@
 //! - [`window`]: the optional failure-rate window.
 //! - [`segment`], [`pool`], [`spool`]: event storage, the shared segment budget, and a
 //!   subject's chain with two-phase drain.
-//! - [`registry`]: all subjects, found by name without a lock.
+//! - [`registry`]: all subjects, found by name without a lock; creation, removal and
+//!   idle expiry, in two rooms ([`lifecycle`]); [`table`] is its lock-free name table
+//!   and [`retire`] the grace period before removed memory is freed.
 //! - [`policy`], [`clock`], [`transition`]: configuration, time, transition reports.
 //!
 //! ```
@@ -35,12 +37,15 @@
 pub mod backpressure;
 pub mod clock;
 pub mod counters;
+pub mod lifecycle;
 pub mod policy;
 pub mod pool;
 pub mod registry;
+pub mod retire;
 pub mod segment;
 pub mod spool;
 pub mod state;
 pub mod subject;
+pub mod table;
 pub mod transition;
 pub mod window;

@@ -1,39 +1,64 @@
 //! The registry: every subject, found by name without a lock, and the ring pool.
 //!
-//! Invariant: subjects are never removed. The table is an open-addressing array of
-//! `AtomicPtr<Subject>` sized at creation to at least twice `max_subjects` (so probes
-//! stay short and an insert always finds a slot); a slot goes from null to a subject
-//! once and never changes again. So a lookup is a hash of the name, a few `Acquire`
-//! loads and one byte comparison, with no lock, no reference count and no write to
-//! shared memory — the property the hot path needs to scale with schedulers. Inserts
-//! are serialised by a mutex; the number of subjects is capped by `max_subjects`, so
-//! nothing grows without bound from input.
+//! Subjects live in a [`NameTable`]: lookups are a hash, a few `Acquire` loads and a
+//! name comparison, with no lock, no reference count and no write to shared memory —
+//! what the hot paths need to scale with schedulers. Creations and removals take one
+//! mutex (`changes`), so the table sees one change at a time.
 //!
-//! This is written here rather than taken from a concurrent map crate because the maps
-//! on crates.io (dashmap, papaya, ...) support removal and pay for it on every read (a
-//! shard read lock or an epoch pin); an insert-only table of immortal entries needs
-//! neither.
+//! # Rooms
 //!
-//! Memory ordering: a subject is fully built before its pointer is stored with
-//! `Release`; readers load with `Acquire` and so see it whole.
+//! Subjects come in two classes ([`Class`]), each capped at `max_subjects`: *dynamic*
+//! subjects, created by the first call that writes whatever name a caller passes, and
+//! *configured* ones, named by an operator. A flood of dynamic subjects fills only the
+//! dynamic room, so configuring a subject always finds room. Removed subjects count
+//! against their room until their memory is reclaimed, so memory stays bounded by
+//! `2 × max_subjects` subjects whatever the rate of creations and removals. The table
+//! has four slots per subject of both rooms (at most half of them live).
+//!
+//! # Removal and reclamation
+//!
+//! [`Registry::remove`] takes a subject out of the table (a tombstone), after
+//! [`Subject::prepare_removal`] has checked, under the spool's lock, that nothing is
+//! spooled and closed the subject so that nothing can be spooled into it any more. The
+//! subject itself is not freed: a lookup that loaded its pointer just before may still
+//! be using it. It is retired ([`crate::retire`]) and dropped after a grace period
+//! (`reclaim_grace_ms`) by [`Registry::reclaim`], which the timer calls. When
+//! tombstones pass an eighth of the slots, the table is copied (live entries only) into
+//! a fresh one, which replaces it; the old table is retired the same way.
+//!
+//! Invariant: a pointer a lookup can load (from the current table or a retired one) is
+//! to a subject that is in the table or retired, never to one that was dropped; a
+//! retired subject or table is dropped only after the grace period, far longer than any
+//! NIF call, the only place lookups' references live.
+//!
+//! Memory ordering: a subject or table is fully built before its pointer is published
+//! with `Release` (a slot store, or the table pointer swap); readers load with
+//! `Acquire`. Room counts are changed under `changes` and read `Relaxed` as statistics.
 
 use crate::clock::Clock;
+use crate::lifecycle::Class;
 use crate::policy::{Policy, PolicyError, PoolConfig};
 use crate::pool::RingPool;
-use crate::subject::Subject;
+use crate::retire::Retired;
+use crate::subject::{Spooled, Subject};
+use crate::table::{NameTable, Named};
 use crate::transition::{Transition, Transitions};
 use parking_lot::Mutex;
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Longest subject name, in bytes.
 pub const MAX_NAME_BYTES: usize = 1_024;
 
+/// Default time a removed subject's memory is kept before it is freed.
+pub const DEFAULT_RECLAIM_GRACE_MS: u64 = 10_000;
+
 /// Why a subject could not be found or created.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RegistryError {
-    /// `max_subjects` subjects exist already.
+    /// The subject's room (dynamic or configured) is full.
     TooManySubjects {
         /// The cap.
         max: usize,
@@ -42,11 +67,20 @@ pub enum RegistryError {
     BadName,
 }
 
+/// Why a subject could not be removed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RemoveError {
+    /// No subject has that name.
+    Unknown,
+    /// Events wait in its spool or a batch is in flight.
+    Spooled,
+}
+
 /// What a registry is built from.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RegistryConfig {
-    /// Most subjects; the table is sized for it and it may later be lowered, not raised
-    /// past the table's capacity.
+    /// Most subjects of each room; the table is sized for it and it may later be
+    /// lowered, not raised past the table's capacity.
     pub max_subjects: usize,
     /// The ring pool's geometry.
     pub pool: PoolConfig,
@@ -91,35 +125,101 @@ impl RegistryConfig {
     }
 }
 
+impl Named for Subject {
+    fn name(&self) -> &[u8] {
+        Subject::name(self)
+    }
+}
+
+/// Live and retired subjects of one room.
+#[derive(Default)]
+struct Room {
+    live: AtomicUsize,
+    retired: AtomicUsize,
+}
+
+impl Room {
+    fn used(&self) -> usize {
+        self.live.load(Ordering::Relaxed) + self.retired.load(Ordering::Relaxed)
+    }
+
+    fn add(counter: &AtomicUsize, delta: isize) {
+        if delta >= 0 {
+            counter.fetch_add(delta as usize, Ordering::Relaxed);
+        } else {
+            counter.fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
+        }
+    }
+}
+
+/// What a removal left behind, held (for its drop) until its grace period is over.
+enum Leftover {
+    Subject {
+        class: Class,
+        _subject: Box<Subject>,
+    },
+    Table {
+        _table: Box<NameTable<Subject>>,
+    },
+}
+
+/// Counts of the registry, for statistics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RegistryStats {
+    /// Live dynamic subjects.
+    pub dynamic: usize,
+    /// Live configured subjects.
+    pub configured: usize,
+    /// Removed subjects whose memory waits for its grace period.
+    pub retired: usize,
+    /// Tombstones in the table.
+    pub tombstones: usize,
+    /// Table rebuilds so far.
+    pub rebuilds: u64,
+    /// Subjects removed so far (by `remove` or idle expiry).
+    pub removed: u64,
+}
+
 /// Every subject and the pool they share.
 pub struct Registry<C: Clock> {
     clock: C,
     pool: RingPool,
-    slots: Box<[AtomicPtr<Subject>]>,
-    mask: usize,
-    count: AtomicUsize,
+    table: AtomicPtr<NameTable<Subject>>,
+    table_capacity: usize,
     max_subjects: AtomicUsize,
+    dynamic: Room,
+    configured: Room,
     default_policy: Mutex<Arc<Policy>>,
-    insert_lock: Mutex<()>,
+    changes: Mutex<()>,
+    retired: Retired<Leftover>,
+    grace_origin: Instant,
+    reclaim_grace_ms: AtomicU64,
+    rebuilds: AtomicU64,
+    removed: AtomicU64,
 }
-
-// SAFETY-free: `AtomicPtr<Subject>` is Send + Sync, and every pointer stored is a
-// `Box<Subject>` owned by the registry until drop.
 
 impl<C: Clock> Registry<C> {
     /// Builds a registry (validating `config`) and its whole pool.
     pub fn new(config: RegistryConfig, clock: C) -> Result<Self, Vec<PolicyError>> {
         config.validate()?;
-        let capacity = (config.max_subjects * 2).next_power_of_two().max(16);
+        // Two rooms of `max_subjects`, at most half the slots live.
+        let capacity = (config.max_subjects * 4).next_power_of_two().max(16);
+        let table = Box::new(NameTable::new(capacity));
         Ok(Self {
             clock,
             pool: RingPool::new(config.pool),
-            slots: (0..capacity).map(|_| AtomicPtr::default()).collect(),
-            mask: capacity - 1,
-            count: AtomicUsize::new(0),
+            table: AtomicPtr::new(Box::into_raw(table)),
+            table_capacity: capacity,
             max_subjects: AtomicUsize::new(config.max_subjects),
+            dynamic: Room::default(),
+            configured: Room::default(),
             default_policy: Mutex::new(Arc::new(config.default_policy)),
-            insert_lock: Mutex::new(()),
+            changes: Mutex::new(()),
+            retired: Retired::default(),
+            grace_origin: Instant::now(),
+            reclaim_grace_ms: AtomicU64::new(DEFAULT_RECLAIM_GRACE_MS),
+            rebuilds: AtomicU64::new(0),
+            removed: AtomicU64::new(0),
         })
     }
 
@@ -133,9 +233,17 @@ impl<C: Clock> Registry<C> {
         &self.pool
     }
 
-    /// Subjects that exist.
+    #[inline]
+    fn table(&self) -> &NameTable<Subject> {
+        // SAFETY: the table pointer always holds a table built before its `Release`
+        // store; a replaced table is retired, not freed, for the grace period, and
+        // references to it live no longer than a NIF call (see the module doc).
+        unsafe { &*self.table.load(Ordering::Acquire) }
+    }
+
+    /// Subjects that exist (both rooms).
     pub fn len(&self) -> usize {
-        self.count.load(Ordering::Relaxed)
+        self.dynamic.live.load(Ordering::Relaxed) + self.configured.live.load(Ordering::Relaxed)
     }
 
     /// True when no subject exists.
@@ -143,14 +251,27 @@ impl<C: Clock> Registry<C> {
         self.len() == 0
     }
 
-    /// The cap on subjects.
+    /// The cap of each room.
     pub fn max_subjects(&self) -> usize {
         self.max_subjects.load(Ordering::Relaxed)
     }
 
     /// The largest `max_subjects` this registry's table can take.
     pub fn capacity(&self) -> usize {
-        self.slots.len() / 2
+        self.table_capacity / 4
+    }
+
+    /// Counts by room, retired subjects, tombstones.
+    pub fn stats(&self) -> RegistryStats {
+        RegistryStats {
+            dynamic: self.dynamic.live.load(Ordering::Relaxed),
+            configured: self.configured.live.load(Ordering::Relaxed),
+            retired: self.dynamic.retired.load(Ordering::Relaxed)
+                + self.configured.retired.load(Ordering::Relaxed),
+            tombstones: self.table().tombstones(),
+            rebuilds: self.rebuilds.load(Ordering::Relaxed),
+            removed: self.removed.load(Ordering::Relaxed),
+        }
     }
 
     /// The policy subjects get on first use.
@@ -158,7 +279,13 @@ impl<C: Clock> Registry<C> {
         Arc::clone(&self.default_policy.lock())
     }
 
-    /// Changes the cap on subjects (at most [`Registry::capacity`]) and the default
+    /// How long a removed subject's memory is kept before it is freed (at least as long
+    /// as any NIF call may hold a reference to it; see [`crate::retire`]).
+    pub fn set_reclaim_grace_ms(&self, ms: u64) {
+        self.reclaim_grace_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Changes the cap of each room (at most [`Registry::capacity`]) and the default
     /// policy of subjects created from now on.
     pub fn reconfigure(
         &self,
@@ -191,73 +318,220 @@ impl<C: Clock> Registry<C> {
     /// The subject named `name`, if it exists. Lock-free; writes nothing.
     #[inline]
     pub fn get(&self, name: &[u8]) -> Option<&Subject> {
-        let mut i = Self::hash(name) & self.mask;
-        loop {
-            let p = self.slots[i].load(Ordering::Acquire);
-            if p.is_null() {
-                return None;
-            }
-            // SAFETY: non-null slots point at subjects the registry owns until drop, and
-            // subjects are never removed, so the reference lives as long as `&self`.
-            let s = unsafe { &*p };
-            if same_name(s.name(), name) {
-                return Some(s);
-            }
-            i = (i + 1) & self.mask;
-        }
+        // SAFETY: every subject stored in a table is kept alive (in it, or retired)
+        // beyond the life of a NIF call's reference (see the module doc).
+        unsafe { self.table().get(name, Self::hash(name)) }
     }
 
-    /// The subject named `name`, created with the default policy if it does not exist.
+    /// The subject named `name`, created (dynamic, default policy) if it does not exist.
     #[inline]
     pub fn subject(&self, name: &[u8]) -> Result<&Subject, RegistryError> {
         match self.get(name) {
             Some(s) => Ok(s),
-            None => self.create(name, None),
+            None => self.create(name, None, Class::Dynamic),
         }
     }
 
-    /// The subject named `name`, created with `policy` if it does not exist (an existing
-    /// subject keeps its policy).
+    /// The subject named `name`, created dynamic with `policy` if it does not exist (an
+    /// existing subject keeps its policy).
     pub fn subject_with(&self, name: &[u8], policy: Policy) -> Result<&Subject, RegistryError> {
         match self.get(name) {
             Some(s) => Ok(s),
-            None => self.create(name, Some(policy)),
+            None => self.create(name, Some(policy), Class::Dynamic),
+        }
+    }
+
+    /// The subject named `name` as a configured subject: created in the configured room
+    /// (default policy) if it does not exist, moved there if it is dynamic.
+    pub fn configured(&self, name: &[u8]) -> Result<&Subject, RegistryError> {
+        if let Some(s) = self.get(name) {
+            if s.lifecycle().class() == Class::Configured {
+                return Ok(s);
+            }
+        }
+        self.create(name, None, Class::Configured)
+    }
+
+    /// Moves a configured subject back to the dynamic room (its policy is the caller's
+    /// business). The dynamic room may go over its cap by this: then no dynamic subject
+    /// is created until it is below again.
+    pub fn unconfigure(&self, name: &[u8]) -> bool {
+        let _serialised = self.changes.lock();
+        match self.get(name) {
+            Some(s) if s.lifecycle().class() == Class::Configured => {
+                s.lifecycle().set_class(Class::Dynamic);
+                Room::add(&self.configured.live, -1);
+                Room::add(&self.dynamic.live, 1);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn room(&self, class: Class) -> &Room {
+        match class {
+            Class::Dynamic => &self.dynamic,
+            Class::Configured => &self.configured,
         }
     }
 
     #[cold]
-    fn create(&self, name: &[u8], policy: Option<Policy>) -> Result<&Subject, RegistryError> {
+    fn create(
+        &self,
+        name: &[u8],
+        policy: Option<Policy>,
+        class: Class,
+    ) -> Result<&Subject, RegistryError> {
         if name.is_empty() || name.len() > MAX_NAME_BYTES {
             return Err(RegistryError::BadName);
         }
-        let _serialised = self.insert_lock.lock();
+        let _serialised = self.changes.lock();
+        let max = self.max_subjects();
         if let Some(s) = self.get(name) {
+            if class == Class::Dynamic || s.lifecycle().class() == Class::Configured {
+                return Ok(s);
+            }
+            // A dynamic subject becomes configured: it changes rooms.
+            if self.configured.used() >= max {
+                return Err(RegistryError::TooManySubjects { max });
+            }
+            s.lifecycle().set_class(Class::Configured);
+            Room::add(&self.dynamic.live, -1);
+            Room::add(&self.configured.live, 1);
             return Ok(s);
         }
-        let max = self.max_subjects();
-        if self.len() >= max {
+        let room = self.room(class);
+        if room.used() >= max {
             return Err(RegistryError::TooManySubjects { max });
         }
         let policy = policy.unwrap_or_else(|| (*self.default_policy()).clone());
         let subject = Box::new(Subject::new(name, policy, self.pool.config().segments));
-        let mut i = Self::hash(name) & self.mask;
-        while !self.slots[i].load(Ordering::Acquire).is_null() {
-            i = (i + 1) & self.mask;
-        }
+        subject.lifecycle().set_class(class);
+        subject.lifecycle().start(self.clock.now_ms());
         let p = Box::into_raw(subject);
-        self.slots[i].store(p, Ordering::Release);
-        self.count.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: just stored; owned by the registry until drop.
+        self.table().insert(p, Self::hash(name));
+        Room::add(&room.live, 1);
+        // SAFETY: just stored; kept alive as the module doc says.
         Ok(unsafe { &*p })
+    }
+
+    /// Removes the subject named `name`: refused while events are spooled (memory or
+    /// disk) or a batch is in flight. Its memory is freed by [`Registry::reclaim`] once
+    /// the grace period is over.
+    pub fn remove(&self, name: &[u8]) -> Result<(), RemoveError> {
+        let _serialised = self.changes.lock();
+        let s = self.get(name).ok_or(RemoveError::Unknown)?;
+        s.prepare_removal()
+            .map_err(|Spooled::Events| RemoveError::Spooled)?;
+        self.unlink(name);
+        Ok(())
+    }
+
+    /// Takes the (prepared) subject `name` out of the table and retires it; the caller
+    /// holds `changes`.
+    fn unlink(&self, name: &[u8]) {
+        let Some(p) = self.table().remove(name, Self::hash(name)) else {
+            return;
+        };
+        // SAFETY: `p` came from `Box::into_raw` in `create`, and leaves the table here,
+        // under `changes`, exactly once; retiring it keeps it alive for the grace period.
+        let subject = unsafe { Box::from_raw(p) };
+        let class = subject.lifecycle().class();
+        let room = self.room(class);
+        Room::add(&room.live, -1);
+        Room::add(&room.retired, 1);
+        self.removed.fetch_add(1, Ordering::Relaxed);
+        self.retired.retire(
+            self.grace_now_ms(),
+            Leftover::Subject {
+                class,
+                _subject: subject,
+            },
+        );
+        if self.table().wants_rebuild() {
+            self.rebuild();
+        }
+    }
+
+    /// Copies the live subjects into a fresh table now, which replaces the current one
+    /// (retired for the grace period). The registry does it by itself when tombstones
+    /// pile up; tests call it to exercise the swap under concurrent lookups.
+    pub fn rebuild_table(&self) {
+        let _serialised = self.changes.lock();
+        self.rebuild();
+    }
+
+    /// Replaces the table by a copy of its live entries; the caller holds `changes`.
+    fn rebuild(&self) {
+        let fresh = Box::new(self.table().rebuilt(|s| Self::hash(s.name())));
+        let old = self.table.swap(Box::into_raw(fresh), Ordering::AcqRel);
+        // SAFETY: `old` came from `Box::into_raw` (in `new` or an earlier rebuild) and
+        // left the table pointer here, under `changes`, exactly once.
+        let old = unsafe { Box::from_raw(old) };
+        self.retired
+            .retire(self.grace_now_ms(), Leftover::Table { _table: old });
+        self.rebuilds.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Removes every dynamic subject that has been idle (nothing written to it) for at
+    /// least `idle_ms` by the registry's clock, rests (closed breaker, normal
+    /// backpressure, enabled), has nothing spooled and is not kept by `keep`; returns
+    /// their names. Also notes every subject's activity, which is what measures idleness:
+    /// call it regularly (the timer does).
+    pub fn expire_idle(&self, idle_ms: u64, keep: impl Fn(&[u8]) -> bool) -> Vec<Box<[u8]>> {
+        let now = self.clock.now_ms();
+        let due: Vec<Box<[u8]>> = self
+            .subjects()
+            .filter(|s| {
+                let idle = s.lifecycle().observe(s.activity(), now);
+                idle >= idle_ms
+                    && s.lifecycle().class() == Class::Dynamic
+                    && s.word().is_quiet()
+                    && !keep(s.name())
+            })
+            .map(|s| Box::from(s.name()))
+            .collect();
+        let mut removed = Vec::with_capacity(due.len());
+        for name in due {
+            let _serialised = self.changes.lock();
+            // Looked up again under the lock: it may have changed meanwhile.
+            let Some(s) = self.get(&name) else { continue };
+            if s.lifecycle().class() != Class::Dynamic || !s.word().is_quiet() {
+                continue;
+            }
+            if s.prepare_removal().is_ok() {
+                self.unlink(&name);
+                removed.push(name);
+            }
+        }
+        removed
+    }
+
+    /// Frees what removals retired at least the grace period ago. Returns how many
+    /// subjects were freed.
+    pub fn reclaim(&self) -> usize {
+        let grace = self.reclaim_grace_ms.load(Ordering::Relaxed);
+        let mut subjects = 0;
+        self.retired.reclaim(self.grace_now_ms(), grace, |left| {
+            if let Leftover::Subject { class, .. } = left {
+                // Under `changes`: room counts change only there.
+                let _serialised = self.changes.lock();
+                Room::add(&self.room(*class).retired, -1);
+                subjects += 1;
+            }
+        });
+        subjects
+    }
+
+    /// Milliseconds of the real monotonic clock (never the clock tests move).
+    fn grace_now_ms(&self) -> u64 {
+        self.grace_origin.elapsed().as_millis() as u64
     }
 
     /// Every subject, in table order.
     pub fn subjects(&self) -> impl Iterator<Item = &Subject> {
-        self.slots.iter().filter_map(|slot| {
-            let p = slot.load(Ordering::Acquire);
-            // SAFETY: as in `get`.
-            (!p.is_null()).then(|| unsafe { &*p })
-        })
+        // SAFETY: as in `get`.
+        self.table().entries().map(|p| unsafe { &*p })
     }
 
     /// The timer's visit to every subject; transitions go to `out` with their subject.
@@ -270,33 +544,17 @@ impl<C: Clock> Registry<C> {
     }
 }
 
-/// `a == b`, without a call to `memcmp` for names of up to 16 bytes (most subject
-/// names): two overlapping word loads compare them, a quarter of a lookup's time saved.
-#[inline(always)]
-fn same_name(a: &[u8], b: &[u8]) -> bool {
-    let n = a.len();
-    if n != b.len() {
-        return false;
-    }
-    let word = |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().unwrap());
-    let half = |s: &[u8], at: usize| u32::from_le_bytes(s[at..at + 4].try_into().unwrap());
-    match n {
-        8..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
-        4..=7 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
-        _ => a == b,
-    }
-}
-
 impl<C: Clock> Drop for Registry<C> {
     fn drop(&mut self) {
-        for slot in self.slots.iter() {
-            let p = slot.swap(std::ptr::null_mut(), Ordering::AcqRel);
-            if !p.is_null() {
-                // SAFETY: every non-null slot holds a pointer from `Box::into_raw`, and
-                // `&mut self` means no reference into the table is alive.
-                drop(unsafe { Box::from_raw(p) });
-            }
+        // `&mut self`: no reference into the table is alive, so everything can go now.
+        let table = std::mem::replace(self.table.get_mut(), std::ptr::null_mut());
+        // SAFETY: the table pointer came from `Box::into_raw`; its live entries came from
+        // `Box::into_raw` in `create` and are owned by it.
+        let table = unsafe { Box::from_raw(table) };
+        for p in table.entries() {
+            drop(unsafe { Box::from_raw(p) });
         }
+        self.retired.reclaim(u64::MAX, 0, |_| {});
     }
 }
 
@@ -306,31 +564,16 @@ mod tests {
     use crate::clock::ManualClock;
 
     fn registry(max: usize) -> Registry<ManualClock> {
-        Registry::new(
+        let r = Registry::new(
             RegistryConfig {
                 max_subjects: max,
                 ..RegistryConfig::default()
             },
             ManualClock::default(),
         )
-        .unwrap()
-    }
-
-    #[test]
-    fn same_name_agrees_with_slice_equality() {
-        // Every length around the word-load cases, differing at every position.
-        for n in 0..40usize {
-            let a: Vec<u8> = (0..n as u8).map(|i| i.wrapping_mul(31)).collect();
-            assert!(same_name(&a, &a.clone()));
-            for at in 0..n {
-                let mut b = a.clone();
-                b[at] ^= 0x40;
-                assert!(!same_name(&a, &b), "length {n}, differing at {at}");
-            }
-            let mut longer = a.clone();
-            longer.push(0);
-            assert!(!same_name(&a, &longer));
-        }
+        .unwrap();
+        r.set_reclaim_grace_ms(0);
+        r
     }
 
     #[test]
@@ -366,6 +609,107 @@ mod tests {
     }
 
     #[test]
+    fn configured_subjects_have_a_room_no_flood_can_take() {
+        let r = registry(3);
+        for i in 0..10 {
+            let _ = r.subject(format!("junk{i}").as_bytes());
+        }
+        assert_eq!(r.stats().dynamic, 3);
+        let legit = r.configured(b"legit").unwrap();
+        assert_eq!(legit.lifecycle().class(), Class::Configured);
+        // A dynamic subject moves rooms when configured, freeing a dynamic place.
+        r.configured(b"junk0").unwrap();
+        assert_eq!((r.stats().dynamic, r.stats().configured), (2, 2));
+        assert!(r.subject(b"new").is_ok());
+        r.configured(b"c3").unwrap();
+        assert_eq!(
+            r.configured(b"c4").err(),
+            Some(RegistryError::TooManySubjects { max: 3 })
+        );
+        assert!(r.unconfigure(b"c3"));
+        assert_eq!(r.stats().configured, 2);
+        assert_eq!(r.get(b"c3").unwrap().lifecycle().class(), Class::Dynamic);
+    }
+
+    #[test]
+    fn removal_frees_the_room_after_the_grace_period() {
+        let r = registry(2);
+        r.set_reclaim_grace_ms(60_000);
+        r.subject(b"a").unwrap();
+        r.subject(b"b").unwrap();
+        assert_eq!(r.remove(b"zz"), Err(RemoveError::Unknown));
+        assert_eq!(r.remove(b"a"), Ok(()));
+        assert!(r.get(b"a").is_none());
+        assert_eq!(r.remove(b"a"), Err(RemoveError::Unknown));
+        // Retired, not freed: the room is still taken.
+        assert_eq!(r.stats().retired, 1);
+        assert!(r.subject(b"c").is_err());
+        assert_eq!(r.reclaim(), 0);
+        r.set_reclaim_grace_ms(0);
+        assert_eq!(r.reclaim(), 1);
+        assert_eq!(r.stats().retired, 0);
+        assert!(r.subject(b"c").is_ok());
+        assert_eq!(r.stats().removed, 1);
+    }
+
+    #[test]
+    fn removal_is_refused_while_events_are_spooled_and_closes_the_spool() {
+        let r = registry(4);
+        let s = r.subject(b"s").unwrap();
+        let mut t = Transitions::new();
+        s.enqueue(r.pool(), b"e", r.clock(), &mut t).unwrap();
+        assert_eq!(r.remove(b"s"), Err(RemoveError::Spooled));
+        let (batch, _) = s.drain(10, 1 << 20, 1, |_, _| ()).unwrap();
+        assert_eq!(r.remove(b"s"), Err(RemoveError::Spooled), "in flight");
+        s.ack(r.pool(), batch.id, r.clock(), &mut t).unwrap();
+        assert_eq!(
+            r.pool().free_segments(),
+            r.pool().config().segments as usize
+        );
+        assert_eq!(r.remove(b"s"), Ok(()));
+        // A store on the old reference is refused, not lost.
+        assert_eq!(
+            s.enqueue(r.pool(), b"late", r.clock(), &mut t),
+            Err(crate::subject::EnqueueError::Removed)
+        );
+        // The name gets a fresh subject.
+        let fresh = r.subject(b"s").unwrap();
+        assert!(!std::ptr::eq(fresh, s));
+        assert_eq!(fresh.spool_stats().enqueued_events, 0);
+    }
+
+    #[test]
+    fn idle_dynamic_subjects_expire_configured_and_busy_ones_stay() {
+        let r = registry(10);
+        let mut t = Transitions::new();
+        r.subject(b"idle").unwrap();
+        r.subject(b"kept").unwrap();
+        r.configured(b"configured").unwrap();
+        let busy = r.subject(b"busy").unwrap();
+        let spooled = r.subject(b"spooled").unwrap();
+        spooled.enqueue(r.pool(), b"e", r.clock(), &mut t).unwrap();
+        let open = r.subject(b"open").unwrap();
+        open.force_open(r.clock(), &mut t);
+        assert!(
+            r.expire_idle(1_000, |_| false).is_empty(),
+            "nothing idle yet"
+        );
+        for _ in 0..3 {
+            r.clock().advance(600);
+            busy.admit(5, r.clock(), &mut t);
+            let mut gone = r.expire_idle(1_000, |n| n == b"kept");
+            gone.sort();
+            if !gone.is_empty() {
+                assert_eq!(gone, vec![Box::from(&b"idle"[..])]);
+            }
+        }
+        assert!(r.get(b"idle").is_none());
+        for name in [&b"kept"[..], b"configured", b"busy", b"spooled", b"open"] {
+            assert!(r.get(name).is_some(), "{}", String::from_utf8_lossy(name));
+        }
+    }
+
+    #[test]
     fn reconfigure_is_bounded_by_the_table() {
         let r = registry(10);
         assert!(r.reconfigure(r.capacity() + 1, Policy::default()).is_err());
@@ -383,16 +727,34 @@ mod tests {
     }
 
     #[test]
-    fn full_table_of_colliding_names_still_resolves() {
-        let r = registry(1_000);
-        for i in 0..1_000 {
-            r.subject(format!("subject-{i}").as_bytes()).unwrap();
+    fn churn_rebuilds_the_table_and_keeps_every_subject() {
+        let r = registry(64);
+        let mut live = std::collections::BTreeSet::new();
+        for round in 0..200u32 {
+            for i in 0..40u32 {
+                let name = format!("s{}", round * 40 + i);
+                r.subject(name.as_bytes()).unwrap();
+                live.insert(name);
+            }
+            let gone: Vec<String> = live.iter().take(40).cloned().collect();
+            for name in gone {
+                r.remove(name.as_bytes()).unwrap();
+                live.remove(&name);
+            }
+            r.reclaim();
+            for name in &live {
+                assert!(r.get(name.as_bytes()).is_some());
+            }
+            assert!(r.table().tombstones() * 8 <= r.table().capacity());
+            assert!(r.table().longest_run() < r.table().capacity() / 2);
+            if round % 50 == 0 {
+                r.rebuild_table();
+                assert_eq!(r.table().tombstones(), 0);
+            }
         }
-        for i in 0..1_000 {
-            let name = format!("subject-{i}");
-            assert_eq!(r.get(name.as_bytes()).unwrap().name(), name.as_bytes());
-        }
-        assert!(r.get(b"subject-1000").is_none());
+        assert!(r.stats().rebuilds >= 4);
+        r.reclaim();
+        assert_eq!(r.stats().retired, 0);
     }
 
     #[test]

@@ -38,6 +38,7 @@
 use crate::backpressure::{self, Thresholds};
 use crate::clock::Clock;
 use crate::counters::{Counter, StripedCounters, COUNTERS};
+use crate::lifecycle::Lifecycle;
 use crate::policy::{DropPolicy, Overflow, Policy, PolicyError};
 use crate::pool::RingPool;
 use crate::spool::{Batch, BatchError, PushOutcome, Release, SegmentEvent, Spool, SpoolStats};
@@ -120,6 +121,16 @@ pub enum EnqueueError {
         /// The limit.
         max: u32,
     },
+    /// The subject was removed after the caller looked it up; nothing was stored. The
+    /// caller looks the name up again.
+    Removed,
+}
+
+/// Why a subject cannot be removed now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Spooled {
+    /// Events wait in its spool (memory or disk), or a batch is in flight.
+    Events,
 }
 
 /// Counters kept outside the stripes: written only on transitions.
@@ -156,13 +167,21 @@ struct HotPolicy {
 pub struct PolicyView {
     /// The policy.
     pub policy: Policy,
+    /// The same policy in the form the layer above keeps it (opaque bytes here), set
+    /// with it in one swap so the two never disagree; `None` for a subject that runs
+    /// under the registry's default policy.
+    pub extra: Option<Arc<[u8]>>,
     priorities: FxHashMap<Vec<u8>, u8>,
 }
 
 impl PolicyView {
-    fn new(policy: Policy) -> Self {
+    fn new(policy: Policy, extra: Option<Arc<[u8]>>) -> Self {
         let priorities = policy.priorities.iter().cloned().collect();
-        Self { policy, priorities }
+        Self {
+            policy,
+            extra,
+            priorities,
+        }
     }
 }
 
@@ -262,6 +281,7 @@ pub struct Subject {
     policy: ArcSwap<PolicyView>,
     configure_lock: Mutex<()>,
     spool: Mutex<Spool>,
+    lifecycle: Lifecycle,
 }
 
 impl Subject {
@@ -285,12 +305,18 @@ impl Subject {
             rare: RareCounters::default(),
             window: FailureWindow::new(),
             counters: StripedCounters::new(),
-            policy: ArcSwap::from_pointee(PolicyView::new(Policy::default())),
+            policy: ArcSwap::from_pointee(PolicyView::new(Policy::default(), None)),
             configure_lock: Mutex::new(()),
             spool: Mutex::new(Spool::new()),
+            lifecycle: Lifecycle::default(),
         };
-        s.store_policy(policy, pool_segments);
+        s.store_policy(policy, None, pool_segments);
         s
+    }
+
+    /// The subject's lifecycle state (class, removal, idleness).
+    pub fn lifecycle(&self) -> &Lifecycle {
+        &self.lifecycle
     }
 
     /// The subject's name.
@@ -331,7 +357,7 @@ impl Subject {
         }
     }
 
-    fn store_policy(&self, policy: Policy, pool_segments: u32) {
+    fn store_policy(&self, policy: Policy, extra: Option<Arc<[u8]>>, pool_segments: u32) {
         let h = &self.hot;
         h.bypass_priority
             .store(policy.bypass_priority, Ordering::Relaxed);
@@ -358,7 +384,7 @@ impl Subject {
         );
         h.overflow_disk
             .store(policy.overflow == Overflow::Disk, Ordering::Relaxed);
-        self.policy.store(Arc::new(PolicyView::new(policy)));
+        self.policy.store(Arc::new(PolicyView::new(policy, extra)));
     }
 
     /// Replaces the policy (validated here too) and re-evaluates the backpressure state
@@ -370,9 +396,22 @@ impl Subject {
         clock: &C,
         out: &mut Transitions,
     ) -> Result<(), Vec<PolicyError>> {
+        self.configure_with(policy, None, pool_segments, clock, out)
+    }
+
+    /// [`Subject::configure`], keeping `extra` (the layer above's form of the policy,
+    /// see [`PolicyView::extra`]) with the policy in the same swap.
+    pub fn configure_with<C: Clock>(
+        &self,
+        policy: Policy,
+        extra: Option<Arc<[u8]>>,
+        pool_segments: u32,
+        clock: &C,
+        out: &mut Transitions,
+    ) -> Result<(), Vec<PolicyError>> {
         policy.validate()?;
         let _serialised = self.configure_lock.lock();
-        self.store_policy(policy, pool_segments);
+        self.store_policy(policy, extra, pool_segments);
         self.evaluate(&Now::new(clock), out);
         Ok(())
     }
@@ -835,6 +874,10 @@ impl Subject {
         };
         let (outcome, segment, spooled) = {
             let mut spool = self.spool.lock();
+            if self.lifecycle.is_closed() {
+                // Removed after the caller looked it up (see `prepare_removal`).
+                return Err(EnqueueError::Removed);
+            }
             let (outcome, segment) = if self.disk_pending.load(Ordering::Relaxed) {
                 // Older events wait on disk (an overflow, or a flush at application
                 // stop): this one follows them, so delivery stays in order.
@@ -950,6 +993,9 @@ impl Subject {
         let quota = self.hot.quota.load(Ordering::Relaxed);
         let ((fit, segment), waiting) = {
             let mut spool = self.spool.lock();
+            if self.lifecycle.is_closed() {
+                return false;
+            }
             let r = spool.refill(pool, event, quota);
             (r, self.publish(&spool))
         };
@@ -989,6 +1035,52 @@ impl Subject {
     /// Sets or clears [`Subject::disk_pending`].
     pub fn set_disk_pending(&self, pending: bool) {
         self.disk_pending.store(pending, Ordering::Relaxed);
+    }
+
+    /// The one step of a removal that concerns the spool: refuses while events wait
+    /// (in memory or on disk), a batch is in flight or a segment is held; otherwise
+    /// closes the subject, under the spool's lock, so that no event is stored in it
+    /// afterwards (a store on a reference looked up before the removal gets
+    /// [`EnqueueError::Removed`] and looks the name up again). A spool with resources of
+    /// its own (files) releases them here.
+    pub fn prepare_removal(&self) -> Result<(), Spooled> {
+        let spool = self.spool.lock();
+        let st = spool.stats();
+        if st.spooled_events > 0
+            || st.in_flight_events > 0
+            || st.segments > 0
+            || st.disk_pending_events() > 0
+            || self.disk_pending.load(Ordering::Relaxed)
+        {
+            return Err(Spooled::Events);
+        }
+        self.lifecycle.close();
+        Ok(())
+    }
+
+    /// A fingerprint of everything a caller changes by using the subject (counters,
+    /// spool counts, reported depth, state word): equal fingerprints at two moments
+    /// mean nobody wrote to it in between. Read by the idle sweep, never on a hot path.
+    pub fn activity(&self) -> u64 {
+        let st = self.spool_stats();
+        let mix = |h: u64, v: u64| (h ^ v).wrapping_mul(0x0000_0100_0000_01B3);
+        let mut h = 0xcbf2_9ce4_8422_2325;
+        for v in self.counters.snapshot() {
+            h = mix(h, v);
+        }
+        for v in [
+            st.enqueued_events,
+            st.taken_events,
+            st.delivered_events,
+            st.redelivered_events,
+            st.dropped_newest_events,
+            st.overflow_events,
+            self.reported_depth.load(Ordering::Relaxed),
+            self.word.load(Ordering::Relaxed),
+        ] {
+            h = mix(h, v);
+        }
+        h
     }
 
     /// Returns batch `id` to the spool for redelivery.

@@ -24,17 +24,25 @@ pub const DRAIN_MAX_BYTES: u64 = 1 << 20;
 /// discarding the N oldest pending events.
 fn enqueue<'a>(env: Env<'a>, subject_name: Term<'a>, event: Term<'a>) -> NifResult<Raw> {
     let event = Binary::from_term(event).map_err(|_| argument_error("event must be a binary"))?;
-    let (inst, s) = match subject(env, subject_name)? {
-        Ok(found) => found,
-        Err(error) => return Ok(error.as_c_arg()),
-    };
     let mut out = Transitions::new();
-    let result = match s.enqueue(
-        inst.registry.pool(),
-        event.as_slice(),
-        inst.registry.clock(),
-        &mut out,
-    ) {
+    let outcome = loop {
+        let (inst, s) = match subject(env, subject_name)? {
+            Ok(found) => found,
+            Err(error) => return Ok(error.as_c_arg()),
+        };
+        match s.enqueue(
+            inst.registry.pool(),
+            event.as_slice(),
+            inst.registry.clock(),
+            &mut out,
+        ) {
+            // Removed between the lookup and the store (nothing was stored): the name
+            // now leads to a fresh subject, or to a new one made by the next lookup.
+            Err(EnqueueError::Removed) => continue,
+            other => break other,
+        }
+    };
+    let result = match outcome {
         Ok(Enqueued::Accepted) => atoms::ok().encode(env),
         Ok(Enqueued::AcceptedAfterDrop(n)) => (atoms::dropped_oldest(), n).encode(env),
         Ok(Enqueued::Refused(retry)) => {
@@ -46,6 +54,7 @@ fn enqueue<'a>(env: Env<'a>, subject_name: Term<'a>, event: Term<'a>) -> NifResu
             (atoms::event_too_large(), bytes as u64, max),
         )
             .encode(env),
+        Err(EnqueueError::Removed) => unreachable!("retried above"),
     };
     Ok(encode::raw_with_transitions(env, result, &out))
 }
