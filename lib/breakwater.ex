@@ -6,8 +6,22 @@ defmodule Breakwater do
   automatic.
 
   Every function takes a *subject*: a binary naming an intake stream or downstream
-  (atoms are accepted and converted; no atom is ever made from input). A subject is
-  created with the default policy on first use, up to `max_subjects`.
+  (atoms are accepted and converted; no atom is ever made from input).
+
+  ## Subject lifecycle
+
+  A subject is created by `configure/2`, by the configuration (`subjects`, `ledgers`),
+  by `attach_ledger/3`, or by the first call that writes (`admit/2`, `record/3`,
+  `report_depth/2`, `enqueue/3`, the manual controls). Reads create nothing:
+  `status/1` of an unknown subject gives `{:error, :unknown_subject}`, and
+  `:router_intake_backpressure.check_backpressure/1` answers `{backpressure_inactive, 0}`.
+
+  Subjects created by traffic are capped at `max_subjects` (a write that would create
+  one more gets `{:error, {:too_many_subjects, max}}`); configured subjects have a room
+  of the same size of their own, so no flood of names can keep an operator from
+  configuring one. `remove/1` removes a subject that has nothing spooled, and with
+  `subject_idle_ms` set, subjects created by traffic that nobody used for that long
+  expire (see `Breakwater.Lifecycle`).
 
   ```elixir
   iex> Breakwater.configure("ledger", failure_threshold: 3, open_timeout_ms: 5_000)
@@ -26,7 +40,9 @@ defmodule Breakwater do
   ## Admission
 
   `admit/2` answers in this order: priority at or above `bypass_priority`
-  → `:ok` (the control path); breaker open → `{:reject, :circuit_open, ms_until_half_open}`;
+  → `:ok` (the control path); breaker open → `{:reject, :circuit_open, ms_until_half_open}`
+  (forced open with `force_open/1`: no timer ends it, and the retry hint is the
+  policy's `retry_after_seconds`);
   half-open with every probe slot taken → `:half_open_limit`; backpressure `dropping`
   → `:backpressure` (retry after `retry_after_seconds`); priority at or below
   `low_priority_max` at a depth of `low_priority_shed_ratio × critical_threshold` or
@@ -48,7 +64,7 @@ defmodule Breakwater do
   `slow_call_ms`); the Erlang module says `undefined`.
   """
 
-  alias Breakwater.{History, Native, Policy, PolicyStore, Subject}
+  alias Breakwater.{History, Ledgers, Lifecycle, Native, Policy, PolicyStore, Subject}
 
   @typedoc "A subject: a binary, or an atom (converted to a binary)."
   @type subject :: binary | atom
@@ -58,7 +74,7 @@ defmodule Breakwater do
   @type reason :: :circuit_open | :half_open_limit | :backpressure | :shed_low_priority
   @typedoc "The answer to `admit/2`."
   @type admission :: :ok | {:reject, reason, retry_after_ms :: non_neg_integer}
-  @typedoc "Returned instead of a result when `max_subjects` subjects exist already."
+  @typedoc "Returned instead of a result when the subject's room (`max_subjects`) is full."
   @type too_many :: {:error, {:too_many_subjects, pos_integer}}
 
   @normal 5
@@ -86,23 +102,21 @@ defmodule Breakwater do
   end
 
   @doc false
-  # Installs an already validated, complete policy.
+  # Installs an already validated, complete policy: the native layer keeps the native
+  # form it enforces and this one together, in one step.
   @spec put_policy(binary, map) :: :ok | {:error, [term]}
   def put_policy(subject, policy) do
-    case Native.configure(subject, Policy.to_native(policy)) do
-      {:error, {:too_many_subjects, _} = reason} ->
-        {:error, [reason]}
-
-      {:error, reasons} ->
-        {:error, reasons}
-
-      result ->
-        PolicyStore.put(subject, policy)
-        History.observe(subject, result)
+    case Native.configure(subject, Policy.to_native(policy), PolicyStore.encode(policy)) do
+      {:error, {:too_many_subjects, _} = reason} -> {:error, [reason]}
+      {:error, reasons} -> {:error, reasons}
+      result -> History.observe(subject, result)
     end
   end
 
-  @doc "The policy `subject` runs under (the default policy unless configured)."
+  @doc """
+  The policy `subject` runs under: its own when configured, else the default policy
+  (also for a subject that does not exist; nothing is created).
+  """
   @spec policy(subject) :: map
   def policy(subject), do: subject |> Subject.normalize!() |> PolicyStore.get()
 
@@ -181,8 +195,9 @@ defmodule Breakwater do
   end
 
   defp keyword!(opts, allowed, fun) do
-    unless is_list(opts) and Enum.all?(opts, &match?({k, _} when is_atom(k), &1)) do
-      raise ArgumentError, "options of #{fun} must be a keyword list, got: #{inspect(opts)}"
+    unless keyword_list?(opts) do
+      raise ArgumentError,
+            "options of #{fun} must be a keyword list, got: #{inspect(opts, limit: 10)}"
     end
 
     case Enum.reject(Keyword.keys(opts), &(&1 in allowed)) do
@@ -194,6 +209,11 @@ defmodule Breakwater do
               "unknown options #{inspect(unknown)} for #{fun}; expected #{inspect(allowed)}"
     end
   end
+
+  # A proper list of {atom, value} pairs (an improper list is not one).
+  defp keyword_list?([]), do: true
+  defp keyword_list?([{k, _} | rest]) when is_atom(k), do: keyword_list?(rest)
+  defp keyword_list?(_), do: false
 
   @doc """
   Records the outcome of a call on `subject`. Options: `latency_ms:`; a call slower
@@ -246,6 +266,7 @@ defmodule Breakwater do
   `call_timeout_ms`), records the outcome with its latency, and returns
   `{:ok, result}`, or `{:error, reason}` with a rejection reason, `:timeout`, the
   reason of an `{:error, reason}` result, or `{:exception | :exit | :throw, term}`.
+  `timeout:` is a positive integer (ms) or `:infinity`.
 
   `fun` returning `{:ok, value}` gives `{:ok, value}`; `{:error, reason}` counts as a
   failure; any other value `v` is a success, `{:ok, v}`.
@@ -254,17 +275,24 @@ defmodule Breakwater do
       {:ok, 42}
   """
   @spec call(subject, (() -> term), keyword) :: {:ok, term} | {:error, term}
-  def call(subject, fun, opts \\ []) when is_function(fun, 0) do
+  def call(subject, fun, opts \\ []) do
     subject = Subject.normalize!(subject)
+
+    unless is_function(fun, 0) do
+      raise ArgumentError,
+            "fun must be a function of arity 0, got: #{inspect(fun, limit: 5, printable_limit: 64)}"
+    end
+
     opts = keyword!(opts, [:priority, :event_type, :timeout], "call/3")
 
     timeout =
       case opts do
-        %{timeout: t} when is_integer(t) and t > 0 ->
+        %{timeout: t} when (is_integer(t) and t > 0) or t == :infinity ->
           t
 
         %{timeout: t} ->
-          raise ArgumentError, "timeout must be a positive integer, got: #{inspect(t)}"
+          raise ArgumentError,
+                "timeout must be a positive integer or :infinity, got: #{inspect(t, limit: 5)}"
 
         %{} ->
           PolicyStore.get(subject).call_timeout_ms
@@ -291,7 +319,7 @@ defmodule Breakwater do
         end
       end)
 
-    reply = Task.yield(task, timeout) || Task.shutdown(task, :brutal_kill)
+    reply = Task.yield(task, wait_ms(timeout)) || Task.shutdown(task, :brutal_kill)
     latency = [latency_ms: System.monotonic_time(:millisecond) - started]
 
     {outcome, result} =
@@ -307,6 +335,10 @@ defmodule Breakwater do
     record(subject, outcome, latency)
     result
   end
+
+  # Longer than an Erlang timer can wait (about 49.7 days): wait for good.
+  defp wait_ms(ms) when is_integer(ms) and ms > 0xFFFFFFFF, do: :infinity
+  defp wait_ms(ms), do: ms
 
   @doc "Reports `subject`'s queue depth (e.g. the router's pending-queue length)."
   @spec report_depth(subject, non_neg_integer) :: :ok | too_many
@@ -417,8 +449,11 @@ defmodule Breakwater do
 
   @doc """
   `subject`'s state: `:status` (`:inactive | :warning | :active`), `:breaker`,
-  `:backpressure`, `:queue_depth`, `:counters`, `:accounting` and more (see
-  `docs/operations.md`).
+  `:backpressure`, `:queue_depth`, `:counters`, `:accounting`, `:forced_open`,
+  `:retry_after_ms` (the hint a check would give now: 0 unless active; while forced
+  open, the policy's `retry_after_seconds`, since no timer ends it) and more (see
+  `docs/operations.md`). `{:error, :unknown_subject}` for a subject that does not
+  exist (nothing is created).
 
   `:accounting` sums up where every event offered to `enqueue/3` is, and holds at
   every moment: `enqueued = delivered + spooled_memory + spooled_disk + dropped`
@@ -426,7 +461,7 @@ defmodule Breakwater do
   events handed out again after a failed or unacknowledged attempt: the most that
   at-least-once delivery can have duplicated.
   """
-  @spec status(subject) :: map | too_many
+  @spec status(subject) :: map | {:error, :unknown_subject}
   def status(subject) do
     subject = Subject.normalize!(subject)
 
@@ -456,9 +491,33 @@ defmodule Breakwater do
   """
   @spec status() :: Breakwater.StatusTable.t()
   def status do
-    rows = Native.subjects() |> Enum.sort() |> Enum.map(&Native.status/1)
+    rows =
+      for subject <- Enum.sort(Native.subjects()),
+          # Removed meanwhile: not listed.
+          %{} = row <- [Native.status(subject)],
+          do: row
+
     %Breakwater.StatusTable{rows: rows}
   end
+
+  @doc """
+  Removes `subject`: `:ok`; `{:error, :spooled}` while events wait in its spool (memory
+  or disk) or a batch of it is in flight; `{:error, :unknown_subject}`.
+
+  Its history, events and counts go with it, and its alarms are cleared. A ledger
+  attached to it is detached (its worker stopped, and a log line names the module);
+  when the removal is refused, the ledger stays attached. A router still using the
+  name afterwards simply creates a fresh subject with the default policy.
+
+      iex> Breakwater.configure("temporary", warning_threshold: 10, critical_threshold: 20)
+      :ok
+      iex> Breakwater.remove("temporary")
+      :ok
+      iex> Breakwater.status("temporary")
+      {:error, :unknown_subject}
+  """
+  @spec remove(subject) :: :ok | {:error, :spooled | :unknown_subject}
+  def remove(subject), do: subject |> Subject.normalize!() |> Lifecycle.remove()
 
   @doc "Closes `subject`'s breaker (also clearing a forced open)."
   @spec reset(subject) :: :ok | too_many
@@ -487,7 +546,9 @@ defmodule Breakwater do
   Starts a supervised worker that delivers `subject`'s spool to `module` (a
   `Breakwater.Ledger`) through the subject's breaker. Options: `batch_size:` (1..10_000,
   default 500), `poll_ms:` (1..60_000, default 5: how often an idle worker looks for
-  events).
+  events). The attachment is remembered apart from the worker: whatever process dies,
+  the worker is started again (see `Breakwater.Ledgers`). The subject becomes a
+  configured one (created if needed), so it never expires while attached.
 
   Returns `{:error, :already_attached}` when the subject has a worker,
   `{:error, {:invalid_ledger, module}}` when `module` does not implement the behaviour,
@@ -500,15 +561,9 @@ defmodule Breakwater do
 
     with {:ok, opts} <- ledger_opts(opts),
          true <- Breakwater.Ledger.valid?(module) || {:error, {:invalid_ledger, module}},
-         {status, _} when is_atom(status) <-
-           :router_intake_backpressure.check_backpressure(subject) do
-      spec = {Breakwater.Ledger.Worker, [subject: subject, module: module] ++ opts}
-
-      case DynamicSupervisor.start_child(Breakwater.Ledger.Supervisor, spec) do
-        {:ok, _pid} -> :ok
-        {:error, {:already_started, _}} -> {:error, :already_attached}
-        {:error, reason} -> {:error, reason}
-      end
+         # A subject with a ledger is a configured one (its room is reserved).
+         :ok <- Native.declare(subject) do
+      Ledgers.attach(subject, module, Enum.reverse(opts))
     end
   end
 
@@ -519,7 +574,11 @@ defmodule Breakwater do
   @spec ledger_options() :: keyword(Range.t())
   def ledger_options, do: @ledger_opts
 
-  defp ledger_opts(opts) when is_list(opts) do
+  defp ledger_opts(opts) do
+    if keyword_list?(opts), do: check_ledger_opts(opts), else: {:error, {:invalid_options, opts}}
+  end
+
+  defp check_ledger_opts(opts) do
     Enum.reduce_while(opts, {:ok, []}, fn
       {key, value}, {:ok, acc} when is_atom(key) ->
         case Keyword.fetch(@ledger_opts, key) do
@@ -540,39 +599,16 @@ defmodule Breakwater do
     end)
   end
 
-  defp ledger_opts(other), do: {:error, {:invalid_options, other}}
-
   @doc """
   Stops `subject`'s ledger worker. A batch it had in flight goes back to the spool;
   nothing spooled is lost (`{:error, :not_attached}` when there is no worker).
   """
   @spec detach_ledger(subject) :: :ok | {:error, :not_attached}
-  def detach_ledger(subject) do
-    subject = Subject.normalize!(subject)
+  def detach_ledger(subject), do: subject |> Subject.normalize!() |> Ledgers.detach()
 
-    case Registry.lookup(Breakwater.Ledger.Names, subject) do
-      [{pid, _}] -> DynamicSupervisor.terminate_child(Breakwater.Ledger.Supervisor, pid)
-      [] -> {:error, :not_attached}
-    end
-  end
-
-  @doc "Subjects with a ledger worker, and their ledger modules."
+  @doc "Subjects with a ledger attached, and their ledger modules, sorted by subject."
   @spec ledgers() :: [{binary, module}]
-  def ledgers do
-    for {_, pid, _, _} <- DynamicSupervisor.which_children(Breakwater.Ledger.Supervisor),
-        is_pid(pid),
-        [{subject, module}] <- [
-          Registry.keys(Breakwater.Ledger.Names, pid) |> Enum.map(&{&1, ledger_module(&1)})
-        ],
-        do: {subject, module}
-  end
-
-  defp ledger_module(subject) do
-    case Breakwater.Ledger.Worker.info(subject) do
-      %{module: m} -> m
-      nil -> nil
-    end
-  end
+  def ledgers, do: Ledgers.list()
 
   @doc "Active alerts (see `Breakwater.Alerts`)."
   @spec alerts() :: [Breakwater.Alerts.alert()]

@@ -1,7 +1,7 @@
 defmodule :router_intake_backpressure do
   @moduledoc ~S"""
-  The router's intake module, callable from Erlang as
-  `router_intake_backpressure`. Its names and shapes are a public contract.
+  The router's intake module, callable from Erlang as `router_intake_backpressure`.
+  Its names and shapes are a public contract.
 
   ```erlang
   1> router_intake_backpressure:check_backpressure(<<"ledger">>).
@@ -15,7 +15,11 @@ defmodule :router_intake_backpressure do
 
   `check_backpressure/1` is the hot path: one native call that reads the subject's
   state word; history, events and recovery are written only when the call itself made
-  a transition (e.g. the open time of a breaker ran out), exactly once.
+  a transition (e.g. the open time of a breaker ran out), exactly once. It is a read:
+  an unknown subject answers `{backpressure_inactive, 0}` and is not created (nor by
+  the other reads here; `get_detailed_backpressure_status/1` of an unknown subject is
+  `{error, unknown_subject}`). The `track_*` functions write history, and create the
+  subject like any write.
 
   Statuses: `backpressure_active` when the subject is dropping or its breaker is open;
   `backpressure_warning` when under pressure, recovering or half-open;
@@ -54,14 +58,24 @@ defmodule :router_intake_backpressure do
 
   @doc """
   Everything about `subject` in one map: `status` (router status), `retry_after_ms`,
-  `breaker`, `backpressure`, `queue_depth`, `thresholds`, `policy`, `recovery`,
-  `counters`, `metrics`, `alerts`.
+  `breaker`, `backpressure`, `forced_open`, `queue_depth`, `thresholds`, `policy`,
+  `recovery`, `counters`, `metrics`, `alerts`. `{error, unknown_subject}` for a subject
+  that does not exist (nothing is created). While the breaker is forced open,
+  `open_remaining_ms` is `undefined` (no timer ends it) and `retry_after_ms` is the
+  policy's `retry_after_seconds`.
   """
-  @spec get_detailed_backpressure_status(subject) :: map
+  @spec get_detailed_backpressure_status(subject) :: map | {:error, :unknown_subject}
   def get_detailed_backpressure_status(subject) do
     subject = Subject.normalize!(subject)
     {status, retry} = check_backpressure(subject)
-    native = Native.status(subject)
+
+    case Native.status(subject) do
+      %{} = native -> detailed(subject, status, retry, native)
+      error -> error
+    end
+  end
+
+  defp detailed(subject, status, retry, native) do
     policy = PolicyStore.get(subject)
 
     erlang(%{
@@ -166,14 +180,20 @@ defmodule :router_intake_backpressure do
   @spec get_backpressure_recovery_status(subject) :: map
   def get_backpressure_recovery_status(subject) do
     subject = Subject.normalize!(subject)
-    native = Native.status(subject)
     {status, _} = check_backpressure(subject)
+
+    recovering =
+      case Native.status(subject) do
+        %{backpressure: bp, breaker: breaker} -> bp == :recovery or breaker == :half_open
+        # Unknown (nothing is created): at rest.
+        _ -> false
+      end
 
     History.recovery_record(subject)
     |> Map.merge(%{
       status: status,
       previous_status: History.previous_status(subject),
-      recovering: native.backpressure == :recovery or native.breaker == :half_open
+      recovering: recovering
     })
     |> erlang()
   end
@@ -251,11 +271,7 @@ defmodule :router_intake_backpressure do
   defp erlang(list) when is_list(list), do: Enum.map(list, &erlang/1)
   defp erlang(other), do: other
 
-  # A subject gets history only if it exists or can be created (max_subjects).
-  defp ensure(subject) do
-    case check_backpressure(subject) do
-      {:error, _} = error -> error
-      _ -> :ok
-    end
-  end
+  # Tracking writes history: the subject is created like on any write (within
+  # max_subjects), so that its history goes when the subject does.
+  defp ensure(subject), do: Native.touch(subject)
 end

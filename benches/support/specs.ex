@@ -63,6 +63,8 @@ defmodule Breakwater.Bench.Specs do
   # ---- the shared hot subject -------------------------------------------------------
 
   defp setup_hot(_procs) do
+    # A write creates the subject (a check is a read and creates nothing).
+    :ok = Breakwater.report_depth(@hot, 0)
     {:backpressure_inactive, 0} = :router_intake_backpressure.check_backpressure(@hot)
     counters = Native.status(@hot).counters
     Process.put(:accepted, counters.accepted)

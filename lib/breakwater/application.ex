@@ -5,26 +5,58 @@ defmodule Breakwater.Application do
   reconfigures the native registry, then starts the supervision tree:
 
   ```text
-  Breakwater.Supervisor (rest_for_one)
-  ├── Breakwater.Tables             ETS owner; does nothing else
-  ├── Breakwater.Alerts             alert manager (alarm_handler, :logger)
-  ├── Breakwater.DiskSpool          disk overflow and replay (disk_log per subject)
-  ├── Breakwater.Ticker             breaker timer: time-based transitions without traffic
-  ├── Breakwater.TaskSupervisor     runs call/3 functions and ledger calls under a timeout
-  ├── Breakwater.Ledger.Names       Registry: subject → ledger worker
-  ├── Breakwater.Ledger.Supervisor  DynamicSupervisor of Breakwater.Ledger.Worker
-  └── Breakwater.HTTP               /metrics and /health on inets httpd (only if `http` is set)
+  Breakwater.Supervisor (one_for_one)
+  ├── Breakwater.Tables.A            ETS keeper: owns the tables, or is their heir
+  ├── Breakwater.Tables.B            ETS keeper: the other one
+  ├── Breakwater.Alerts              alert manager (alarm_handler); its state is in ETS
+  ├── Breakwater.DiskSpool           disk overflow and replay
+  ├── Breakwater.Ticker              timer: time-based transitions, idle sweep, reclamation, log summary
+  ├── Breakwater.TaskSupervisor      runs call/3 functions and ledger calls under a timeout
+  ├── Breakwater.Ledgers             (rest_for_one) the ledger workers:
+  │   ├── Breakwater.Ledger.Names        Registry: subject → worker
+  │   ├── Breakwater.Ledger.Supervisor   DynamicSupervisor of Breakwater.Ledger.Worker
+  │   └── Breakwater.Ledger.Attacher     starts a worker for every attachment
+  ├── Breakwater.Metrics.Scrape      renders /metrics at most once a second, shared by scrapers
+  └── Breakwater.HTTP                /metrics and /health on inets httpd (only if `http` is set)
   ```
 
   then applies the per-subject policies of the `subjects` key and attaches the
-  ledgers of the `ledgers` key. On stop, the ledger workers are stopped first (their
-  batches in flight go back to the spool) and every memory spool is written to the
-  disk spool, to be replayed on the next start.
+  ledgers of the `ledgers` key.
+
+  ## Any one process may die
+
+  The top supervisor is `one_for_one`: every child is independent, and each keeps
+  what must outlive it somewhere that does not die with it. Killing any one process
+  restarts it alone, with its state, and the application keeps running:
+
+  | process killed | what its restart costs |
+  |---|---|
+  | a table keeper | nothing: the other keeper holds every table (owner or heir), and the restarted one becomes the heir |
+  | `Alerts` | transitions cast to it while it was down are re-read from the native state; raised alarms and armed escalations are in ETS |
+  | `DiskSpool` | its open files are reopened; events on disk are found again |
+  | `Ticker` | one timer visit late; a sweep or summary may come early |
+  | `TaskSupervisor` | `call/3` functions and ledger writes running under it fail (recorded as failures; a write's batch is delivered again) |
+  | `Ledger.Names` | every ledger worker is restarted (their batches in flight are delivered again) |
+  | `Ledger.Supervisor`, a worker | the workers (or that one) are restarted and re-attached; batches in flight are delivered again |
+  | `Ledgers`, `Attacher` | the workers are started again from the attachment list |
+  | `Metrics.Scrape` | the next scrape renders anew |
+  | `HTTP` | the listener is restarted on the same port; connections open at that moment are closed |
+
+  Policies live in the native layer (`Breakwater.PolicyStore`), which no process
+  owns; the native registry, its counters and spools live as long as the VM.
+  Attachments are in the `breakwater_ledgers` table. Only the VM dying restarts from
+  disk.
+
+  On stop, the ledger workers are stopped first (their batches in flight go back to
+  the spool) and every memory spool is written to the disk spool, to be replayed on
+  the next start. Each step is guarded: a missing process never stops the others.
   """
   use Application
   require Breakwater.Log, as: Log
 
-  alias Breakwater.{Config, Native, Policy, PolicyStore}
+  alias Breakwater.{Config, Native, Policy}
+
+  @log_filter :breakwater_alarm_reports
 
   @impl true
   def start(_type, _args) do
@@ -33,6 +65,7 @@ defmodule Breakwater.Application do
          {:ok, sup} <- start_tree(config) do
       case configure_subjects(config) do
         :ok ->
+          install_log_filter()
           {:ok, sup}
 
         {:error, _} = error ->
@@ -58,7 +91,8 @@ defmodule Breakwater.Application do
     native = %{
       max_subjects: config.max_subjects,
       ring_pool: Map.new(config.ring_pool),
-      default_policy: Policy.to_native(config.default_policy)
+      default_policy: Policy.to_native(config.default_policy),
+      reclaim_grace_ms: config.reclaim_grace_ms
     }
 
     case Native.init(native) do
@@ -85,20 +119,29 @@ defmodule Breakwater.Application do
     Breakwater.Telemetry.refresh()
 
     children =
-      [
-        Breakwater.Tables,
-        Breakwater.Alerts,
-        {Breakwater.DiskSpool,
-         dir: config.spool_dir,
-         file_bytes: config.disk_file_bytes,
-         max_bytes: config.disk_max_bytes},
-        {Breakwater.Ticker, tick_ms: config.tick_ms},
-        {Task.Supervisor, name: Breakwater.TaskSupervisor},
-        {Registry, keys: :unique, name: Breakwater.Ledger.Names},
-        {DynamicSupervisor, strategy: :one_for_one, name: Breakwater.Ledger.Supervisor}
-      ] ++ http_children(config.http)
+      Breakwater.Tables.child_specs() ++
+        [
+          Breakwater.Alerts,
+          {Breakwater.DiskSpool,
+           dir: config.spool_dir,
+           file_bytes: config.disk_file_bytes,
+           max_bytes: config.disk_max_bytes},
+          {Breakwater.Ticker, tick_ms: config.tick_ms},
+          {Task.Supervisor, name: Breakwater.TaskSupervisor},
+          Supervisor.child_spec(Breakwater.Ledgers, type: :supervisor),
+          Breakwater.Metrics.Scrape
+        ] ++ http_children(config.http)
 
-    Supervisor.start_link(children, strategy: :rest_for_one, name: Breakwater.Supervisor)
+    # Independent children: one restarting never restarts another. The intensity lets
+    # processes be killed one after another (ten a second, for ten seconds) without
+    # stopping the application; a child that cannot start at all still exhausts it
+    # at once, and stops the application.
+    Supervisor.start_link(children,
+      strategy: :one_for_one,
+      max_restarts: 100,
+      max_seconds: 10,
+      name: Breakwater.Supervisor
+    )
   end
 
   # The HTTP endpoint (off unless `http` is configured) starts last, once everything it
@@ -107,12 +150,13 @@ defmodule Breakwater.Application do
   defp http_children(http), do: [{Breakwater.HTTP, http}]
 
   defp configure_subjects(config) do
-    PolicyStore.put(:default, config.default_policy)
+    configured = Map.keys(config.subjects) ++ Map.keys(config.ledgers)
 
     # The native registry outlives an application restart; policies set at run time do
-    # not: subjects the configuration does not name go back to the default policy.
-    for subject <- Native.subjects(), not Map.has_key?(config.subjects, subject) do
-      Native.configure(subject, Policy.to_native(config.default_policy))
+    # not: subjects the configuration does not name go back to the default policy (and
+    # to the room of subjects created by traffic).
+    for subject <- Native.subjects(), subject not in configured do
+      Native.reset_policy(subject)
     end
 
     with :ok <- each(config.subjects, &configure_subject/1) do
@@ -217,21 +261,40 @@ defmodule Breakwater.Application do
     end)
   end
 
+  # OTP's default alarm handler reports every alarm set and cleared; Breakwater's are
+  # announced by their transition's line already (see Breakwater.Alerts).
+  defp install_log_filter do
+    case :logger.add_primary_filter(@log_filter, {&Breakwater.Alerts.log_filter/2, nil}) do
+      :ok -> :ok
+      {:error, {:already_exist, _}} -> :ok
+      {:error, _} -> :ok
+    end
+  end
+
   @impl true
   def prep_stop(state) do
     # Ledger workers first: their batches in flight go back to the spool...
-    for {_, pid, _, _} <- DynamicSupervisor.which_children(Breakwater.Ledger.Supervisor),
-        is_pid(pid) do
-      DynamicSupervisor.terminate_child(Breakwater.Ledger.Supervisor, pid)
-    end
+    guarded("stop the ledger workers", &Breakwater.Ledgers.stop_all/0)
 
     # ...then every memory spool goes to disk, to be replayed on the next start.
-    flushed = Breakwater.DiskSpool.flush_all()
-    if flushed > 0, do: Log.info("breakwater flushed #{flushed} spooled events to disk")
+    guarded("flush the spools", fn ->
+      flushed = Breakwater.DiskSpool.flush_all()
+      if flushed > 0, do: Log.info("breakwater flushed #{flushed} spooled events to disk")
+    end)
+
     state
+  end
+
+  @impl true
+  def stop(_state) do
+    :logger.remove_primary_filter(@log_filter)
+    :ok
+  end
+
+  defp guarded(what, fun) do
+    fun.()
   catch
     kind, reason ->
-      Log.error("breakwater could not flush its spools at stop: #{inspect({kind, reason})}")
-      state
+      Log.error("breakwater could not #{what} at stop: #{inspect({kind, reason})}")
   end
 end

@@ -29,7 +29,12 @@ defmodule Breakwater.Config do
       `events_limit` (1_000);
     * `disk_file_bytes` (16 MiB: size of one disk spool file), `disk_max_bytes`
       (1 GiB: disk spool per subject), `depth_escalate_after_ms` (120_000: how long
-      the depth may stay above critical before the alert escalates).
+      the depth may stay above critical before the alert escalates);
+    * `subject_idle_ms` (nil: subjects never expire), `metrics_max_subjects` (1_000:
+      subjects shown in detail by `/metrics`), `log_interval_ms` (1_000: at most one
+      transition line per subject per interval), `reclaim_grace_ms` (10_000: how long a
+      removed subject's memory is kept before it is freed);
+    * in `http`: `max_connections` (1_024) and `idle_timeout_ms` (5_000).
 
   See `docs/configuration.md` for the rules of every key.
 
@@ -57,7 +62,11 @@ defmodule Breakwater.Config do
     :events_limit,
     :disk_file_bytes,
     :disk_max_bytes,
-    :depth_escalate_after_ms
+    :depth_escalate_after_ms,
+    :subject_idle_ms,
+    :metrics_max_subjects,
+    :log_interval_ms,
+    :reclaim_grace_ms
   ]
 
   @ring_pool_keys [:segments, :segment_capacity, :segment_bytes, :max_event_bytes]
@@ -67,10 +76,11 @@ defmodule Breakwater.Config do
     segment_bytes: 262_144,
     max_event_bytes: 65_536
   }
-  @http_keys [:port, :ip]
+  @http_keys [:port, :ip, :max_connections, :idle_timeout_ms]
   @default_ip {127, 0, 0, 1}
 
   @max_subjects_limit 1_048_576
+  @max_int_text "281474976710655"
   @max_subject_bytes 1024
   @max_path_bytes 4096
 
@@ -98,14 +108,25 @@ defmodule Breakwater.Config do
           },
           max_subjects: pos_integer,
           spool_dir: String.t(),
-          http: nil | %{port: 0..65535, ip: :inet.ip_address()},
+          http:
+            nil
+            | %{
+                port: 0..65535,
+                ip: :inet.ip_address(),
+                max_connections: pos_integer,
+                idle_timeout_ms: pos_integer
+              },
           ledgers: %{optional(subject) => {module, keyword}},
           tick_ms: pos_integer,
           history_limit: pos_integer,
           events_limit: pos_integer,
           disk_file_bytes: pos_integer,
           disk_max_bytes: pos_integer,
-          depth_escalate_after_ms: pos_integer
+          depth_escalate_after_ms: pos_integer,
+          subject_idle_ms: nil | pos_integer,
+          metrics_max_subjects: pos_integer,
+          log_interval_ms: pos_integer,
+          reclaim_grace_ms: pos_integer
         }
 
   @doc """
@@ -227,7 +248,19 @@ defmodule Breakwater.Config do
           Map.get(env, :depth_escalate_after_ms, 120_000),
           1,
           Policy.max_integer()
-        )
+        ),
+      subject_idle_ms: load_idle(Map.get(env, :subject_idle_ms)),
+      metrics_max_subjects:
+        int(
+          [:metrics_max_subjects],
+          Map.get(env, :metrics_max_subjects, 1_000),
+          1,
+          @max_subjects_limit
+        ),
+      log_interval_ms:
+        int([:log_interval_ms], Map.get(env, :log_interval_ms, 1_000), 100, 3_600_000),
+      reclaim_grace_ms:
+        int([:reclaim_grace_ms], Map.get(env, :reclaim_grace_ms, 10_000), 1_000, 3_600_000)
     ]
 
     unknown =
@@ -421,6 +454,17 @@ defmodule Breakwater.Config do
     end
   end
 
+  ## subject_idle_ms
+
+  @idle_expected "nil (subjects never expire) or an integer from 1000 to #{@max_int_text}"
+
+  defp load_idle(value) when value in [nil, :none, :undefined], do: {:ok, nil}
+
+  defp load_idle(value) when is_integer(value) and value >= 1_000,
+    do: int([:subject_idle_ms], value, 1_000, Policy.max_integer(), @idle_expected)
+
+  defp load_idle(value), do: {:error, [{[:subject_idle_ms], value, @idle_expected}]}
+
   ## spool_dir
 
   @spool_dir_expected "nil (default) or a directory path: a string or charlist " <>
@@ -487,7 +531,16 @@ defmodule Breakwater.Config do
 
       ip = load_ip(Map.get(map, :ip, @default_ip))
 
-      collect([port: port, ip: ip], unknown_keys(map, [:http], @http_keys))
+      max_connections =
+        int([:http, :max_connections], Map.get(map, :max_connections, 1_024), 1, 65_535)
+
+      idle_timeout =
+        int([:http, :idle_timeout_ms], Map.get(map, :idle_timeout_ms, 5_000), 1_000, 3_600_000)
+
+      collect(
+        [port: port, ip: ip, max_connections: max_connections, idle_timeout_ms: idle_timeout],
+        unknown_keys(map, [:http], @http_keys)
+      )
     end
   end
 

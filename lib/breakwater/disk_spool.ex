@@ -97,6 +97,9 @@ defmodule Breakwater.DiskSpool do
       [{_, log}] -> {:ok, log}
       [] -> GenServer.call(__MODULE__, {:open_writer, subject})
     end
+  rescue
+    # The disk spool process (and its table) is restarting: the write fails, counted.
+    ArgumentError -> {:error, {:disk_spool_unavailable, :restarting}}
   catch
     :exit, reason -> {:error, {:disk_spool_unavailable, reason}}
   end
@@ -631,6 +634,9 @@ defmodule Breakwater.DiskSpool do
 
     sub = %{sub | gens: counts |> Map.keys() |> Enum.sort(), counts: counts, cursors: cursors}
     on_disk = disk_events(sub)
+
+    # Reads create no subject: make it (its events are on disk) before reading it.
+    _ = Native.touch(subject)
 
     case Native.status(subject) do
       %{counters: %{disk_pending_events: known}} ->

@@ -22,7 +22,12 @@ defmodule Breakwater.History do
   Event counts are kept as lifetime totals per event type (at most
   #{64} distinct types per subject; more are counted as `other`) and in sixteen
   one-minute buckets per subject, for the 1, 5 and 15 minute windows of
-  `metrics/1`.
+  `metrics/1`, and as node-wide totals per type (at most 256 types) for the totals of
+  `/metrics`. Every key of the counters table starts with the subject (node totals
+  with `:node`), so `forget/1` deletes a subject's entries by key range.
+
+  Each transition is also logged (`Breakwater.LogLimiter` keeps it to one line per
+  subject per `log_interval_ms`).
   """
   require Breakwater.Log, as: Log
 
@@ -33,6 +38,7 @@ defmodule Breakwater.History do
   @recovery :router_backpressure_recovery
   @counters :breakwater_counters
   @max_event_types 64
+  @max_node_event_types 256
   @buckets 16
 
   @typedoc "A transition as the native layer reports it."
@@ -106,10 +112,16 @@ defmodule Breakwater.History do
     Breakwater.Telemetry.transition(subject, t)
   end
 
-  # One log line per transition: warning when the ledger is cut off (breaker open)
-  # or events are refused (dropping), info otherwise. Lazy: nothing is formatted when
-  # the level is off.
+  # One log line per transition, at most one per subject per log_interval_ms
+  # (Breakwater.LogLimiter counts the others for its summary): warning when the ledger
+  # is cut off (breaker open) or events are refused (dropping), info otherwise. The
+  # alarm a transition raises is not logged again (see Breakwater.Alerts). Lazy:
+  # nothing is formatted when the level is off.
   defp log_transition(subject, t) do
+    if Breakwater.LogLimiter.allow?(subject), do: write_transition_line(subject, t)
+  end
+
+  defp write_transition_line(subject, t) do
     {level, what} =
       cond do
         t.from_breaker != t.to_breaker ->
@@ -154,7 +166,7 @@ defmodule Breakwater.History do
   def dropped(subject, n) do
     Breakwater.Telemetry.dropped(subject, n)
     now = System.system_time(:millisecond)
-    key = {:events_dropped_at, subject}
+    key = {subject, :events_dropped_at}
 
     due =
       :ets.insert_new(@counters, {key, now}) or
@@ -187,53 +199,45 @@ defmodule Breakwater.History do
     type = count_type(subject, type)
     append(@events, subject, {type, now, meta}, limit(:events_limit))
     minute = div(now, 60_000)
-    slot = {:bucket, subject, rem(minute, @buckets)}
+    slot = {subject, :bucket, rem(minute, @buckets)}
     # Reset a slot left from an older minute, atomically, then count into it.
     :ets.select_replace(@counters, [
       {{slot, :"$1", :"$2"}, [{:"/=", :"$1", minute}], [{{{:const, slot}, minute, 0}}]}
     ])
 
     :ets.update_counter(@counters, slot, {3, 1}, {slot, minute, 0})
-    :ets.insert(@counters, {{:last_event, subject}, now})
+    :ets.insert(@counters, {{subject, :last_event}, now})
     :ok
   end
 
   defp count_type(subject, type) do
-    key = {:event_total, subject, type}
-
-    type =
-      cond do
-        :ets.member(@counters, key) ->
-          type
-
-        :ets.update_counter(
-          @counters,
-          {:event_types, subject},
-          {2, 1},
-          {{:event_types, subject}, 0}
-        ) <=
-            @max_event_types ->
-          type
-
-        true ->
-          :ets.update_counter(@counters, {:event_types, subject}, {2, -1})
-          :other
-      end
-
-    :ets.update_counter(
-      @counters,
-      {:event_total, subject, type},
-      {2, 1},
-      {{:event_total, subject, type}, 0}
-    )
-
+    type = bounded_type(subject, type, @max_event_types)
+    bump({subject, :event_total, type})
+    bump({:node, :event_total, bounded_type(:node, type, @max_node_event_types)})
     type
   end
+
+  # `type`, or `:other` once `owner` (a subject, or `:node`) has `max` types.
+  defp bounded_type(owner, type, max) do
+    cond do
+      :ets.member(@counters, {owner, :event_total, type}) ->
+        type
+
+      bump({owner, :event_types}) <= max ->
+        type
+
+      true ->
+        :ets.update_counter(@counters, {owner, :event_types}, {2, -1})
+        :other
+    end
+  end
+
+  defp bump(key), do: :ets.update_counter(@counters, key, {2, 1}, {key, 0})
 
   defp append(table, subject, value, limit) do
     key = {subject, :erlang.unique_integer([:monotonic, :positive])}
     :ets.insert(table, List.to_tuple([key | Tuple.to_list(value)]))
-    count_key = {table, subject}
+    count_key = {subject, :held, table}
 
     if :ets.update_counter(@counters, count_key, {2, 1}, {count_key, 0}) > limit do
       trim_oldest(table, subject, count_key)
@@ -322,16 +326,13 @@ defmodule Breakwater.History do
   """
   @spec metrics(binary) :: map
   def metrics(subject) do
-    by_type =
-      @counters
-      |> :ets.match({{:event_total, subject, :"$1"}, :"$2"})
-      |> Map.new(fn [type, n] -> {type, n} end)
+    by_type = Map.new(event_counts(subject))
 
     now_minute = div(System.system_time(:millisecond), 60_000)
 
     buckets =
       for slot <- 0..(@buckets - 1),
-          [{_, minute, n}] <- [:ets.lookup(@counters, {:bucket, subject, slot})],
+          [{_, minute, n}] <- [:ets.lookup(@counters, {subject, :bucket, slot})],
           do: {now_minute - minute, n}
 
     window = fn minutes ->
@@ -342,7 +343,7 @@ defmodule Breakwater.History do
     end
 
     last =
-      case :ets.lookup(@counters, {:last_event, subject}) do
+      case :ets.lookup(@counters, {subject, :last_event}) do
         [{_, ts}] -> ts
         [] -> nil
       end
@@ -358,20 +359,52 @@ defmodule Breakwater.History do
     }
   end
 
-  @doc "Lifetime event totals of every subject: `[{subject, type, count}]`."
-  @spec event_totals() :: [{binary, atom | binary, non_neg_integer}]
-  def event_totals do
+  @doc "Lifetime event counts of `subject` by type: `[{type, count}]`."
+  @spec event_counts(binary) :: [{atom | binary, non_neg_integer}]
+  def event_counts(subject) do
     @counters
-    |> :ets.match({{:event_total, :"$1", :"$2"}, :"$3"})
-    |> Enum.map(fn [s, t, n] -> {s, t, n} end)
+    |> :ets.select([{{{subject, :event_total, :"$1"}, :"$2"}, [], [{{:"$1", :"$2"}}]}])
   end
 
-  @doc "Recovery counts of every subject: `[{subject, count}]`."
-  @spec recovery_totals() :: [{binary, non_neg_integer}]
-  def recovery_totals do
-    :ets.foldl(fn {s, n, _, _, _}, acc -> [{s, n} | acc] end, [], @recovery)
+  @doc "Lifetime event counts of every subject together, by type: `[{type, count}]`."
+  @spec node_event_counts() :: [{atom | binary, non_neg_integer}]
+  def node_event_counts, do: event_counts(:node)
+
+  @doc "Recovery count of `subject`."
+  @spec recovery_count(binary) :: non_neg_integer
+  def recovery_count(subject) do
+    case :ets.lookup(@recovery, subject) do
+      [{_, n, _, _, _}] -> n
+      [] -> 0
+    end
+  end
+
+  @doc "Recoveries of every subject together."
+  @spec node_recovery_count() :: non_neg_integer
+  def node_recovery_count do
+    :ets.foldl(fn {_, n, _, _, _}, acc -> acc + n end, 0, @recovery)
+  end
+
+  @doc """
+  Deletes every entry of `subject`: history, events, its recovery record and its
+  counts (node-wide totals keep what it added). Called when the subject is removed.
+  """
+  @spec forget(binary) :: :ok
+  def forget(subject) when is_binary(subject) do
+    :ets.match_delete(@events, {{subject, :_}, :_, :_, :_})
+    :ets.match_delete(@history, {{subject, :_}, :_, :_, :_, :_})
+    # Key ranges of every key arity the counters table holds for a subject.
+    for pattern <- [{subject, :_}, {subject, :_, :_}] do
+      :ets.select_delete(@counters, [
+        {{pattern, :_}, [], [true]},
+        {{pattern, :_, :_}, [], [true]}
+      ])
+    end
+
+    :ets.delete(@recovery, subject)
+    :ok
   end
 
   @doc false
-  def tables, do: Enum.map([:events, :history, :recovery, :policies, :counters], &Tables.name/1)
+  def tables, do: Enum.map([:events, :history, :recovery, :counters], &Tables.name/1)
 end

@@ -16,7 +16,18 @@ defmodule Breakwater.HTTP do
   `:inets.start(:httpd, config, :stand_alone)`: linked to it, stopped with it, and
   restarted with it by its supervisor. Port 0 picks a free port; `port/1` tells which.
   A port already in use stops the start with `{:error, {:http_port_in_use, port}}`
-  (and a log message naming the address and port).
+  (and a log message naming the address and port), after waiting up to two seconds
+  for it to be released (a killed predecessor's listener closes a moment after it).
+
+  ## Under pressure
+
+  Clients that hold connections open must not starve the health checks. The server
+  takes up to `max_connections` connections at once (default 1 024: a connection
+  costs one small process), and closes a connection on which no request arrives for
+  `idle_timeout_ms` (default 5 000): so `/health/liveness` keeps answering with 500
+  idle connections held open, and connections held longer are closed. `/metrics` is
+  rendered at most once a second and shared by concurrent scrapers
+  (`Breakwater.Metrics.Scrape`).
 
       iex> {:ok, pid} = Breakwater.HTTP.start_link(port: 0, name: nil)
       iex> port = Breakwater.HTTP.port(pid)
@@ -32,12 +43,17 @@ defmodule Breakwater.HTTP do
 
   @typedoc """
   Options: `port` (0..65535, required; 0 picks a free port), `ip` (an IPv4 or IPv6
-  address tuple, default `{127, 0, 0, 1}`), `name` (the registered name, default
-  `Breakwater.HTTP`; `nil` for none). A map such as the validated `http` configuration
-  is accepted too.
+  address tuple, default `{127, 0, 0, 1}`), `max_connections` (1..65535, default
+  1 024), `idle_timeout_ms` (1 000..3 600 000, default 5 000; whole seconds), `name`
+  (the registered name, default `Breakwater.HTTP`; `nil` for none). A map such as the
+  validated `http` configuration is accepted too.
   """
   @type option ::
-          {:port, :inet.port_number()} | {:ip, :inet.ip_address()} | {:name, atom | nil}
+          {:port, :inet.port_number()}
+          | {:ip, :inet.ip_address()}
+          | {:max_connections, pos_integer}
+          | {:idle_timeout_ms, pos_integer}
+          | {:name, atom | nil}
 
   @typedoc "Why the server did not start."
   @type start_error ::
@@ -106,8 +122,12 @@ defmodule Breakwater.HTTP do
 
     with {:ok, port} <- option(opts, :port, nil, &port?/1),
          {:ok, ip} <- option(opts, :ip, @default_ip, &ip?/1),
-         {:ok, root} <- make_root() do
-      case start_httpd(ip, port, root) do
+         {:ok, clients} <- option(opts, :max_connections, 1_024, &(&1 in 1..65_535)),
+         {:ok, idle} <- option(opts, :idle_timeout_ms, 5_000, &(&1 in 1_000..3_600_000)),
+         {:ok, root} <- make_root(Keyword.get(opts, :name, __MODULE__)) do
+      limits = %{max_clients: clients, keep_alive_s: div(idle + 999, 1_000)}
+
+      case start_httpd(ip, port, root, limits, 40) do
         {:ok, pid, actual_port} ->
           {:ok, %{httpd: pid, ip: ip, port: actual_port, root: root}}
 
@@ -141,7 +161,19 @@ defmodule Breakwater.HTTP do
     :ok
   end
 
-  defp start_httpd(ip, port, root) do
+  # A port still held by a killed predecessor's listener is retried every 50 ms.
+  defp start_httpd(ip, port, root, limits, attempts) do
+    case start_httpd(ip, port, root, limits) do
+      {:error, {:http_port_in_use, _}} when attempts > 1 and port != 0 ->
+        Process.sleep(50)
+        start_httpd(ip, port, root, limits, attempts - 1)
+
+      other ->
+        other
+    end
+  end
+
+  defp start_httpd(ip, port, root, limits) do
     root = String.to_charlist(root)
 
     config = [
@@ -153,12 +185,13 @@ defmodule Breakwater.HTTP do
       document_root: root,
       modules: [Breakwater.HTTP.Handler],
       server_tokens: :none,
-      max_clients: 64,
+      max_clients: limits.max_clients,
       max_uri_size: 2_048,
       max_header_size: 8_192,
       max_body_size: 65_536,
       max_content_length: 65_536,
-      keep_alive_timeout: 15,
+      # Also how long a new connection may wait before its first request.
+      keep_alive_timeout: limits.keep_alive_s,
       max_keep_alive_request: 1_000
     ]
 
@@ -241,14 +274,17 @@ defmodule Breakwater.HTTP do
     end
   end
 
-  defp make_root do
+  # One directory per OS process and server name: a restarted server (its predecessor
+  # killed before it could remove its own) takes the same one over.
+  defp make_root(name) do
     case System.tmp_dir() do
       nil ->
         {:error, {:http_start_failed, :no_tmp_dir}}
 
       tmp ->
-        unique = "#{System.pid()}_#{System.unique_integer([:positive])}"
-        root = Path.join(tmp, "breakwater_httpd_" <> unique)
+        tag = if name, do: :erlang.phash2(name), else: System.unique_integer([:positive])
+        root = Path.join(tmp, "breakwater_httpd_#{System.pid()}_#{tag}")
+        File.rm_rf(root)
 
         case File.mkdir_p(root) do
           :ok -> {:ok, root}

@@ -1,7 +1,7 @@
 defmodule Breakwater.Metrics do
   @moduledoc """
-  Metrics in the Prometheus text exposition format 0.0.4, the health summary
-  and the readiness rule of the HTTP endpoint (`Breakwater.HTTP`).
+  Metrics in the Prometheus text exposition format 0.0.4, the health summary and the
+  readiness rule of the HTTP endpoint (`Breakwater.HTTP`).
 
       iex> text = Breakwater.Metrics.prometheus()
       iex> text =~ "# TYPE breakwater_circuit_state gauge"
@@ -20,6 +20,22 @@ defmodule Breakwater.Metrics do
   `breakwater_backpressure_state` is 0 normal, 1 pressure, 2 dropping, 3 recovery;
   `breakwater_backpressure_status` is the router status, 0 inactive, 1 warning,
   2 active. `metric_names/0` lists every family with its type and help text.
+
+  ## Bounded
+
+  Per-subject series are written for at most `metrics_max_subjects` subjects
+  (application key, default 1 000): the worst ones, active before warning before
+  inactive, then by depth. Totals over *every* subject come as families of their own,
+  without a `subject` label: `breakwater_subjects_<name>` for each per-subject counter
+  and depth (e.g. `breakwater_subjects_dropped_events_total`,
+  `breakwater_subjects_rejected_total{reason}`, `breakwater_subjects_queue_depth`),
+  `breakwater_subjects_events_total{event_type}`, `breakwater_subjects_recovery_total`,
+  and subject counts by state (`breakwater_subjects_by_status{status}`,
+  `..._by_breaker{breaker}`, `..._by_backpressure{backpressure}`).
+  `breakwater_subjects_detailed` says how many subjects have series of their own. So a
+  scrape's size and its memory are bounded by `metrics_max_subjects`, whatever the
+  number of subjects. The HTTP endpoint serves a body rendered at most once a second
+  and shared by every scraper (`Breakwater.Metrics.Scrape`).
 
   ## Label values
 
@@ -139,7 +155,31 @@ defmodule Breakwater.Metrics do
     {"breakwater_ring_pool_footprint_bytes", :gauge, "Memory allocated for the ring pool.",
      :footprint_bytes},
     {"breakwater_subjects", :gauge, "Subjects known to the registry.", :subjects},
-    {"breakwater_max_subjects", :gauge, "Most subjects the registry accepts.", :max_subjects}
+    {"breakwater_max_subjects", :gauge,
+     "Most subjects created by traffic the registry accepts (configured subjects have a room of the same size).",
+     :max_subjects},
+    {"breakwater_configured_subjects", :gauge, "Configured subjects (their own room).",
+     :configured_subjects},
+    {"breakwater_removed_subjects_total", :counter,
+     "Subjects removed (by remove/1 or idle expiry).", :removed_subjects}
+  ]
+
+  # Totals over every subject: the per-subject counters and depths, summed.
+  @total_families for {"breakwater_" <> rest, type, help, source} <- @subject_families,
+                      match?({:counter, _}, source) or
+                        source in [
+                          {:field, :queue_depth},
+                          {:field, :reported_depth},
+                          {:field, :segments}
+                        ],
+                      do:
+                        {"breakwater_subjects_" <> rest, type, "Every subject: " <> help, source}
+
+  @state_families [
+    {"breakwater_subjects_by_status", "Subjects by router status.", :by_status, "status"},
+    {"breakwater_subjects_by_breaker", "Subjects by breaker state.", :by_breaker, "breaker"},
+    {"breakwater_subjects_by_backpressure", "Subjects by backpressure state.", :by_backpressure,
+     "backpressure"}
   ]
 
   @doc """
@@ -152,6 +192,8 @@ defmodule Breakwater.Metrics do
   def metric_names do
     subject = for {name, type, help, _} <- @subject_families, do: {name, type, help}
     global = for {name, type, help, _} <- @global_families, do: {name, type, help}
+    totals = for {name, type, help, _} <- @total_families, do: {name, type, help}
+    states = for {name, help, _, _} <- @state_families, do: {name, :gauge, help}
 
     others = [
       {"router_backpressure_events_total", :counter,
@@ -159,20 +201,33 @@ defmodule Breakwater.Metrics do
       {"router_backpressure_recovery_total", :counter,
        "Recoveries (active to inactive, active to warning, warning to inactive), by subject."},
       {"breakwater_rejected_total", :counter, @rejected_help},
-      {"breakwater_alerts", :gauge, "Active alerts (Breakwater.alerts/0)."}
+      {"breakwater_alerts", :gauge, "Active alerts (Breakwater.alerts/0)."},
+      {"breakwater_subjects_events_total", :counter,
+       "Every subject: events recorded in history, by event type."},
+      {"breakwater_subjects_recovery_total", :counter, "Every subject: recoveries."},
+      {"breakwater_subjects_rejected_total", :counter, "Every subject: " <> @rejected_help},
+      {"breakwater_subjects_detailed", :gauge,
+       "Subjects with series of their own in this exposition (at most metrics_max_subjects, the worst first)."}
     ]
 
-    Enum.sort(subject ++ global ++ others)
+    Enum.sort(subject ++ global ++ totals ++ states ++ others)
   end
 
   @doc """
-  The Prometheus text exposition (format 0.0.4) of every subject and of the ring pool.
-  Serve it with content type `text/plain; version=0.0.4; charset=utf-8`.
+  The Prometheus text exposition (format 0.0.4): the worst subjects in detail, totals
+  over every subject, and the ring pool. Rendered now; the HTTP endpoint serves a
+  shared copy at most a second old instead (`Breakwater.Metrics.Scrape`). Serve it
+  with content type `text/plain; version=0.0.4; charset=utf-8`.
+
+  Options: `max_subjects:` how many subjects to detail, the worst first (default: the
+  `metrics_max_subjects` of the configuration); `subjects:` a list of subjects to
+  detail instead (those that exist).
   """
-  @spec prometheus() :: String.t()
-  def prometheus do
-    subjects = subject_statuses()
+  @spec prometheus(keyword) :: String.t()
+  def prometheus(opts \\ []) do
+    subjects = detailed(opts, "prometheus/1")
     pool = pool_info()
+    totals = totals()
     help = Map.new(metric_names(), fn {name, type, help} -> {name, {type, help}} end)
 
     per_subject =
@@ -190,13 +245,29 @@ defmodule Breakwater.Metrics do
         {name, if(is_map_key(pool, key), do: [{[], Map.fetch!(pool, key)}], else: [])}
       end
 
+    total_samples =
+      for {name, _type, _help, source} <- @total_families do
+        {name, [{[], read_total(totals, source)}]}
+      end
+
+    state_samples =
+      for {name, _help, key, label} <- @state_families do
+        {name,
+         for({state, n} <- Map.get(totals, key, %{}), do: {[{label, Atom.to_string(state)}], n})}
+      end
+
     families =
       [
-        {"router_backpressure_events_total", event_samples()},
-        {"router_backpressure_recovery_total", recovery_samples()},
+        {"router_backpressure_events_total", event_samples(subjects)},
+        {"router_backpressure_recovery_total", recovery_samples(subjects)},
         {"breakwater_rejected_total", rejected},
-        {"breakwater_alerts", [{[], length(Breakwater.alerts())}]}
-      ] ++ per_subject ++ global
+        {"breakwater_alerts", [{[], length(Breakwater.alerts())}]},
+        {"breakwater_subjects_events_total", node_event_samples()},
+        {"breakwater_subjects_recovery_total", [{[], safe(&History.node_recovery_count/0, 0)}]},
+        {"breakwater_subjects_rejected_total",
+         for({reason, key} <- @rejected_reasons, do: {[reason: reason], total(totals, key)})},
+        {"breakwater_subjects_detailed", [{[], length(subjects)}]}
+      ] ++ per_subject ++ global ++ total_samples ++ state_samples
 
     families
     |> Enum.sort_by(&elem(&1, 0))
@@ -222,11 +293,14 @@ defmodule Breakwater.Metrics do
   defp labels(labels) do
     inner =
       labels
-      |> Enum.map(fn {k, v} -> [Atom.to_string(k), "=\"", escape_label(v), ?"] end)
+      |> Enum.map(fn {k, v} -> [label_name(k), "=\"", escape_label(v), ?"] end)
       |> Enum.intersperse(?,)
 
     [?{, inner, ?}]
   end
+
+  defp label_name(k) when is_atom(k), do: Atom.to_string(k)
+  defp label_name(k) when is_binary(k), do: k
 
   defp number(n) when is_integer(n), do: Integer.to_string(n)
   defp number(true), do: "1"
@@ -243,15 +317,28 @@ defmodule Breakwater.Metrics do
   defp non_neg(n) when is_integer(n), do: n
   defp non_neg(_), do: 0
 
-  defp event_samples do
-    for {subject, type, n} <- safe(&History.event_totals/0, []) do
-      {[subject: safe_text(subject), event_type: safe_text(type)], n}
+  defp total(totals, key), do: non_neg(Map.get(Map.get(totals, :counters, %{}), key))
+
+  defp read_total(totals, {:counter, key}), do: total(totals, key)
+  defp read_total(totals, {:field, key}), do: non_neg(Map.get(totals, key))
+
+  defp event_samples(subjects) do
+    for {label, status} <- subjects,
+        {type, n} <- safe(fn -> History.event_counts(status.subject) end, []) do
+      {[subject: label, event_type: safe_text(type)], n}
     end
   end
 
-  defp recovery_samples do
-    for {subject, n} <- safe(&History.recovery_totals/0, []),
-        do: {[subject: safe_text(subject)], n}
+  defp recovery_samples(subjects) do
+    for {label, status} <- subjects,
+        n = safe(fn -> History.recovery_count(status.subject) end, 0),
+        n > 0,
+        do: {[subject: label], n}
+  end
+
+  defp node_event_samples do
+    for {type, n} <- safe(&History.node_event_counts/0, []),
+        do: {[event_type: safe_text(type)], n}
   end
 
   @doc """
@@ -320,22 +407,28 @@ defmodule Breakwater.Metrics do
       active;
     * `ready` - false while a subject whose policy has `critical: true` has its
       breaker open (see `critical_open/0`);
-    * `subjects` - one map per subject (sorted): `subject` (as text, see
-      `safe_text/1`), `status`, `breaker`, `backpressure`, `queue_depth`, `critical`;
+    * `subjects` - one map per subject (sorted), for the worst `metrics_max_subjects`
+      subjects (`opts` as in `prometheus/1`): `subject` (as text, see `safe_text/1`), `status`,
+      `breaker`, `backpressure`, `queue_depth`, `critical`;
+    * `subject_count` - every subject, and `subjects_by_status` - how many are
+      inactive, warning, active;
     * `pool` - `free_segments`, `segments`;
     * `alerts` - the number of active alerts (`Breakwater.alerts/0`).
   """
-  @spec health() :: %{
+  @spec health(keyword) :: %{
           status: String.t(),
           ready: boolean,
           subjects: [map],
+          subject_count: non_neg_integer,
+          subjects_by_status: map,
           pool: %{free_segments: non_neg_integer, segments: non_neg_integer},
           alerts: non_neg_integer
         }
-  def health do
-    statuses = subject_statuses()
+  def health(opts \\ []) do
+    statuses = detailed(opts, "health/1")
     pool = pool_info()
     alerts = length(Breakwater.alerts())
+    totals = totals()
 
     subjects =
       for {_label, s} <- statuses do
@@ -351,14 +444,18 @@ defmodule Breakwater.Metrics do
         }
       end
 
-    degraded = alerts > 0 or Enum.any?(statuses, fn {_, s} -> s.status != :inactive end)
+    by_status = Map.get(totals, :by_status, %{})
+    restless = Map.get(by_status, :warning, 0) + Map.get(by_status, :active, 0)
+    degraded = alerts > 0 or restless > 0
 
-    ready = not Enum.any?(subjects, fn s -> s.critical and s.breaker == "open" end)
+    ready = critical_open() == []
 
     %{
       status: if(degraded, do: "degraded", else: "ok"),
       ready: ready,
-      subjects: subjects,
+      subjects: Enum.sort_by(subjects, & &1.subject),
+      subject_count: Map.get(totals, :subjects, 0),
+      subjects_by_status: by_status,
       pool: %{
         free_segments: Map.get(pool, :free_segments, 0),
         segments: Map.get(pool, :segments, 0)
@@ -376,10 +473,8 @@ defmodule Breakwater.Metrics do
   """
   @spec critical_open() :: [binary]
   def critical_open do
-    for subject <- subjects(),
-        critical?(subject),
-        %{breaker: :open} <- [Native.status(subject)],
-        do: subject
+    open = safe(fn -> Native.overview(16_777_216, :open) end, [])
+    Enum.sort(for {subject, _, :open, _, _} <- open, critical?(subject), do: subject)
   end
 
   @doc "True while the Breakwater application's supervision tree runs (liveness)."
@@ -393,13 +488,49 @@ defmodule Breakwater.Metrics do
 
   # ---- reading state -----------------------------------------------------------------
 
-  defp subjects, do: safe(&Native.subjects/0, []) |> Enum.sort()
+  # [{subject as text, status}] of the subjects to detail: the `max_subjects` worst,
+  # or the `subjects` listed, that exist.
+  defp detailed(opts, fun) do
+    unless is_list(opts) and Keyword.keyword?(opts) do
+      raise ArgumentError, "options of #{fun} must be a keyword list, got: #{inspect(opts)}"
+    end
 
-  # [{subject as text, status}] sorted by subject, for the subjects that still exist.
-  defp subject_statuses do
-    for subject <- subjects(),
+    names =
+      case Keyword.fetch(opts, :subjects) do
+        {:ok, list} when is_list(list) ->
+          Enum.map(list, &Breakwater.Subject.normalize!/1)
+
+        {:ok, other} ->
+          raise ArgumentError, "subjects must be a list of subjects, got: #{inspect(other)}"
+
+        :error ->
+          max = Keyword.get(opts, :max_subjects, max_detailed())
+
+          unless is_integer(max) and max >= 0 do
+            raise ArgumentError,
+                  "max_subjects must be a non-negative integer, got: #{inspect(max)}"
+          end
+
+          for {s, _, _, _, _} <- safe(fn -> Native.overview(max, :all) end, []), do: s
+      end
+
+    for subject <- names,
         %{} = status <- [safe(fn -> Native.status(subject) end, nil)],
         do: {safe_text(subject), status}
+  end
+
+  defp totals do
+    case safe(&Native.totals/0, %{}) do
+      %{} = totals -> totals
+      _ -> %{}
+    end
+  end
+
+  defp max_detailed do
+    case :persistent_term.get({Breakwater, :config}, nil) do
+      %{metrics_max_subjects: n} -> n
+      _ -> 1_000
+    end
   end
 
   defp pool_info do

@@ -7,6 +7,11 @@ defmodule Breakwater.Native do
   Results that made a state transition come back as
   `{:transitions, result, [transition]}`; callers unwrap them with
   `Breakwater.History.observe/2`.
+
+  Calls that write (admit, record, report_depth, enqueue, the manual controls) create
+  their subject on first use, in the dynamic room; `configure/3` and `declare/1` put it
+  in the configured room; reads (`check/1`, `status/1`, `drain/2`, `ack/2`, `nack/2`,
+  `policy_extra/1`) never create one.
   """
 
   @on_load :load_nif
@@ -24,7 +29,25 @@ defmodule Breakwater.Native do
   @doc false
   def started, do: nif_error()
   @doc false
-  def configure(_subject, _native_policy), do: nif_error()
+  def configure(_subject, _native_policy, _extra), do: nif_error()
+  @doc false
+  def declare(_subject), do: nif_error()
+  @doc false
+  def touch(_subject), do: nif_error()
+  @doc false
+  def reset_policy(_subject), do: nif_error()
+  @doc false
+  def policy_extra(_subject), do: nif_error()
+  @doc false
+  def remove(_subject), do: nif_error()
+  @doc false
+  def expire_idle(_idle_ms, _keep), do: nif_error()
+  @doc false
+  def reclaim, do: nif_error()
+  @doc false
+  def overview(_max, _filter), do: nif_error()
+  @doc false
+  def totals, do: nif_error()
   @doc false
   def check(_subject), do: nif_error()
   @doc false

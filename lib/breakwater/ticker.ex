@@ -1,13 +1,22 @@
 defmodule Breakwater.Ticker do
   @moduledoc """
-  The breaker timer: every `tick_ms` (application env, default 100) it visits every
-  subject in the native registry so that time-based transitions happen without
-  traffic (open → half-open once the open time has passed, recovery → normal after
-  the stability period, stale half-open probes, a stale pool exhaustion), and writes
-  the transitions it made to history.
+  The timer. Every `tick_ms` (application key, default 100) it visits every subject in
+  the native registry so that time-based transitions happen without traffic (open →
+  half-open once the open time has passed, recovery → normal after the stability
+  period, stale half-open probes, a stale pool exhaustion), and writes the transitions
+  it made to history. Besides, at a slower pace:
 
-  A visit costs a few nanoseconds per resting subject and stays well under a
-  millisecond for `max_subjects` subjects.
+  - every `log_interval_ms`: the summary of suppressed log lines
+    (`Breakwater.LogLimiter.flush/0`);
+  - when `subject_idle_ms` is set, every quarter of it (at least every second, at most
+    every minute): the idle sweep, which removes dynamic subjects idle that long with
+    nothing spooled (`Breakwater.Lifecycle.expire_idle/1`);
+  - every second: frees the memory of subjects removed more than the grace period ago
+    (`Breakwater.Native.reclaim/0`).
+
+  Its state is when it last did each; a restarted ticker starts them over, which costs
+  at most one early summary or sweep. A visit costs a few nanoseconds per resting
+  subject and stays well under a millisecond for `max_subjects` subjects.
   """
   use GenServer
 
@@ -18,10 +27,22 @@ defmodule Breakwater.Ticker do
   @spec tick() :: :ok
   def tick, do: GenServer.call(__MODULE__, :tick)
 
+  @doc "Runs the idle sweep now and waits for it; the subjects removed."
+  @spec sweep() :: [binary]
+  def sweep, do: GenServer.call(__MODULE__, :sweep, 30_000)
+
   @impl true
   def init(opts) do
-    interval = Keyword.get(opts, :tick_ms, 100)
-    {:ok, schedule(%{interval: interval})}
+    now = now()
+
+    state = %{
+      interval: Keyword.get(opts, :tick_ms, 100),
+      log_flushed: now,
+      swept: now,
+      reclaimed: now
+    }
+
+    {:ok, schedule(state)}
   end
 
   @impl true
@@ -30,11 +51,17 @@ defmodule Breakwater.Ticker do
     {:reply, :ok, state}
   end
 
+  def handle_call(:sweep, _from, state) do
+    {:reply, sweep_now(), %{state | swept: now()}}
+  end
+
   @impl true
   def handle_info(:tick, state) do
     visit()
-    {:noreply, schedule(state)}
+    {:noreply, state |> slow_work() |> schedule()}
   end
+
+  def handle_info(_other, state), do: {:noreply, state}
 
   defp visit do
     for {subject, transition} <- Breakwater.Native.tick() do
@@ -44,8 +71,53 @@ defmodule Breakwater.Ticker do
     :ok
   end
 
+  defp slow_work(state) do
+    now = now()
+    config = :persistent_term.get({Breakwater, :config}, %{})
+
+    state =
+      if now - state.log_flushed >= Map.get(config, :log_interval_ms, 1_000) do
+        Breakwater.LogLimiter.flush()
+        %{state | log_flushed: now}
+      else
+        state
+      end
+
+    state =
+      case Map.get(config, :subject_idle_ms) do
+        idle when is_integer(idle) ->
+          if now - state.swept >= sweep_every(idle) do
+            sweep_now()
+            %{state | swept: now}
+          else
+            state
+          end
+
+        nil ->
+          state
+      end
+
+    if now - state.reclaimed >= 1_000 do
+      Breakwater.Native.reclaim()
+      %{state | reclaimed: now}
+    else
+      state
+    end
+  end
+
+  defp sweep_every(idle_ms), do: idle_ms |> div(4) |> max(1_000) |> min(60_000)
+
+  defp sweep_now do
+    case :persistent_term.get({Breakwater, :config}, %{}) do
+      %{subject_idle_ms: idle} when is_integer(idle) -> Breakwater.Lifecycle.expire_idle(idle)
+      _ -> []
+    end
+  end
+
   defp schedule(state) do
     Process.send_after(self(), :tick, state.interval)
     state
   end
+
+  defp now, do: System.monotonic_time(:millisecond)
 end

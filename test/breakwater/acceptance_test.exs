@@ -521,9 +521,10 @@ defmodule Breakwater.AcceptanceTest do
 
   describe "max_subjects" do
     # Filling the test node's 20 000 subjects would be slow; instead the registry's cap
-    # is lowered to the current count + 1 (through the same native init the
-    # application uses) and restored afterwards.
-    test "beyond the cap, calls on new subjects give {:error, {:too_many_subjects, max}}" do
+    # is lowered to just above the subjects of either room (through the same native
+    # init the application uses), the room of subjects created by traffic is filled,
+    # and the cap restored afterwards.
+    test "beyond the cap, writes on new subjects give {:error, {:too_many_subjects, max}}, reads create nothing, configuring still works" do
       config = :persistent_term.get({Breakwater, :config})
 
       native = fn max ->
@@ -537,12 +538,17 @@ defmodule Breakwater.AcceptanceTest do
       existing = T.subject()
 
       try do
-        max = Breakwater.Native.pool_info().subjects + 1
+        info = Breakwater.Native.pool_info()
+        max = max(info.dynamic_subjects, info.configured_subjects) + 2
         assert Breakwater.Native.init(native.(max)) == :ok
-        assert Breakwater.admit(T.unique("cap")) == :ok
+        err = {:error, {:too_many_subjects, max}}
+
+        # Fill the dynamic room (removed subjects count until reclaimed, so fill by
+        # trying until refused).
+        Stream.repeatedly(fn -> Breakwater.admit(T.unique("cap")) end)
+        |> Enum.find(&(&1 == err))
 
         new = T.unique("cap")
-        err = {:error, {:too_many_subjects, max}}
         parent = self()
 
         assert Breakwater.admit(new) == err
@@ -553,24 +559,28 @@ defmodule Breakwater.AcceptanceTest do
         refute_received :ran
         assert Breakwater.report_depth(new, 5) == err
         assert Breakwater.enqueue(new, "e") == err
-        assert Breakwater.drain(new, 5) == err
-        assert Breakwater.ack(new, 1) == err
-        assert Breakwater.nack(new, 1) == err
-        assert Breakwater.status(new) == err
         assert Breakwater.reset(new) == err
         assert Breakwater.force_open(new) == err
         assert Breakwater.disable(new) == err
         assert Breakwater.enable(new) == err
-
-        assert Breakwater.configure(new, warning_threshold: 5, critical_threshold: 9) ==
-                 {:error, [{:too_many_subjects, max}]}
-
-        assert @router.check_backpressure(new) == err
         assert @router.track_backpressure_event(new, :x) == err
         assert @router.track_backpressure_recovery(new) == err
         assert @router.track_backpressure_status_history(new, :backpressure_active) == err
-        refute Breakwater.Native.exists(new)
+
+        # Reads answer as for a subject at rest and create nothing.
+        assert Breakwater.drain(new, 5) == :empty
+        assert Breakwater.ack(new, 1) == {:error, :unknown_batch}
+        assert Breakwater.nack(new, 1) == {:error, :unknown_batch}
+        assert Breakwater.status(new) == {:error, :unknown_subject}
+        assert @router.check_backpressure(new) == {:backpressure_inactive, 0}
+        assert @router.get_detailed_backpressure_status(new) == {:error, :unknown_subject}
         assert @router.get_backpressure_events(new) == []
+        refute Breakwater.Native.exists(new)
+
+        # Configured subjects have a room of their own: the operator gets in.
+        assert Breakwater.configure(new, warning_threshold: 5, critical_threshold: 9) == :ok
+        assert Breakwater.admit(new) == :ok
+        assert Breakwater.status(new).breaker == :closed
 
         # existing subjects still work
         assert Breakwater.admit(existing) == :ok
@@ -656,7 +666,8 @@ defmodule Breakwater.AcceptanceTest do
       assert r.alarm == :ok
       assert r.warning == {:backpressure_warning, 0}
       assert r.atom_subject == {:backpressure_inactive, 0}
-      assert Breakwater.Native.exists("breakwater_acceptance_erl_subject")
+      # check_backpressure/1 is a read: the atom subject was not created.
+      refute Breakwater.Native.exists("breakwater_acceptance_erl_subject")
 
       d = r.detailed
       assert %{status: :backpressure_warning, breaker: :closed, backpressure: :recovery} = d

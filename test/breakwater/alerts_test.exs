@@ -1,6 +1,7 @@
 defmodule Breakwater.AlertsTest do
-  # Alerts raised and cleared through OTP's alarm_handler and Logger, queryable
-  # with Breakwater.alerts/0, escalated by timers. Moves the native clock: async: false.
+  # Alerts raised and cleared through OTP's alarm_handler, queryable with
+  # Breakwater.alerts/0, escalated by timers; one log line per transition (rate-limited
+  # per subject). Moves the native clock: async: false.
   use ExUnit.Case, async: false
   import ExUnit.CaptureLog
 
@@ -10,8 +11,11 @@ defmodule Breakwater.AlertsTest do
 
   # The test configuration logs errors only; the alert manager's lines are wanted here.
   setup do
-    Logger.put_module_level([Breakwater.Alerts, Breakwater.History], :info)
-    on_exit(fn -> Logger.delete_module_level([Breakwater.Alerts, Breakwater.History]) end)
+    Logger.put_module_level([Breakwater.Alerts, Breakwater.History, Breakwater.LogLimiter], :info)
+
+    on_exit(fn ->
+      Logger.delete_module_level([Breakwater.Alerts, Breakwater.History, Breakwater.LogLimiter])
+    end)
   end
 
   @thresholds [warning_threshold: 10, critical_threshold: 20, stability_ms: 1_000]
@@ -20,17 +24,21 @@ defmodule Breakwater.AlertsTest do
 
   defp alerts_of(s), do: for(%{subject: ^s, alert: a} <- Breakwater.alerts(), do: a)
 
-  test "backpressure active: alarm set with the subject in its id, logged, then cleared" do
+  test "backpressure active: alarm set with the subject in its id, its transition logged once, then cleared" do
     s = T.subject(@thresholds)
 
     log =
-      capture_log([level: :warning], fn ->
+      capture_log([level: :info], fn ->
         :ok = Breakwater.report_depth(s, 25)
         assert alerts_of(s) == [:backpressure_active]
       end)
 
     assert {:breakwater, :backpressure_active, s} in alarm_ids()
-    assert log =~ "breakwater alarm set: backpressure active on #{inspect(s)}"
+    # One line: the transition's. Neither Breakwater nor OTP's alarm handler logs the
+    # alarm again.
+    assert log =~ "breakwater #{inspect(s)}: backpressure normal -> dropping"
+    assert length(Regex.scan(~r/breakwater/, log)) == 1, log
+    refute log =~ "alarm_handler"
 
     [alert] = Enum.filter(Breakwater.alerts(), &(&1.subject == s))
     assert %{severity: :warning, id: {:breakwater, :backpressure_active, ^s}} = alert
@@ -63,25 +71,83 @@ defmodule Breakwater.AlertsTest do
     refute {:breakwater, :backpressure_warning, loud} in alarm_ids()
   end
 
-  test "every transition is logged, warnings for an open breaker and for dropping" do
-    s = T.subject(@thresholds ++ [open_timeout_ms: 60_000])
+  test "transitions are logged, warnings for an open breaker and for dropping" do
+    # A fresh subject per transition: each is its subject's first line of the interval
+    # (the limiter forgets the lines of the set-up).
+    [a, b, c, d] = for _ <- 1..4, do: T.subject(@thresholds ++ [open_timeout_ms: 60_000])
+    :ok = Breakwater.report_depth(b, 12)
+    :ok = Breakwater.force_open(d)
+    Enum.each([b, d], &Breakwater.LogLimiter.forget/1)
 
     log =
       capture_log([level: :info], fn ->
-        :ok = Breakwater.report_depth(s, 12)
-        :ok = Breakwater.report_depth(s, 25)
-        :ok = Breakwater.force_open(s)
-        :ok = Breakwater.reset(s)
+        :ok = Breakwater.report_depth(a, 12)
+        :ok = Breakwater.report_depth(b, 25)
+        :ok = Breakwater.force_open(c)
+        :ok = Breakwater.reset(d)
       end)
 
-    name = inspect(s)
-    assert log =~ ~r/\[info\].*breakwater #{Regex.escape(name)}: backpressure normal -> pressure/
+    line = fn level, s, what ->
+      ~r/\[#{level}\].*breakwater #{Regex.escape(inspect(s))}: #{Regex.escape(what)}/
+    end
 
-    assert log =~
-             ~r/\[warning\].*breakwater #{Regex.escape(name)}: backpressure pressure -> dropping/
+    assert log =~ line.(:info, a, "backpressure normal -> pressure")
+    assert log =~ line.(:warning, b, "backpressure pressure -> dropping")
+    assert log =~ line.(:warning, c, "breaker closed -> open")
+    assert log =~ line.(:info, d, "breaker open -> closed")
+  end
 
-    assert log =~ ~r/\[warning\].*breakwater #{Regex.escape(name)}: breaker closed -> open/
-    assert log =~ ~r/\[info\].*breakwater #{Regex.escape(name)}: breaker open -> closed/
+  test "one breaker opening writes one log line and raises one alarm" do
+    s = T.subject(failure_threshold: 3, open_timeout_ms: 60_000)
+
+    log =
+      capture_log([level: :debug], fn ->
+        for _ <- 1..3, do: :ok = Breakwater.record(s, :failure)
+        assert alerts_of(s) == [:circuit_open]
+      end)
+
+    assert [{:breakwater, :circuit_open, ^s}] =
+             for({{:breakwater, _, ^s} = id, _} <- :alarm_handler.get_alarms(), do: id)
+
+    lines = log |> String.split("\n") |> Enum.filter(&(&1 =~ ~r/^\d\d:\d\d:\d\d/))
+    assert [line] = lines, log
+    assert line =~ "breakwater #{inspect(s)}: breaker closed -> open"
+    :ok = Breakwater.reset(s)
+  end
+
+  test "a transition storm logs one line per subject per interval, then a summary" do
+    s = T.subject(warning_threshold: 10, critical_threshold: 20, stability_ms: 0)
+    Breakwater.LogLimiter.flush()
+
+    {elapsed, log} =
+      with_log([level: :info], fn ->
+        t0 = System.monotonic_time(:millisecond)
+
+        for _ <- 1..500 do
+          :ok = Breakwater.report_depth(s, 25)
+          :ok = Breakwater.report_depth(s, 0)
+        end
+
+        elapsed = System.monotonic_time(:millisecond) - t0
+        Breakwater.LogLimiter.flush()
+        elapsed
+      end)
+
+    transitions = Breakwater.status(s).counters.backpressure_transitions
+    assert transitions >= 1_000
+    lines = length(Regex.scan(~r/breakwater #{Regex.escape(inspect(s))}: /, log))
+    # One line per interval the loop spanned (the timer's flush may fall inside it).
+    assert lines in 1..(2 + div(elapsed, Breakwater.LogLimiter.interval_ms())), log
+
+    suppressed =
+      ~r/breakwater: (\d+) transition log lines suppressed/
+      |> Regex.scan(log)
+      |> Enum.map(fn [_, n] -> String.to_integer(n) end)
+      |> Enum.sum()
+
+    # Every transition is either on its line or counted in a summary.
+    assert suppressed >= transitions - lines
+    assert log =~ "most: #{inspect(s)}"
   end
 
   test "circuit open: set on force_open and cleared on reset" do
@@ -148,7 +214,7 @@ defmodule Breakwater.AlertsTest do
 
       # (The timer may queue casts for other subjects meanwhile: count this one's.)
       {:messages, queued} = Process.info(alerts, :messages)
-      assert Enum.count(queued, &match?({:"$gen_cast", {:transition, ^s, _, _}}, &1)) <= 1
+      assert Enum.count(queued, &match?({:"$gen_cast", {:evaluate, ^s, _}}, &1)) <= 1
     after
       :erlang.resume_process(alerts)
     end

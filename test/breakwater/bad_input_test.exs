@@ -1,7 +1,8 @@
 defmodule Breakwater.BadInputTest do
-  # Random terms (PropEr generators) thrown at every public function
-  # of `Breakwater` and `:router_intake_backpressure`. async: false: the test counts
-  # atoms and subjects of the whole node.
+  # Random terms (PropEr generators) thrown at every public function of `Breakwater`
+  # and `:router_intake_backpressure`: each returns its documented shape or raises
+  # ArgumentError, changes nothing when it refuses, creates no atom. async: false: the
+  # test counts atoms and subjects of the whole node.
   use ExUnit.Case, async: false
 
   import Bitwise
@@ -15,15 +16,8 @@ defmodule Breakwater.BadInputTest do
 
   @numtests String.to_integer(System.get_env("BREAKWATER_BAD_INPUT_NUMTESTS", "4000"))
 
-  # Inputs left out because they hit known bugs (see the report that came with this
-  # file), so that the suite stays green:
-  #   * `call/2,3` with a `fun` that is not a 0-arity function (FunctionClauseError);
-  #   * improper lists as the options of `admit/2`, `record/3`, `enqueue/3`, `call/3`
-  #     (FunctionClauseError in Enum.all?/2) and `attach_ledger/3` (in
-  #     Enum.reduce_while/3);
-  #   * `call/3` with `timeout:` above 2^32 - 1, or on a subject whose policy has such
-  #     a `call_timeout_ms` (ErlangError :timeout_value, after the admission): `call`
-  #     only ever runs on subjects this test never configures.
+  # Nothing is left out: funs of any arity (and non-funs) for `call/2,3`, improper
+  # lists as options, `timeout:` and `call_timeout_ms` beyond an Erlang timer.
 
   @atoms [
     :ok,
@@ -59,7 +53,6 @@ defmodule Breakwater.BadInputTest do
 
   @option_keys [:priority, :event_type, :timeout, :latency_ms, :foo]
   @statuses [:backpressure_inactive, :backpressure_warning, :backpressure_active]
-  @max_timeout 0xFFFFFFFF
 
   # ---- generators ---------------------------------------------------------------------
 
@@ -189,36 +182,19 @@ defmodule Breakwater.BadInputTest do
     ])
   end
 
-  # options: proper lists only (see the known bugs above)
+  # options: anything, keyword lists, and improper ones
   defp opts(ctx) do
     :proper_types.oneof([
-      :proper_types.bind(ctx.any, &proper/1, false),
+      ctx.any,
       keywords(@option_keys, ctx.any),
       keywords([:priority], :proper_types.oneof([:proper_types.integer(-2, 11), ctx.any])),
-      keywords([:event_type], :proper_types.oneof([binary(), ctx.any]))
+      keywords([:event_type], :proper_types.oneof([binary(), ctx.any])),
+      keywords([:timeout], :proper_types.oneof([integer(), :proper_types.elements([:infinity])])),
+      improper(
+        :proper_types.tuple([:proper_types.elements(@option_keys), ctx.any]),
+        leaf(ctx.others)
+      )
     ])
-  end
-
-  defp proper(list) when is_list(list), do: proper_list(list, [])
-  defp proper(other), do: other
-  defp proper_list([h | t], acc), do: proper_list(t, [h | acc])
-  defp proper_list(_, acc), do: Enum.reverse(acc)
-
-  defp call_opts(ctx) do
-    :proper_types.bind(
-      opts(ctx),
-      fn
-        opts when is_list(opts) ->
-          Enum.map(opts, fn
-            {:timeout, t} when is_integer(t) and t > @max_timeout -> {:timeout, rem(t, 1000) + 1}
-            kv -> kv
-          end)
-
-        other ->
-          other
-      end,
-      false
-    )
   end
 
   defp policy(ctx) do
@@ -237,7 +213,7 @@ defmodule Breakwater.BadInputTest do
     # `call` and the spool functions use subjects of their own (see above)
     call_subj = :proper_types.frequency([{2, ctx.invalid}, {1, "fuzz-call"}])
     spool_subj = :proper_types.frequency([{2, ctx.invalid}, {1, "fuzz-spool"}])
-    fun0 = :proper_types.elements(funs0())
+    fun0 = :proper_types.oneof([:proper_types.elements(funs0()), ctx.any])
 
     outcome =
       :proper_types.oneof([:proper_types.elements([:success, :failure, {:failure, :x}]), ctx.any])
@@ -246,11 +222,14 @@ defmodule Breakwater.BadInputTest do
     event = :proper_types.oneof([binary(), ctx.any])
     module = :proper_types.oneof([:proper_types.elements(@atoms), ctx.any])
 
-    # proper lists only (see the known bugs above)
     ledger_opts =
       :proper_types.oneof([
-        :proper_types.bind(ctx.any, &proper/1, false),
-        keywords([:batch_size, :poll_ms, :foo], int_or_any(ctx))
+        ctx.any,
+        keywords([:batch_size, :poll_ms, :foo], int_or_any(ctx)),
+        improper(
+          :proper_types.tuple([:proper_types.elements([:batch_size, :poll_ms]), integer()]),
+          leaf(ctx.others)
+        )
       ])
 
     [
@@ -261,7 +240,7 @@ defmodule Breakwater.BadInputTest do
       {Breakwater, :record, [subj, outcome]},
       {Breakwater, :record, [subj, outcome, opts(ctx)]},
       {Breakwater, :call, [call_subj, fun0]},
-      {Breakwater, :call, [call_subj, fun0, call_opts(ctx)]},
+      {Breakwater, :call, [call_subj, fun0, opts(ctx)]},
       {Breakwater, :report_depth, [subj, int_or_any(ctx)]},
       {Breakwater, :enqueue, [spool_subj, event]},
       {Breakwater, :enqueue, [spool_subj, event, opts(ctx)]},
@@ -279,6 +258,7 @@ defmodule Breakwater.BadInputTest do
       {Breakwater, :attach_ledger, [subj, module, ledger_opts]},
       {Breakwater, :detach_ledger, [subj]},
       {Breakwater, :ledgers, []},
+      {Breakwater, :remove, [subj]},
       {@router, :check_backpressure, [subj]},
       {@router, :get_detailed_backpressure_status, [subj]},
       {@router, :get_backpressure_policy, [subj]},
@@ -390,6 +370,7 @@ defmodule Breakwater.BadInputTest do
   defp shape?(Breakwater, :attach_ledger, r), do: r == :ok
   defp shape?(Breakwater, :detach_ledger, r), do: r == :ok
   defp shape?(Breakwater, :ledgers, r), do: is_list(r)
+  defp shape?(Breakwater, :remove, r), do: r == :ok
 
   defp shape?(@router, :check_backpressure, {status, ms}),
     do: status in @statuses and non_neg?(ms)
@@ -470,17 +451,6 @@ defmodule Breakwater.BadInputTest do
     end
   end
 
-  # A configure that would give `s` a call_timeout_ms above 2^32 - 1 (see the known
-  # bugs above: a later call/2,3 on `s` would raise ErlangError).
-  defp huge_call_timeout?({Breakwater, :configure, [_, policy]}) do
-    case Breakwater.Policy.validate(policy) do
-      {:ok, full} -> full.call_timeout_ms > @max_timeout
-      _ -> false
-    end
-  end
-
-  defp huge_call_timeout?(_call), do: false
-
   defp application_alive!(sup) do
     assert Process.whereis(Breakwater.Supervisor) == sup
     assert Process.alive?(sup)
@@ -524,6 +494,7 @@ defmodule Breakwater.BadInputTest do
       {Breakwater, :attach_ledger, 2},
       {Breakwater, :attach_ledger, 3},
       {Breakwater, :detach_ledger, 1},
+      {Breakwater, :remove, 1},
       {@router, :check_backpressure, 1},
       {@router, :get_detailed_backpressure_status, 1},
       {@router, :get_backpressure_policy, 1},
@@ -608,8 +579,6 @@ defmodule Breakwater.BadInputTest do
       end
 
     {:ok, batch} = pick(:proper_types.vector(800, :proper_types.oneof(calls)), 10, {1, 2, 3})
-
-    batch = Enum.reject(batch, &huge_call_timeout?/1)
 
     snapshot = fn ->
       {Breakwater.status(s), Breakwater.policy(s), @router.get_backpressure_events(s),

@@ -38,7 +38,11 @@ defmodule Breakwater.ConfigTest do
                events_limit: 1_000,
                disk_file_bytes: 16_777_216,
                disk_max_bytes: 1_073_741_824,
-               depth_escalate_after_ms: 120_000
+               depth_escalate_after_ms: 120_000,
+               subject_idle_ms: nil,
+               metrics_max_subjects: 1_000,
+               log_interval_ms: 1_000,
+               reclaim_grace_ms: 10_000
              }
 
       assert Enum.sort(Map.keys(config)) == Enum.sort(Config.keys())
@@ -48,7 +52,14 @@ defmodule Breakwater.ConfigTest do
       env = [tick_ms: 50, http: [port: 9_568], ring_pool: [segments: 16]]
       assert {:ok, config} = Config.load(env)
       assert config.tick_ms == 50
-      assert config.http == %{port: 9_568, ip: {127, 0, 0, 1}}
+
+      assert config.http == %{
+               port: 9_568,
+               ip: {127, 0, 0, 1},
+               max_connections: 1_024,
+               idle_timeout_ms: 5_000
+             }
+
       assert config.ring_pool.segments == 16
       assert config.ring_pool.segment_capacity == 1024
     end
@@ -303,6 +314,40 @@ defmodule Breakwater.ConfigTest do
     end
   end
 
+  describe "subject lifecycle and operations keys" do
+    test "subject_idle_ms is nil (never) or at least 1000 ms" do
+      for none <- [nil, :none, :undefined],
+          do: assert({:ok, %{subject_idle_ms: nil}} = Config.load(subject_idle_ms: none))
+
+      assert {:ok, %{subject_idle_ms: 1_000}} = Config.load(subject_idle_ms: 1_000)
+      assert {:ok, %{subject_idle_ms: 86_400_000}} = Config.load(subject_idle_ms: 86_400_000)
+
+      for bad <- [0, 999, -1, 1.5e3, "1000", :never, 281_474_976_710_656] do
+        assert [{[:subject_idle_ms], ^bad, expected}] = errors(subject_idle_ms: bad)
+        assert expected =~ "nil (subjects never expire) or an integer from 1000"
+      end
+    end
+
+    test "metrics_max_subjects, log_interval_ms and reclaim_grace_ms are bounded integers" do
+      assert {:ok, %{metrics_max_subjects: 1, log_interval_ms: 100, reclaim_grace_ms: 1_000}} =
+               Config.load(metrics_max_subjects: 1, log_interval_ms: 100, reclaim_grace_ms: 1_000)
+
+      for {key, bad, expected} <- [
+            {:metrics_max_subjects, 0, "an integer from 1 to 1048576"},
+            {:metrics_max_subjects, 1_048_577, "an integer from 1 to 1048576"},
+            {:log_interval_ms, 99, "an integer from 100 to 3600000"},
+            {:log_interval_ms, nil, "an integer from 100 to 3600000"},
+            {:reclaim_grace_ms, 999, "an integer from 1000 to 3600000"},
+            {:reclaim_grace_ms, "10s", "an integer from 1000 to 3600000"}
+          ] do
+        assert errors([{key, bad}]) == [{[key], bad, expected}]
+      end
+
+      assert Config.format_errors(errors(log_interval_ms: 5)) ==
+               "log_interval_ms: got 5, expected an integer from 100 to 3600000"
+    end
+  end
+
   describe "http" do
     test "off by default, with nil or false" do
       assert {:ok, %{http: nil}} = Config.load(http: nil)
@@ -334,6 +379,20 @@ defmodule Breakwater.ConfigTest do
       end
 
       assert errors(http: [port: 1, path: "/"]) == [{:unknown_key, [:http, :path]}]
+
+      assert {:ok, %{http: %{max_connections: 10, idle_timeout_ms: 2_000}}} =
+               Config.load(http: [port: 1, max_connections: 10, idle_timeout_ms: 2_000])
+
+      for bad <- [0, 65_536, -1, 1.0, "10", nil] do
+        assert [{[:http, :max_connections], ^bad, "an integer from 1 to 65535"}] =
+                 errors(http: [port: 1, max_connections: bad])
+      end
+
+      for bad <- [999, 3_600_001, :infinity, nil] do
+        assert [{[:http, :idle_timeout_ms], ^bad, "an integer from 1000 to 3600000"}] =
+                 errors(http: [port: 1, idle_timeout_ms: bad])
+      end
+
       assert [{[:http], true, _}] = errors(http: true)
       assert [{[:http], 8080, _}] = errors(http: 8080)
     end

@@ -184,7 +184,9 @@ defmodule Breakwater.MetricsTest do
     end
   end
 
-  defp scrape, do: Exposition.parse!(Metrics.prometheus()) |> elem(0)
+  # The exposition with `subjects` in detail (by default only the worst
+  # metrics_max_subjects are, and these tests look at subjects at rest).
+  defp scrape(subjects), do: Exposition.parse!(Metrics.prometheus(subjects: subjects)) |> elem(0)
 
   defp value(families, name, labels) do
     samples = Map.fetch!(families, name).samples
@@ -255,7 +257,7 @@ defmodule Breakwater.MetricsTest do
       for s <- subjects, do: :ok = Breakwater.configure(s, [])
       :ok = Breakwater.report_depth(Enum.at(subjects, 1), 42)
 
-      families = scrape()
+      families = scrape(subjects)
       states = Map.fetch!(families, "breakwater_circuit_state").samples
       labels = for {[{"subject", s}], _} <- states, do: s
 
@@ -276,24 +278,24 @@ defmodule Breakwater.MetricsTest do
     test "breaker, backpressure and depth gauges follow the subject's state" do
       # The open time passes on the native clock, not the wall clock: no race with the timer.
       s = TestSubjects.subject(failure_threshold: 1, open_timeout_ms: 60_000)
-      families = scrape()
+      families = scrape([s])
       assert value(families, "breakwater_circuit_state", %{"subject" => s}) == 0
       assert value(families, "breakwater_backpressure_state", %{"subject" => s}) == 0
 
       :ok = Breakwater.record(s, :failure)
-      assert value(scrape(), "breakwater_circuit_state", %{"subject" => s}) == 2
-      assert value(scrape(), "breakwater_circuit_opens_total", %{"subject" => s}) == 1
+      assert value(scrape([s]), "breakwater_circuit_state", %{"subject" => s}) == 2
+      assert value(scrape([s]), "breakwater_circuit_opens_total", %{"subject" => s}) == 1
 
       TestSubjects.advance(60_000)
       :ok = Breakwater.admit(s)
-      families = scrape()
+      families = scrape([s])
       assert value(families, "breakwater_circuit_state", %{"subject" => s}) == 1
       assert value(families, "breakwater_recovery_attempts_total", %{"subject" => s}) == 1
 
       :ok = Breakwater.record(s, :success)
       :ok = Breakwater.record(s, :success)
       :ok = Breakwater.record(s, :success)
-      families = scrape()
+      families = scrape([s])
       assert value(families, "breakwater_circuit_state", %{"subject" => s}) == 0
       assert value(families, "breakwater_successful_recoveries_total", %{"subject" => s}) == 1
       assert value(families, "breakwater_successes_total", %{"subject" => s}) == 3
@@ -301,19 +303,19 @@ defmodule Breakwater.MetricsTest do
 
       b = TestSubjects.subject(warning_threshold: 10, critical_threshold: 100)
       :ok = Breakwater.report_depth(b, 50)
-      families = scrape()
+      families = scrape([b])
       assert value(families, "breakwater_backpressure_state", %{"subject" => b}) == 1
       assert value(families, "breakwater_backpressure_status", %{"subject" => b}) == 1
       assert value(families, "breakwater_queue_depth", %{"subject" => b}) == 50
 
       :ok = Breakwater.report_depth(b, 100)
-      families = scrape()
+      families = scrape([b])
       assert value(families, "breakwater_backpressure_state", %{"subject" => b}) == 2
       assert value(families, "breakwater_backpressure_status", %{"subject" => b}) == 2
       assert value(families, "breakwater_high_watermark", %{"subject" => b}) == 100
 
       :ok = Breakwater.report_depth(b, 0)
-      families = scrape()
+      families = scrape([b])
       assert value(families, "breakwater_backpressure_state", %{"subject" => b}) == 3
       assert value(families, "breakwater_queue_depth", %{"subject" => b}) == 0
     end
@@ -322,7 +324,7 @@ defmodule Breakwater.MetricsTest do
       s = TestSubjects.subject(warning_threshold: 10, critical_threshold: 100, max_segments: 1)
       reasons = ~w(backpressure circuit_open half_open_limit pool_exhausted shed_low_priority)
 
-      families = scrape()
+      families = scrape([s])
 
       for r <- reasons do
         assert value(families, "breakwater_rejected_total", %{"subject" => s, "reason" => r}) ==
@@ -346,7 +348,7 @@ defmodule Breakwater.MetricsTest do
       {:ok, batch, _} = Breakwater.drain(s, capacity)
       :ok = Breakwater.ack(s, batch)
 
-      families = scrape()
+      families = scrape([s])
 
       rejected = fn r ->
         value(families, "breakwater_rejected_total", %{"subject" => s, "reason" => r})
@@ -372,7 +374,7 @@ defmodule Breakwater.MetricsTest do
       :ok = History.event(s, "custom-type")
       :ok = History.event(s, <<"odd\"type", 0xFE>>)
 
-      families = scrape()
+      families = scrape([s])
 
       events = fn t ->
         value(families, "router_backpressure_events_total", %{"subject" => s, "event_type" => t})
@@ -387,7 +389,7 @@ defmodule Breakwater.MetricsTest do
 
     test "ring pool and registry gauges have no labels" do
       TestSubjects.subject()
-      families = scrape()
+      families = scrape([])
       info = Breakwater.Native.pool_info()
       assert [{[], free}] = families["breakwater_ring_pool_free_segments"].samples
       assert free in 0..info.segments
@@ -402,10 +404,42 @@ defmodule Breakwater.MetricsTest do
     end
 
     test "the same state gives the same text" do
-      TestSubjects.subject()
-      # A timer visit may change another subject between two reads; equal reads must
-      # come quickly.
-      assert Enum.any?(1..5, fn _ -> Metrics.prometheus() == Metrics.prometheus() end)
+      subjects = for _ <- 1..3, do: TestSubjects.subject()
+      # Totals over the node change with the traffic of other processes; the detail of
+      # subjects at rest must not. Equal reads must come quickly.
+      detail = fn ->
+        Metrics.prometheus(subjects: subjects)
+        |> String.split("\n")
+        |> Enum.reject(&String.starts_with?(&1, "breakwater_subjects"))
+      end
+
+      assert Enum.any?(1..5, fn _ -> detail.() == detail.() end)
+    end
+
+    test "details at most max_subjects subjects, the worst first, and totals all of them" do
+      calm = for _ <- 1..3, do: TestSubjects.subject()
+      active = TestSubjects.subject(warning_threshold: 10, critical_threshold: 20)
+      :ok = Breakwater.report_depth(active, 25)
+      {families, _} = Exposition.parse!(Metrics.prometheus(max_subjects: 1))
+      assert [{[{"subject", shown}], 2}] = families["breakwater_backpressure_status"].samples
+      # The worst subject of the node: active (this one, or another test's).
+      assert shown == active or Breakwater.status(shown).status == :active
+      assert [{[], 1}] = families["breakwater_subjects_detailed"].samples
+      assert [{[], total}] = families["breakwater_subjects_accepted_total"].samples
+      assert total >= 0
+      [{[], n}] = families["breakwater_subjects"].samples
+
+      counts =
+        Map.new(families["breakwater_subjects_by_status"].samples, fn {[{_, k}], v} -> {k, v} end)
+
+      assert counts["active"] >= 1
+      # (No other test runs meanwhile: the node's subjects are all counted, once.)
+      assert Enum.sum(Map.values(counts)) == n
+      assert n >= length(calm) + 1
+
+      assert_raise ArgumentError, ~r/max_subjects/, fn -> Metrics.prometheus(max_subjects: -1) end
+      assert_raise ArgumentError, ~r/options/, fn -> Metrics.prometheus(:bad) end
+      :ok = Breakwater.report_depth(active, 0)
     end
   end
 
@@ -471,7 +505,7 @@ defmodule Breakwater.MetricsTest do
       plain = TestSubjects.subject()
       on_exit(fn -> Breakwater.reset(critical) end)
 
-      health = Metrics.health()
+      health = Metrics.health(subjects: [critical, plain])
       assert health.status in ["ok", "degraded"]
       assert is_boolean(health.ready)
       assert %{free_segments: free, segments: total} = health.pool
@@ -498,7 +532,7 @@ defmodule Breakwater.MetricsTest do
 
       :ok = Breakwater.force_open(critical)
       assert critical in Metrics.critical_open()
-      health = Metrics.health()
+      health = Metrics.health(subjects: [critical, plain])
       assert health.status == "degraded"
       refute health.ready
 

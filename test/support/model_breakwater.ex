@@ -340,7 +340,8 @@ defmodule Breakwater.ModelBreakwater do
             retry =
               if remaining,
                 do: {:open_remaining, max(remaining, 1)},
-                else: max(m.policy.open_timeout_ms, 1)
+                # Forced open: no timer ends it; the retry hint is the policy's.
+                else: @retry_after_ms
 
             {{:reject, :circuit_open, retry}, bump(m, :rejected_circuit_open)}
         end
@@ -375,7 +376,7 @@ defmodule Breakwater.ModelBreakwater do
           open_part =
             cond do
               m.breaker != :open -> 0
-              m.forced -> m.policy.open_timeout_ms
+              m.forced -> @retry_after_ms
               true -> open_remaining(m)
             end
 

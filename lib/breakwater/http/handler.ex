@@ -6,10 +6,10 @@ defmodule Breakwater.HTTP.Handler do
 
   | path | answer |
   |---|---|
-  | `/metrics` | 200, `text/plain; version=0.0.4; charset=utf-8`, `Breakwater.Metrics.prometheus/0` |
+  | `/metrics` | 200, `text/plain; version=0.0.4; charset=utf-8`, `Breakwater.Metrics.prometheus/1` as rendered at most a second ago, shared by every scraper (`Breakwater.Metrics.Scrape`) |
   | `/health/liveness` | 200 `{"status":"alive"}` while the application runs, else 503 |
   | `/health/readiness` | 200 `{"status":"ready"}`; 503 `{"status":"not_ready","critical_open":[...]}` while a subject with `critical: true` has its breaker open |
-  | `/health` | 200, `Breakwater.Metrics.health/0` as JSON |
+  | `/health` | 200, `Breakwater.Metrics.health/1` as JSON, rendered at most a second ago and shared like `/metrics` |
   | any other path | 404 |
 
   Only `GET` and `HEAD` are answered (`HEAD` without a body); other methods on a known
@@ -87,7 +87,7 @@ defmodule Breakwater.HTTP.Handler do
 
   def route(_method, _path), do: not_found()
 
-  defp answer("/metrics"), do: {200, headers(@prometheus), Metrics.prometheus()}
+  defp answer("/metrics"), do: {200, headers(@prometheus), Metrics.Scrape.body(:metrics)}
 
   defp answer("/health/liveness") do
     if Metrics.alive?(),
@@ -105,7 +105,7 @@ defmodule Breakwater.HTTP.Handler do
     end
   end
 
-  defp answer("/health"), do: json(200, Metrics.health())
+  defp answer("/health"), do: {200, headers(@json), Metrics.Scrape.body(:health)}
   defp answer(_path), do: not_found()
 
   defp not_found, do: {404, text_headers(), "not found\n"}

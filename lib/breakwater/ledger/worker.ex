@@ -57,6 +57,9 @@ defmodule Breakwater.Ledger.Worker do
   @spec info(binary) :: map | nil
   def info(subject) do
     GenServer.call(via(subject), :info)
+  rescue
+    # The registry itself is restarting.
+    ArgumentError -> nil
   catch
     :exit, _ -> nil
   end
@@ -116,6 +119,13 @@ defmodule Breakwater.Ledger.Worker do
     Task.shutdown(task, :brutal_kill)
     {:noreply, finish(s, {:failure, :timeout})}
   end
+
+  # The only link a worker has besides its supervisor (whose exit the GenServer
+  # handles) is the one the Registry partition makes when the worker registers. The
+  # partition died, and with it the worker's name: stop, to be restarted and
+  # registered anew (a batch in flight is nacked in terminate/2).
+  def handle_info({:EXIT, _partition, reason}, s),
+    do: {:stop, {:shutdown, {:registry_down, reason}}, s}
 
   def handle_info(_stale, s), do: {:noreply, s}
 
@@ -185,7 +195,9 @@ defmodule Breakwater.Ledger.Worker do
         end
       end)
 
-    timer = Process.send_after(self(), {:call_timeout, task.ref}, policy.call_timeout_ms)
+    # (An Erlang timer waits at most 2^32 - 1 ms; a longer call_timeout_ms waits that.)
+    timeout = min(policy.call_timeout_ms, 0xFFFFFFFF)
+    timer = Process.send_after(self(), {:call_timeout, task.ref}, timeout)
 
     inflight = %{
       task: task,

@@ -12,8 +12,9 @@
 //! it to `half_open`, which admits at most `half_open_max_calls` probes at once;
 //! `success_threshold` probe successes close it, any probe failure opens it again. A
 //! probe left unanswered for `call_timeout_ms` while every probe slot is taken counts
-//! as a failure. `force_open` holds it open until `reset`; `disable` admits everything
-//! and never trips, while still counting.
+//! as a failure. `force_open` holds it open until `reset` (its rejections carry the
+//! policy's retry hint, `retry_after_ms`, since no timer ends it); `disable` admits
+//! everything and never trips, while still counting.
 //!
 //! # Backpressure
 //!
@@ -606,12 +607,28 @@ impl Subject {
         }
     }
 
+    /// The retry hint of a rejection while the breaker is open: the open time left, or,
+    /// when it is forced open (no timer ends it, only `reset`), the policy's retry hint.
+    fn open_retry_ms<C: Clock>(&self, w: Word, now: &Now<C>) -> u64 {
+        self.open_remaining(w, now)
+            .unwrap_or_else(|| self.hot.retry_after_ms.load(Ordering::Relaxed))
+    }
+
+    /// The retry hint `check` would give now: 0 unless the status is active. Reads only
+    /// (no transition is made).
+    pub fn retry_after_ms<C: Clock>(&self, clock: &C) -> u64 {
+        let w = self.word();
+        if w.status() == Status::Active && !w.disabled() {
+            self.retry_ms(w, &Now::new(clock))
+        } else {
+            0
+        }
+    }
+
     fn retry_ms<C: Clock>(&self, w: Word, now: &Now<C>) -> u64 {
         let mut r = 0;
         if w.breaker() == BreakerState::Open {
-            r = self
-                .open_remaining(w, now)
-                .unwrap_or_else(|| self.policy.load().policy.open_timeout_ms);
+            r = self.open_retry_ms(w, now);
         }
         if w.backpressure() == BackpressureState::Dropping {
             r = r.max(self.hot.retry_after_ms.load(Ordering::Relaxed));
@@ -674,10 +691,9 @@ impl Subject {
             match w.breaker() {
                 BreakerState::Open => match self.open_remaining(w, &now) {
                     Some(0) => w = self.advance_time(w, &now, out),
-                    remaining => {
+                    _ => {
                         self.counters.incr(Counter::RejectedCircuitOpen);
-                        let retry =
-                            remaining.unwrap_or_else(|| self.policy.load().policy.open_timeout_ms);
+                        let retry = self.open_retry_ms(w, &now);
                         return Admission::Reject(Reason::CircuitOpen, retry.max(1));
                     }
                 },

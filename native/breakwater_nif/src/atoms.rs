@@ -47,6 +47,9 @@ rustler::atoms! {
     disk,
     // errors
     unknown_batch,
+    unknown_subject,
+    spooled,
+    default,
     event_too_large,
     too_many_subjects,
     breakwater_not_started,

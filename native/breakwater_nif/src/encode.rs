@@ -135,96 +135,109 @@ fn wrap_transitions<'a>(env: Env<'a>, result: Term<'a>, out: &Transitions) -> Te
     (atoms::transitions(), result, list).encode(env)
 }
 
-/// A subject's snapshot as the map `status/1` returns.
-pub fn snapshot<'a>(env: Env<'a>, name: &[u8], s: &Snapshot, policy_quota: u32) -> Term<'a> {
+/// The counters of `status/1`'s `counters` map, by key, in a fixed order (so that the
+/// pairs of two snapshots line up for summing).
+pub fn counter_pairs(s: &Snapshot) -> Vec<(&'static str, u64)> {
     let c = |k: Counter| s.counter(k);
     let sp = &s.spool;
     let rejected_admission = c(Counter::RejectedCircuitOpen)
         + c(Counter::RejectedHalfOpenLimit)
         + c(Counter::RejectedBackpressure)
         + c(Counter::RejectedShedLowPriority);
-    let dropped_events = sp.dropped_events();
-    let dropped_bytes = sp.dropped_newest_bytes + sp.dropped_oldest_bytes + sp.disk_dropped_bytes;
+    vec![
+        ("accepted", c(Counter::Accepted)),
+        ("bypassed", c(Counter::Bypassed)),
+        ("rejected", rejected_admission + sp.dropped_newest_events),
+        ("rejected_circuit_open", c(Counter::RejectedCircuitOpen)),
+        (
+            "rejected_half_open_limit",
+            c(Counter::RejectedHalfOpenLimit),
+        ),
+        ("rejected_backpressure", c(Counter::RejectedBackpressure)),
+        (
+            "rejected_shed_low_priority",
+            c(Counter::RejectedShedLowPriority),
+        ),
+        ("rejected_pool_exhausted", sp.dropped_newest_events),
+        ("successes", c(Counter::Successes)),
+        ("failures", c(Counter::Failures)),
+        ("slow_calls", c(Counter::SlowCalls)),
+        ("circuit_opens", s.opens),
+        ("recovery_attempts", s.recovery_attempts),
+        ("successful_recoveries", s.successful_recoveries),
+        ("breaker_transitions", s.breaker_transitions),
+        ("backpressure_transitions", s.backpressure_transitions),
+        ("status_changes", s.status_changes),
+        ("dropped_events", sp.dropped_events()),
+        (
+            "dropped_bytes",
+            sp.dropped_newest_bytes + sp.dropped_oldest_bytes + sp.disk_dropped_bytes,
+        ),
+        ("dropped_newest_events", sp.dropped_newest_events),
+        ("dropped_newest_bytes", sp.dropped_newest_bytes),
+        ("dropped_oldest_events", sp.dropped_oldest_events),
+        ("dropped_oldest_bytes", sp.dropped_oldest_bytes),
+        ("enqueued_events", sp.enqueued_events),
+        ("enqueued_bytes", sp.enqueued_bytes),
+        ("delivered_events", sp.delivered_events),
+        ("delivered_bytes", sp.delivered_bytes),
+        ("taken_events", sp.taken_events),
+        ("redelivered_events", sp.redelivered_events),
+        ("overflow_events", sp.overflow_events),
+        ("overflow_bytes", sp.overflow_bytes),
+        ("spooled_events", sp.spooled_events),
+        ("spooled_bytes", sp.spooled_bytes),
+        ("in_flight_events", sp.in_flight_events),
+        ("offered_events", sp.offered_events()),
+        ("evacuated_events", sp.evacuated_events),
+        ("evacuated_bytes", sp.evacuated_bytes),
+        ("refilled_events", sp.refilled_events),
+        ("disk_dropped_events", sp.disk_dropped_events),
+        ("disk_dropped_bytes", sp.disk_dropped_bytes),
+        ("disk_recovered_events", sp.disk_recovered_events),
+        ("disk_pending_events", sp.disk_pending_events()),
+    ]
+}
+
+/// A map of integer values by fixed key names.
+pub fn pairs_map<'a>(env: Env<'a>, pairs: &[(&'static str, u64)]) -> Term<'a> {
+    pairs_map_with(env, pairs, &[])
+}
+
+/// A map of integer values and other terms by fixed key names.
+pub fn pairs_map_with<'a>(
+    env: Env<'a>,
+    pairs: &[(&'static str, u64)],
+    terms: &[(&'static str, Term<'a>)],
+) -> Term<'a> {
+    let all: Vec<(&'static str, Term<'a>)> = pairs
+        .iter()
+        .map(|(k, v)| (*k, v.encode(env)))
+        .chain(terms.iter().copied())
+        .collect();
+    map(env, &all)
+}
+
+/// A subject's snapshot as the map `status/1` returns. `retry_after_ms` is the hint a
+/// check would give now (0 unless active); `open_remaining_ms` is `nil` while the
+/// breaker is forced open (no timer ends it).
+pub fn snapshot<'a>(
+    env: Env<'a>,
+    name: &[u8],
+    s: &Snapshot,
+    policy_quota: u32,
+    retry_after_ms: u64,
+) -> Term<'a> {
+    let sp = &s.spool;
     let mut subject = rustler::NewBinary::new(env, name.len());
     subject.as_mut_slice().copy_from_slice(name);
-    let counters = map(
-        env,
-        &[
-            ("accepted", c(Counter::Accepted).encode(env)),
-            ("bypassed", c(Counter::Bypassed).encode(env)),
-            (
-                "rejected",
-                (rejected_admission + sp.dropped_newest_events).encode(env),
-            ),
-            (
-                "rejected_circuit_open",
-                c(Counter::RejectedCircuitOpen).encode(env),
-            ),
-            (
-                "rejected_half_open_limit",
-                c(Counter::RejectedHalfOpenLimit).encode(env),
-            ),
-            (
-                "rejected_backpressure",
-                c(Counter::RejectedBackpressure).encode(env),
-            ),
-            (
-                "rejected_shed_low_priority",
-                c(Counter::RejectedShedLowPriority).encode(env),
-            ),
-            (
-                "rejected_pool_exhausted",
-                sp.dropped_newest_events.encode(env),
-            ),
-            ("successes", c(Counter::Successes).encode(env)),
-            ("failures", c(Counter::Failures).encode(env)),
-            ("slow_calls", c(Counter::SlowCalls).encode(env)),
-            ("circuit_opens", s.opens.encode(env)),
-            ("recovery_attempts", s.recovery_attempts.encode(env)),
-            ("successful_recoveries", s.successful_recoveries.encode(env)),
-            ("breaker_transitions", s.breaker_transitions.encode(env)),
-            (
-                "backpressure_transitions",
-                s.backpressure_transitions.encode(env),
-            ),
-            ("status_changes", s.status_changes.encode(env)),
-            ("dropped_events", dropped_events.encode(env)),
-            ("dropped_bytes", dropped_bytes.encode(env)),
-            (
-                "dropped_newest_events",
-                sp.dropped_newest_events.encode(env),
-            ),
-            ("dropped_newest_bytes", sp.dropped_newest_bytes.encode(env)),
-            (
-                "dropped_oldest_events",
-                sp.dropped_oldest_events.encode(env),
-            ),
-            ("dropped_oldest_bytes", sp.dropped_oldest_bytes.encode(env)),
-            ("enqueued_events", sp.enqueued_events.encode(env)),
-            ("enqueued_bytes", sp.enqueued_bytes.encode(env)),
-            ("delivered_events", sp.delivered_events.encode(env)),
-            ("delivered_bytes", sp.delivered_bytes.encode(env)),
-            ("taken_events", sp.taken_events.encode(env)),
-            ("redelivered_events", sp.redelivered_events.encode(env)),
-            ("overflow_events", sp.overflow_events.encode(env)),
-            ("overflow_bytes", sp.overflow_bytes.encode(env)),
-            ("spooled_events", sp.spooled_events.encode(env)),
-            ("spooled_bytes", sp.spooled_bytes.encode(env)),
-            ("in_flight_events", sp.in_flight_events.encode(env)),
-            ("offered_events", sp.offered_events().encode(env)),
-            ("evacuated_events", sp.evacuated_events.encode(env)),
-            ("evacuated_bytes", sp.evacuated_bytes.encode(env)),
-            ("refilled_events", sp.refilled_events.encode(env)),
-            ("disk_dropped_events", sp.disk_dropped_events.encode(env)),
-            ("disk_dropped_bytes", sp.disk_dropped_bytes.encode(env)),
-            (
-                "disk_recovered_events",
-                sp.disk_recovered_events.encode(env),
-            ),
-            ("disk_pending_events", sp.disk_pending_events().encode(env)),
-        ],
-    );
+    let counters = pairs_map(env, &counter_pairs(s));
     let w = s.word;
+    let open_remaining = if w.forced_open() {
+        atoms::nil().encode(env)
+    } else {
+        s.open_remaining_ms.encode(env)
+    };
     map(
         env,
         &[
@@ -243,7 +256,8 @@ pub fn snapshot<'a>(env: Env<'a>, name: &[u8], s: &Snapshot, policy_quota: u32) 
             ("probes_in_flight", w.probes().encode(env)),
             ("probe_successes", w.probe_successes().encode(env)),
             ("trip_streak", w.trip_streak().encode(env)),
-            ("open_remaining_ms", s.open_remaining_ms.encode(env)),
+            ("open_remaining_ms", open_remaining),
+            ("retry_after_ms", retry_after_ms.encode(env)),
             ("segments", sp.segments.encode(env)),
             ("segment_quota", policy_quota.encode(env)),
             ("window_calls", s.window.calls.encode(env)),

@@ -21,10 +21,12 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
-/// A process holding batches: its spool owner id and the subjects it drained.
+/// A process holding batches: its spool owner id and the names of the subjects it
+/// drained (names, not references: a subject may be removed between calls, and the
+/// registry's references live only for one call).
 struct Owner {
     id: u64,
-    subjects: Vec<&'static Subject>,
+    subjects: Vec<Box<[u8]>>,
 }
 
 /// The registry and the batch owners.
@@ -47,7 +49,12 @@ pub fn get() -> Option<&'static Instance> {
 
 /// Creates the instance from `config`, or reconfigures the existing one. The pool's
 /// geometry cannot change once allocated, nor `max_subjects` grow past the table.
-pub fn init(config: RegistryConfig) -> Result<(), Vec<(&'static str, String)>> {
+/// `reclaim_grace_ms`, when given, sets how long removed subjects are kept before they
+/// are freed.
+pub fn init(
+    config: RegistryConfig,
+    reclaim_grace_ms: Option<u64>,
+) -> Result<(), Vec<(&'static str, String)>> {
     let _serialised = INIT.lock();
     let errors = |e: Vec<breakwater_core::policy::PolicyError>| {
         e.into_iter()
@@ -64,12 +71,18 @@ pub fn init(config: RegistryConfig) -> Result<(), Vec<(&'static str, String)>> {
                 ),
             )]);
         }
-        return i
-            .registry
+        i.registry
             .reconfigure(config.max_subjects, config.default_policy)
-            .map_err(errors);
+            .map_err(errors)?;
+        if let Some(ms) = reclaim_grace_ms {
+            i.registry.set_reclaim_grace_ms(ms);
+        }
+        return Ok(());
     }
     let registry = Registry::new(config, MonotonicClock::new()).map_err(errors)?;
+    if let Some(ms) = reclaim_grace_ms {
+        registry.set_reclaim_grace_ms(ms);
+    }
     let _ = INSTANCE.set(Instance {
         registry,
         owners: Mutex::new(BTreeMap::new()),
@@ -82,16 +95,11 @@ impl Instance {
     /// The spool owner id of `pid` for batches of `subject`, monitoring `pid` on first
     /// sight. `None` when `pid` is already dead (it could not be monitored, so it must
     /// not be handed a batch).
-    pub fn owner(
-        &'static self,
-        env: Env,
-        pid: &LocalPid,
-        subject: &'static Subject,
-    ) -> Option<u64> {
+    pub fn owner(&'static self, env: Env, pid: &LocalPid, subject: &Subject) -> Option<u64> {
         let mut owners = self.owners.lock();
         if let Some(o) = owners.get_mut(pid) {
-            if !o.subjects.iter().any(|s| std::ptr::eq(*s, subject)) {
-                o.subjects.push(subject);
+            if !o.subjects.iter().any(|s| **s == *subject.name()) {
+                o.subjects.push(subject.name().into());
             }
             return Some(o.id);
         }
@@ -102,7 +110,7 @@ impl Instance {
             *pid,
             Owner {
                 id,
-                subjects: vec![subject],
+                subjects: vec![subject.name().into()],
             },
         );
         Some(id)
@@ -111,8 +119,11 @@ impl Instance {
     fn owner_down(&self, pid: &LocalPid) {
         let owner = self.owners.lock().remove(pid);
         if let Some(o) = owner {
-            for s in o.subjects {
-                s.nack_owner(o.id);
+            for name in o.subjects {
+                // A subject removed since holds no batch (removal needs none in flight).
+                if let Some(s) = self.registry.get(&name) {
+                    s.nack_owner(o.id);
+                }
             }
         }
     }

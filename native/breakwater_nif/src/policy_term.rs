@@ -159,9 +159,13 @@ fn decode_pool<'a>(term: Term<'a>, problems: &mut Vec<Problem<'a>>) -> PoolConfi
     pool
 }
 
-/// Reads `#{max_subjects, ring_pool, default_policy}` (every key optional).
-pub fn decode_registry_config<'a>(term: Term<'a>) -> Result<RegistryConfig, Vec<Problem<'a>>> {
+/// Reads `#{max_subjects, ring_pool, default_policy, reclaim_grace_ms}` (every key
+/// optional): the registry's configuration and the grace period of removed subjects.
+pub fn decode_registry_config<'a>(
+    term: Term<'a>,
+) -> Result<(RegistryConfig, Option<u64>), Vec<Problem<'a>>> {
     let mut config = RegistryConfig::default();
+    let mut grace = None;
     let mut problems = Vec::new();
     let Some(iter) = MapIterator::new(term) else {
         return Err(vec![(term, Some("a map"))]);
@@ -173,6 +177,11 @@ pub fn decode_registry_config<'a>(term: Term<'a>) -> Result<RegistryConfig, Vec<
                 None => problems.push((k, Some("a non-negative integer"))),
             },
             Ok("ring_pool") => config.pool = decode_pool(v, &mut problems),
+            Ok("reclaim_grace_ms") => match int::<u64>(v) {
+                // At least a second: far longer than any NIF call holds a subject.
+                Some(ms) if ms >= 1_000 => grace = Some(ms),
+                _ => problems.push((k, Some("an integer of at least 1000"))),
+            },
             Ok("default_policy") => match decode_policy(v, Policy::default()) {
                 Ok(p) => config.default_policy = p,
                 Err(e) => problems.extend(e),
@@ -181,7 +190,7 @@ pub fn decode_registry_config<'a>(term: Term<'a>) -> Result<RegistryConfig, Vec<
         }
     }
     if problems.is_empty() {
-        Ok(config)
+        Ok((config, grace))
     } else {
         Err(problems)
     }

@@ -3,13 +3,14 @@
 //! Each validates its arguments first (a bad call changes nothing, not even by creating
 //! a subject), decodes the subject by reference (no copy, no refcount), finds it in the
 //! registry with one hash, and calls the core; when nothing changed state, the result
-//! is the only term built.
+//! is the only term built. `check` is a read and creates nothing; the others write and
+//! create the subject on first use.
 
 use crate::args::{self, argument_error};
 use crate::atoms;
 use crate::encode;
 use crate::hot_nif::{hot_nif, Raw};
-use crate::subject_arg::subject;
+use crate::subject_arg::{existing, subject};
 use breakwater_core::subject::{Admission, Outcome};
 use breakwater_core::transition::Transitions;
 use rustler::{Atom, Encoder, Env, NifResult, Term};
@@ -22,16 +23,24 @@ hot_nif!("admit_write", admit_write, 1, [0]);
 hot_nif!("record", record, 3, [0, 1, 2]);
 hot_nif!("report_depth", report_depth, 2, [0, 1]);
 
-/// `{Status, RetryAfterMs}` for `router_intake_backpressure:check_backpressure/1`.
+/// `{Status, RetryAfterMs}` for `router_intake_backpressure:check_backpressure/1`. A
+/// read: an unknown subject is at rest (`{backpressure_inactive, 0}`) and is not created.
 fn check<'a>(env: Env<'a>, subject_name: Term<'a>) -> NifResult<Raw> {
-    let (inst, s) = match subject(env, subject_name)? {
-        Ok(found) => found,
-        Err(error) => return Ok(error.as_c_arg()),
+    let (inst, s) = match existing(subject_name)? {
+        (inst, Some(s)) => (inst, s),
+        (_, None) => return Ok(unknown_check(env)),
     };
     let mut out = Transitions::new();
     let (status, retry) = s.check(inst.registry.clock(), &mut out);
     let result = (encode::check_status(status), retry).encode(env);
     Ok(encode::raw_with_transitions(env, result, &out))
+}
+
+#[cold]
+fn unknown_check(env: Env<'_>) -> Raw {
+    (atoms::backpressure_inactive(), 0u64)
+        .encode(env)
+        .as_c_arg()
 }
 
 fn admission<'a>(env: Env<'a>, a: Admission) -> Term<'a> {

@@ -4,7 +4,7 @@ use crate::args::{self, argument_error};
 use crate::atoms;
 use crate::encode;
 use crate::hot_nif::{hot_nif, Raw};
-use crate::subject_arg::subject;
+use crate::subject_arg::{existing, subject};
 use breakwater_core::spool::BatchError;
 use breakwater_core::subject::{EnqueueError, Enqueued};
 use breakwater_core::transition::Transitions;
@@ -60,13 +60,14 @@ fn enqueue<'a>(env: Env<'a>, subject_name: Term<'a>, event: Term<'a>) -> NifResu
 }
 
 /// `{ok, BatchId, [binary]} | empty`: at most `max` (1..10000) of the oldest pending
-/// events, owned by the caller until acked or nacked (or the caller dies).
+/// events, owned by the caller until acked or nacked (or the caller dies). An unknown
+/// subject has nothing to drain (and is not created).
 #[rustler::nif]
 fn drain<'a>(env: Env<'a>, subject_name: Term<'a>, max: Term<'a>) -> NifResult<Term<'a>> {
     let max = args::int_in(max, "max", 1, DRAIN_MAX_EVENTS)?;
-    let (inst, s) = match subject(env, subject_name)? {
-        Ok(found) => found,
-        Err(error) => return Ok(error),
+    let (inst, s) = match existing(subject_name)? {
+        (inst, Some(s)) => (inst, s),
+        (_, None) => return Ok(atoms::empty().encode(env)),
     };
     let pid = env.pid();
     let Some(owner) = inst.owner(env, &pid, s) else {
@@ -101,13 +102,18 @@ fn batch_result<'a>(env: Env<'a>, r: Result<(), BatchError>) -> Term<'a> {
     }
 }
 
-/// Acknowledges a batch: its events are delivered.
+fn unknown_batch(env: Env<'_>) -> Term<'_> {
+    batch_result(env, Err(BatchError::UnknownBatch))
+}
+
+/// Acknowledges a batch: its events are delivered. No batch of an unknown subject
+/// exists (and the subject is not created).
 #[rustler::nif]
 fn ack<'a>(env: Env<'a>, subject_name: Term<'a>, batch_id: Term<'a>) -> NifResult<Term<'a>> {
     let id = args::non_neg(batch_id, "batch_id")?;
-    let (inst, s) = match subject(env, subject_name)? {
-        Ok(found) => found,
-        Err(error) => return Ok(error),
+    let (inst, s) = match existing(subject_name)? {
+        (inst, Some(s)) => (inst, s),
+        (_, None) => return Ok(unknown_batch(env)),
     };
     let mut out = Transitions::new();
     let r = s.ack(inst.registry.pool(), id, inst.registry.clock(), &mut out);
@@ -118,9 +124,8 @@ fn ack<'a>(env: Env<'a>, subject_name: Term<'a>, batch_id: Term<'a>) -> NifResul
 #[rustler::nif]
 fn nack<'a>(env: Env<'a>, subject_name: Term<'a>, batch_id: Term<'a>) -> NifResult<Term<'a>> {
     let id = args::non_neg(batch_id, "batch_id")?;
-    let (_, s) = match subject(env, subject_name)? {
-        Ok(found) => found,
-        Err(error) => return Ok(error),
+    let Some(s) = existing(subject_name)?.1 else {
+        return Ok(unknown_batch(env));
     };
     Ok(batch_result(env, s.nack(id).map(|_| ())))
 }
@@ -128,9 +133,8 @@ fn nack<'a>(env: Env<'a>, subject_name: Term<'a>, batch_id: Term<'a>) -> NifResu
 /// Returns every batch in flight of the subject to its spool; the count of events.
 #[rustler::nif]
 fn nack_all<'a>(env: Env<'a>, subject_name: Term<'a>) -> NifResult<Term<'a>> {
-    let (_, s) = match subject(env, subject_name)? {
-        Ok(found) => found,
-        Err(error) => return Ok(error),
+    let Some(s) = existing(subject_name)?.1 else {
+        return Ok(0u64.encode(env));
     };
     Ok(s.nack_all().encode(env))
 }
