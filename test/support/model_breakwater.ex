@@ -1,7 +1,7 @@
 defmodule Breakwater.ModelBreakwater do
   @moduledoc false
-  # A pure model of one subject's two state machines (the exact rules
-  # are the module docs of native/breakwater_core/src/subject.rs, backpressure.rs and
+  # A pure model of one subject's two state machines (the exact rules are the module
+  # docs of native/breakwater_core/src/breaker.rs, subject.rs, backpressure.rs and
   # state.rs), for the model-based tests in test/breakwater/model_test.exs.
   #
   # Commands:

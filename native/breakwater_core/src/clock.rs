@@ -102,6 +102,35 @@ impl<C: Clock> Clock for &C {
     }
 }
 
+/// The time of one operation: the clock is read at most once, and only if a rule asks.
+pub(crate) struct Now<'a, C: Clock> {
+    clock: &'a C,
+    ms: std::cell::Cell<Option<u64>>,
+}
+
+impl<'a, C: Clock> Now<'a, C> {
+    /// The time of an operation that starts now, not read yet.
+    pub(crate) fn new(clock: &'a C) -> Self {
+        Self {
+            clock,
+            ms: std::cell::Cell::new(None),
+        }
+    }
+
+    /// The operation's time: read on the first call, the same value after.
+    #[inline]
+    pub(crate) fn get(&self) -> u64 {
+        match self.ms.get() {
+            Some(ms) => ms,
+            None => {
+                let ms = self.clock.now_ms();
+                self.ms.set(Some(ms));
+                ms
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,6 +5,7 @@
 //! concept:
 //!
 //! - [`state`]: the packed state word both machines live in (one CAS per transition).
+//! - [`breaker`]: the circuit breaker's rules and its own state beside the word.
 //! - [`backpressure`]: the depth rules of the backpressure machine.
 //! - [`subject`]: a subject's breaker, backpressure, counters and spool together.
 //! - [`counters`]: per-thread striped counters on separate cache lines.
@@ -35,6 +36,7 @@
 #![deny(missing_docs)]
 
 pub mod backpressure;
+pub mod breaker;
 pub mod clock;
 pub mod counters;
 pub mod lifecycle;

@@ -1,20 +1,9 @@
 //! A subject: one intake stream's breaker, backpressure state, counters and spool.
 //!
-//! # The breaker
-//!
-//! A subject starts `closed`. Each recorded failure (an error, or a call slower than
-//! `slow_call_ms`) adds one to the consecutive-failure count, and a success clears it;
-//! when the count reaches `failure_threshold`, or when the failure rate over the last
-//! `window_ms` reaches `failure_rate_threshold` with at least `minimum_calls` calls, the
-//! breaker opens. While `open`, every admission fails fast with the open time left as
-//! retry hint. Once the open time (`open_timeout_ms`, doubled per consecutive trip up to
-//! `max_open_timeout_ms` when that is set) has passed, the next call or timer tick moves
-//! it to `half_open`, which admits at most `half_open_max_calls` probes at once;
-//! `success_threshold` probe successes close it, any probe failure opens it again. A
-//! probe left unanswered for `call_timeout_ms` while every probe slot is taken counts
-//! as a failure. `force_open` holds it open until `reset` (its rejections carry the
-//! policy's retry hint, `retry_after_ms`, since no timer ends it); `disable` admits
-//! everything and never trips, while still counting.
+//! The breaker's rules are in [`crate::breaker`], the backpressure machine's depth
+//! rules in [`crate::backpressure`]; both machines live in the subject's one state word
+//! ([`crate::state`]), and [`Subject`] is where they meet: the router's paths (check,
+//! admit, record, depth), the spool, manual control and the timer's visit.
 //!
 //! # Backpressure
 //!
@@ -37,7 +26,8 @@
 //! state word is the only thing whose order matters.
 
 use crate::backpressure::{self, Thresholds};
-use crate::clock::Clock;
+use crate::breaker::{Breaker, Gate, Holder};
+use crate::clock::{Clock, Now};
 use crate::counters::{Counter, StripedCounters, COUNTERS};
 use crate::lifecycle::Lifecycle;
 use crate::policy::{DropPolicy, Overflow, Policy, PolicyError};
@@ -45,12 +35,11 @@ use crate::pool::RingPool;
 use crate::spool::{Batch, BatchError, PushOutcome, Release, SegmentEvent, Spool, SpoolStats};
 use crate::state::{BackpressureState, BreakerState, Stamp, Status, Word, NO_TIME};
 use crate::transition::{Transition, Transitions};
-use crate::window::{FailureWindow, WindowCounts};
+use crate::window::WindowCounts;
 use arc_swap::ArcSwap;
 use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
-use std::cell::Cell;
 use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
@@ -137,9 +126,6 @@ pub enum Spooled {
 /// Counters kept outside the stripes: written only on transitions.
 #[derive(Debug, Default)]
 struct RareCounters {
-    opens: AtomicU64,
-    half_opens: AtomicU64,
-    recoveries: AtomicU64,
     breaker_transitions: AtomicU64,
     backpressure_transitions: AtomicU64,
     status_changes: AtomicU64,
@@ -155,9 +141,6 @@ struct HotPolicy {
     recovery: AtomicU64,
     shed_depth: AtomicU64,
     retry_after_ms: AtomicU64,
-    failure_threshold: AtomicU32,
-    slow_call_ms: AtomicU64,
-    rate_enabled: AtomicBool,
     quota: AtomicU32,
     drop_oldest: AtomicBool,
     overflow_disk: AtomicBool,
@@ -232,33 +215,6 @@ impl Snapshot {
     }
 }
 
-/// Reads the clock at most once per operation, and only if asked.
-struct Now<'a, C: Clock> {
-    clock: &'a C,
-    ms: Cell<Option<u64>>,
-}
-
-impl<'a, C: Clock> Now<'a, C> {
-    fn new(clock: &'a C) -> Self {
-        Self {
-            clock,
-            ms: Cell::new(None),
-        }
-    }
-
-    #[inline]
-    fn get(&self) -> u64 {
-        match self.ms.get() {
-            Some(ms) => ms,
-            None => {
-                let ms = self.clock.now_ms();
-                self.ms.set(Some(ms));
-                ms
-            }
-        }
-    }
-}
-
 /// One subject.
 pub struct Subject {
     name: Box<[u8]>,
@@ -266,18 +222,13 @@ pub struct Subject {
     hot: CachePadded<HotPolicy>,
     reported_depth: CachePadded<AtomicU64>,
     spooled: CachePadded<AtomicU64>,
-    consecutive_failures: CachePadded<AtomicU32>,
+    breaker: Breaker,
     exhausted: AtomicBool,
     disk_pending: AtomicBool,
     segments_held: AtomicU32,
     high_watermark: AtomicU64,
-    breaker_since: Stamp,
-    /// When the half-open probes in flight last went from none to some (tagged with the
-    /// breaker epoch): the age of the oldest unanswered probe, for the stale-probe rule.
-    probes_since: Stamp,
     calm_since: Stamp,
     rare: RareCounters,
-    window: FailureWindow,
     counters: StripedCounters,
     policy: ArcSwap<PolicyView>,
     configure_lock: Mutex<()>,
@@ -295,16 +246,13 @@ impl Subject {
             hot: CachePadded::new(HotPolicy::default()),
             reported_depth: CachePadded::new(AtomicU64::new(0)),
             spooled: CachePadded::new(AtomicU64::new(0)),
-            consecutive_failures: CachePadded::new(AtomicU32::new(0)),
+            breaker: Breaker::new(),
             exhausted: AtomicBool::new(false),
             disk_pending: AtomicBool::new(false),
             segments_held: AtomicU32::new(0),
             high_watermark: AtomicU64::new(0),
-            breaker_since: Stamp::default(),
-            probes_since: Stamp::default(),
             calm_since: Stamp::default(),
             rare: RareCounters::default(),
-            window: FailureWindow::new(),
             counters: StripedCounters::new(),
             policy: ArcSwap::from_pointee(PolicyView::new(Policy::default(), None)),
             configure_lock: Mutex::new(()),
@@ -371,12 +319,7 @@ impl Subject {
         h.shed_depth.store(policy.shed_depth(), Ordering::Relaxed);
         h.retry_after_ms
             .store(policy.retry_after_ms, Ordering::Relaxed);
-        h.failure_threshold
-            .store(policy.failure_threshold, Ordering::Relaxed);
-        h.slow_call_ms
-            .store(policy.slow_call_ms.unwrap_or(0), Ordering::Relaxed);
-        h.rate_enabled
-            .store(policy.failure_rate_threshold.is_some(), Ordering::Relaxed);
+        self.breaker.store_policy(&policy);
         h.quota
             .store(policy.segment_quota(pool_segments), Ordering::Relaxed);
         h.drop_oldest.store(
@@ -461,38 +404,10 @@ impl Subject {
         Ok(())
     }
 
-    /// Milliseconds until the open breaker of `w` may half-open; `None` when forced.
-    fn open_remaining<C: Clock>(&self, w: Word, now: &Now<C>) -> Option<u64> {
-        if w.forced_open() {
-            return None;
-        }
-        let open_ms = self.policy.load().policy.open_time_ms(w.trip_streak());
-        Some(match self.breaker_since.load(w.breaker_epoch()) {
-            Some(since) => (since + open_ms).saturating_sub(now.get()),
-            // The stamp belongs to another epoch. Either the breaker has moved on since
-            // `w` was read (the stamp is the next state's, stored after its CAS, so the
-            // word read now shows the new epoch): `w`'s open period is over, and the
-            // caller's CAS from `w` fails and re-reads. Or the winner of this trip has
-            // not published its stamp yet: it just opened.
-            None if self.word().breaker_epoch() != w.breaker_epoch() => 0,
-            None => open_ms,
-        })
-    }
-
     /// Applies the time-based rules: open → half-open once the open time has passed,
     /// recovery → normal once the depth has been calm for the stability period.
-    fn advance_time<C: Clock>(&self, mut w: Word, now: &Now<C>, out: &mut Transitions) -> Word {
-        while w.breaker() == BreakerState::Open && self.open_remaining(w, now) == Some(0) {
-            let to = w.with_breaker(BreakerState::HalfOpen);
-            match self.swap(w, to, now, out) {
-                Ok(()) => {
-                    self.breaker_since.store(to.breaker_epoch(), now.get());
-                    self.rare.half_opens.fetch_add(1, Ordering::Relaxed);
-                    w = to;
-                }
-                Err(actual) => w = actual,
-            }
-        }
+    fn advance_time<C: Clock>(&self, w: Word, now: &Now<C>, out: &mut Transitions) -> Word {
+        let mut w = self.breaker.advance(self, w, now, out);
         if w.backpressure() == BackpressureState::Recovery {
             self.evaluate(now, out);
             w = self.word();
@@ -559,29 +474,6 @@ impl Subject {
         }
     }
 
-    /// Opens the breaker if it is still in `from` (closed or half-open).
-    fn trip<C: Clock>(&self, from: BreakerState, now: &Now<C>, out: &mut Transitions) {
-        let mut w = self.word();
-        while w.breaker() == from && !w.disabled() {
-            let streak = if from == BreakerState::HalfOpen {
-                w.trip_streak().saturating_add(1)
-            } else {
-                0
-            };
-            let to = w.with_breaker(BreakerState::Open).with_trip_streak(streak);
-            match self.swap(w, to, now, out) {
-                Ok(()) => {
-                    self.breaker_since.store(to.breaker_epoch(), now.get());
-                    self.consecutive_failures.store(0, Ordering::Relaxed);
-                    self.window.clear();
-                    self.rare.opens.fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
-                Err(actual) => w = actual,
-            }
-        }
-    }
-
     // ---- the router's paths --------------------------------------------------------
 
     /// The router-facing status and retry hint (0 unless active). Applies the time-based
@@ -607,13 +499,6 @@ impl Subject {
         }
     }
 
-    /// The retry hint of a rejection while the breaker is open: the open time left, or,
-    /// when it is forced open (no timer ends it, only `reset`), the policy's retry hint.
-    fn open_retry_ms<C: Clock>(&self, w: Word, now: &Now<C>) -> u64 {
-        self.open_remaining(w, now)
-            .unwrap_or_else(|| self.hot.retry_after_ms.load(Ordering::Relaxed))
-    }
-
     /// The retry hint `check` would give now: 0 unless the status is active. Reads only
     /// (no transition is made).
     pub fn retry_after_ms<C: Clock>(&self, clock: &C) -> u64 {
@@ -628,7 +513,7 @@ impl Subject {
     fn retry_ms<C: Clock>(&self, w: Word, now: &Now<C>) -> u64 {
         let mut r = 0;
         if w.breaker() == BreakerState::Open {
-            r = self.open_retry_ms(w, now);
+            r = self.breaker.retry_ms(self, w, now);
         }
         if w.backpressure() == BackpressureState::Dropping {
             r = r.max(self.hot.retry_after_ms.load(Ordering::Relaxed));
@@ -636,8 +521,8 @@ impl Subject {
         r.max(1)
     }
 
-    /// Admission for a call at `priority` (0..=9), in this order: bypass,
-    /// circuit open, half-open limit, backpressure, low-priority shedding.
+    /// Admission for a call at `priority` (0..=9), in this order: bypass, circuit open,
+    /// half-open limit, backpressure, low-priority shedding.
     #[inline]
     pub fn admit<C: Clock>(&self, priority: u8, clock: &C, out: &mut Transitions) -> Admission {
         if priority >= self.hot.bypass_priority.load(Ordering::Relaxed) {
@@ -682,57 +567,40 @@ impl Subject {
         clock: &C,
         out: &mut Transitions,
     ) -> Admission {
-        if w.disabled() {
-            self.counters.incr(Counter::Accepted);
-            return Admission::Admit;
-        }
         let now = Now::new(clock);
         loop {
-            match w.breaker() {
-                BreakerState::Open => match self.open_remaining(w, &now) {
-                    Some(0) => w = self.advance_time(w, &now, out),
-                    _ => {
-                        self.counters.incr(Counter::RejectedCircuitOpen);
-                        let retry = self.open_retry_ms(w, &now);
-                        return Admission::Reject(Reason::CircuitOpen, retry.max(1));
-                    }
-                },
-                BreakerState::HalfOpen => {
-                    let view = self.policy.load();
-                    if w.probes() >= view.policy.half_open_max_calls {
-                        self.counters.incr(Counter::RejectedHalfOpenLimit);
-                        return Admission::Reject(
-                            Reason::HalfOpenLimit,
-                            view.policy.call_timeout_ms,
-                        );
-                    }
-                    if let Some(reject) = priority.and_then(|p| self.backpressure_reject(w, p)) {
-                        return reject;
-                    }
-                    let to = w.with_probes(w.probes() + 1);
-                    match self.swap(w, to, &now, out) {
-                        Ok(()) => {
-                            if w.probes() == 0 {
-                                // The stale-probe rule of `tick` counts from here.
-                                self.probes_since.store(to.breaker_epoch(), now.get());
-                            }
-                            self.counters.incr(Counter::Accepted);
-                            return Admission::Probe;
-                        }
-                        Err(actual) => w = actual,
-                    }
+            if w.disabled() {
+                self.counters.incr(Counter::Accepted);
+                return Admission::Admit;
+            }
+            match self.breaker.gate(self, w, &now) {
+                Gate::OpenElapsed => w = self.advance_time(w, &now, out),
+                Gate::Reject(reason, retry) => {
+                    self.counters.incr(match reason {
+                        Reason::HalfOpenLimit => Counter::RejectedHalfOpenLimit,
+                        _ => Counter::RejectedCircuitOpen,
+                    });
+                    return Admission::Reject(reason, retry);
                 }
-                BreakerState::Closed => {
+                Gate::Closed => {
                     if let Some(reject) = priority.and_then(|p| self.backpressure_reject(w, p)) {
                         return reject;
                     }
                     self.counters.incr(Counter::Accepted);
                     return Admission::Admit;
                 }
-            }
-            if w.disabled() {
-                self.counters.incr(Counter::Accepted);
-                return Admission::Admit;
+                Gate::HalfOpen(half) => {
+                    if let Some(reject) = priority.and_then(|p| self.backpressure_reject(half, p)) {
+                        return reject;
+                    }
+                    match self.breaker.take_probe(self, half, &now, out) {
+                        Ok(()) => {
+                            self.counters.incr(Counter::Accepted);
+                            return Admission::Probe;
+                        }
+                        Err(actual) => w = actual,
+                    }
+                }
             }
         }
     }
@@ -760,8 +628,7 @@ impl Subject {
         clock: &C,
         out: &mut Transitions,
     ) {
-        let slow_ms = self.hot.slow_call_ms.load(Ordering::Relaxed);
-        let slow = slow_ms != 0 && latency_ms.is_some_and(|l| l > slow_ms);
+        let slow = self.breaker.is_slow(latency_ms);
         if slow {
             self.counters.incr(Counter::SlowCalls);
         }
@@ -771,76 +638,7 @@ impl Subject {
         } else {
             Counter::Successes
         });
-        let w = self.word();
-        if w.disabled() {
-            return;
-        }
-        match w.breaker() {
-            BreakerState::Closed if !failed => {
-                // Read before writing: a run of successes never writes a shared line.
-                if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
-                    self.consecutive_failures.store(0, Ordering::Relaxed);
-                }
-                if self.hot.rate_enabled.load(Ordering::Relaxed) {
-                    let window_ms = self.policy.load().policy.window_ms;
-                    self.window.record(clock.now_ms(), window_ms, false);
-                }
-            }
-            BreakerState::Closed => self.record_closed_failure(&Now::new(clock), out),
-            BreakerState::HalfOpen => self.record_probe(w, failed, &Now::new(clock), out),
-            // The late outcome of a call admitted before the breaker opened.
-            BreakerState::Open => {}
-        }
-    }
-
-    fn record_closed_failure<C: Clock>(&self, now: &Now<C>, out: &mut Transitions) {
-        let n = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut trip = n >= self.hot.failure_threshold.load(Ordering::Relaxed);
-        if self.hot.rate_enabled.load(Ordering::Relaxed) {
-            let view = self.policy.load();
-            let p = &view.policy;
-            let c = self.window.record(now.get(), p.window_ms, true);
-            if let Some(rate) = p.failure_rate_threshold {
-                trip |= c.calls >= u64::from(p.minimum_calls) && c.rate() >= rate;
-            }
-        }
-        if trip {
-            self.trip(BreakerState::Closed, now, out);
-        }
-    }
-
-    fn record_probe<C: Clock>(
-        &self,
-        mut w: Word,
-        failed: bool,
-        now: &Now<C>,
-        out: &mut Transitions,
-    ) {
-        if failed {
-            self.trip(BreakerState::HalfOpen, now, out);
-            return;
-        }
-        let threshold = self.policy.load().policy.success_threshold;
-        while w.breaker() == BreakerState::HalfOpen && !w.disabled() {
-            let successes = w.probe_successes().saturating_add(1);
-            let to = if successes >= threshold {
-                w.with_breaker(BreakerState::Closed).with_trip_streak(0)
-            } else {
-                w.with_probes(w.probes().saturating_sub(1))
-                    .with_probe_successes(successes)
-            };
-            match self.swap(w, to, now, out) {
-                Ok(()) => {
-                    if to.breaker() == BreakerState::Closed {
-                        self.consecutive_failures.store(0, Ordering::Relaxed);
-                        self.window.clear();
-                        self.rare.recoveries.fetch_add(1, Ordering::Relaxed);
-                    }
-                    return;
-                }
-                Err(actual) => w = actual,
-            }
-        }
+        self.breaker.record(self, self.word(), failed, clock, out);
     }
 
     /// Sets the depth the router reports and re-evaluates backpressure.
@@ -1121,66 +919,27 @@ impl Subject {
 
     // ---- manual control and the timer ------------------------------------------------
 
-    fn update<C: Clock>(
-        &self,
-        now: &Now<C>,
-        out: &mut Transitions,
-        f: impl Fn(Word) -> Option<Word>,
-    ) -> Option<Word> {
-        let mut w = self.word();
-        loop {
-            let to = f(w)?;
-            match self.swap(w, to, now, out) {
-                Ok(()) => return Some(to),
-                Err(actual) => w = actual,
-            }
-        }
-    }
-
     /// Closes the breaker (clearing a forced open and the trip streak).
     pub fn reset<C: Clock>(&self, clock: &C, out: &mut Transitions) {
-        let now = Now::new(clock);
-        self.update(&now, out, |w| {
-            let mut to = w.with_forced(false).with_trip_streak(0);
-            if w.breaker() != BreakerState::Closed {
-                to = to.with_breaker(BreakerState::Closed);
-            }
-            (to != w).then_some(to)
-        });
-        self.consecutive_failures.store(0, Ordering::Relaxed);
-        self.window.clear();
+        self.breaker.reset(self, &Now::new(clock), out);
     }
 
     /// Opens the breaker until [`Subject::reset`].
     pub fn force_open<C: Clock>(&self, clock: &C, out: &mut Transitions) {
-        let now = Now::new(clock);
-        let to = self.update(&now, out, |w| {
-            if w.forced_open() {
-                None
-            } else if w.breaker() == BreakerState::Open {
-                Some(w.with_forced(true))
-            } else {
-                Some(w.with_breaker(BreakerState::Open).with_forced(true))
-            }
-        });
-        if let Some(to) = to {
-            self.breaker_since.store(to.breaker_epoch(), now.get());
-            if out
-                .iter()
-                .any(|t| t.to == to && t.from.breaker() != BreakerState::Open)
-            {
-                self.rare.opens.fetch_add(1, Ordering::Relaxed);
-            }
-        }
+        self.breaker.force_open(self, &Now::new(clock), out);
     }
 
     /// Disables (`true`) or enables (`false`) the subject: while disabled it admits
     /// everything and never trips, and still counts.
     pub fn set_disabled<C: Clock>(&self, disabled: bool, clock: &C, out: &mut Transitions) {
         let now = Now::new(clock);
-        self.update(&now, out, |w| {
-            (w.disabled() != disabled).then(|| w.with_disabled(disabled))
-        });
+        let mut w = self.word();
+        while w.disabled() != disabled {
+            match self.swap(w, w.with_disabled(disabled), &now, out) {
+                Ok(()) => return,
+                Err(actual) => w = actual,
+            }
+        }
     }
 
     /// The timer's visit: applies the time-based rules without traffic, clears a stale
@@ -1201,21 +960,7 @@ impl Subject {
         }
         self.evaluate(&now, out);
         let w = self.advance_time(self.word(), &now, out);
-        if w.breaker() == BreakerState::HalfOpen {
-            let view = self.policy.load();
-            let p = &view.policy;
-            // Measured from when probes were last admitted into an empty half-open
-            // breaker, not from when it half-opened: the timer may half-open it long
-            // before traffic comes back, and a probe admitted a moment ago is not stale.
-            let stale = w.probes() >= p.half_open_max_calls
-                && self
-                    .probes_since
-                    .load(w.breaker_epoch())
-                    .is_some_and(|since| now.get().saturating_sub(since) >= p.call_timeout_ms);
-            if stale {
-                self.trip(BreakerState::HalfOpen, &now, out);
-            }
-        }
+        self.breaker.expire_probes(self, w, &now, out);
     }
 
     /// The subject's state and counts now.
@@ -1223,11 +968,12 @@ impl Subject {
         let now = Now::new(clock);
         let w = self.word();
         let open_remaining_ms = if w.breaker() == BreakerState::Open {
-            self.open_remaining(w, &now).unwrap_or(0)
+            self.breaker.open_remaining(self, w, &now).unwrap_or(0)
         } else {
             0
         };
         let window_ms = self.policy.load().policy.window_ms;
+        let b = self.breaker.counts();
         Snapshot {
             word: w,
             depth: self.depth(),
@@ -1235,17 +981,40 @@ impl Subject {
             high_watermark: self.high_watermark.load(Ordering::Relaxed),
             exhausted: self.exhausted.load(Ordering::Relaxed),
             disk_pending: self.disk_pending.load(Ordering::Relaxed),
-            consecutive_failures: self.consecutive_failures.load(Ordering::Relaxed),
+            consecutive_failures: b.consecutive_failures,
             counters: self.counters.snapshot(),
-            opens: self.rare.opens.load(Ordering::Relaxed),
-            recovery_attempts: self.rare.half_opens.load(Ordering::Relaxed),
-            successful_recoveries: self.rare.recoveries.load(Ordering::Relaxed),
+            opens: b.opens,
+            recovery_attempts: b.half_opens,
+            successful_recoveries: b.recoveries,
             breaker_transitions: self.rare.breaker_transitions.load(Ordering::Relaxed),
             backpressure_transitions: self.rare.backpressure_transitions.load(Ordering::Relaxed),
             status_changes: self.rare.status_changes.load(Ordering::Relaxed),
             spool: self.spool_stats(),
             open_remaining_ms,
-            window: self.window.counts(now.get(), window_ms),
+            window: self.breaker.window(now.get(), window_ms),
         }
+    }
+}
+
+impl Holder for Subject {
+    #[inline]
+    fn word(&self) -> Word {
+        Subject::word(self)
+    }
+
+    #[inline]
+    fn swap<C: Clock>(
+        &self,
+        from: Word,
+        to: Word,
+        now: &Now<C>,
+        out: &mut Transitions,
+    ) -> Result<(), Word> {
+        Subject::swap(self, from, to, now, out)
+    }
+
+    #[inline]
+    fn policy(&self) -> arc_swap::Guard<Arc<PolicyView>> {
+        self.policy.load()
     }
 }

@@ -1,4 +1,5 @@
-//! loom model checking of the state-word protocol of `src/subject.rs`.
+//! loom model checking of the state-word protocol of `src/subject.rs` and
+//! `src/breaker.rs`.
 //!
 //! Run with:
 //!
@@ -7,21 +8,21 @@
 //! ```
 //!
 //! The production code uses `std` atomics, which loom cannot schedule, so this file
-//! re-implements the small compare-and-swap loops of `Subject` line for line over
-//! `loom::sync::atomic` cells, with the same orderings, and uses the crate's own
-//! [`Word`] encoding (plain data) and [`backpressure::next`] rule. loom then runs every
-//! model under every interleaving (and every weak-memory outcome it models) of its
-//! threads. What each model function mirrors:
+//! re-implements the small compare-and-swap loops of `Subject` and `Breaker` line for
+//! line over `loom::sync::atomic` cells, with the same orderings, and uses the crate's
+//! own [`Word`] encoding (plain data) and [`backpressure::next`] rule. loom then runs
+//! every model under every interleaving (and every weak-memory outcome it models) of
+//! its threads. What each model function mirrors:
 //!
-//! | model                | `src/subject.rs`                                             |
+//! | model                | source                                                       |
 //! |----------------------|--------------------------------------------------------------|
 //! | [`Cell::swap`]       | `Subject::swap`: one CAS (`AcqRel`/`Acquire`), the winner reports and counts |
-//! | [`Cell::record`]     | `Subject::record`: dispatch on the breaker state               |
-//! | [`Cell::record_failure`] | `Subject::record` (closed branch) → `record_closed_failure` → `trip` |
-//! | [`Cell::trip`]       | `Subject::trip`                                              |
-//! | [`Cell::half_open`]  | the open → half-open loop of `Subject::advance_time` (open time elapsed) |
-//! | [`Cell::admit_probe`] | the half-open branch of `Subject::admit_slow`               |
-//! | [`Cell::record_probe`] | `Subject::record` (half-open branch) → `record_probe`      |
+//! | [`Cell::record`]     | `Breaker::record`: dispatch on the breaker state               |
+//! | [`Cell::record_failure`] | `Breaker::record` (closed branch) → `record_closed_failure` → `trip` |
+//! | [`Cell::trip`]       | `Breaker::trip`                                              |
+//! | [`Cell::half_open`]  | `Breaker::advance` (open time elapsed)                       |
+//! | [`Cell::admit_probe`] | `Breaker::gate` (half-open) and `Breaker::take_probe`       |
+//! | [`Cell::record_probe`] | `Breaker::record` (half-open branch) → `record_probe`      |
 //! | [`Cell::report_depth`], [`Cell::evaluate`] | `Subject::report_depth`, `Subject::evaluate` (with its re-evaluation after a won CAS and the `SeqCst` fences) |
 //!
 //! The properties checked are the ones the state word exists for (`src/state.rs`):
@@ -30,7 +31,8 @@
 //! `half_open_max_calls` probes in flight; and concurrent depth reports leave the
 //! backpressure state where the final depth leads.
 //!
-//! If `subject.rs` changes one of these loops, change its model here too.
+//! If `subject.rs` or `breaker.rs` changes one of these loops, change its model here
+//! too.
 
 #![cfg(loom)]
 
@@ -48,7 +50,8 @@ struct Cell {
     word: AtomicU64,
     consecutive_failures: AtomicU32,
     reported_depth: AtomicU64,
-    /// Transitions counted by their winners (`RareCounters` in `subject.rs`).
+    /// Transitions counted by their winners (`RareCounters` in `subject.rs`, `Counts` in
+    /// `breaker.rs`).
     breaker_transitions: AtomicU64,
     backpressure_transitions: AtomicU64,
     opens: AtomicU64,
