@@ -660,11 +660,14 @@ defmodule Breakwater.Demo do
         do: %{t_ms: at - ctx.t0_sys, from: from, to: to}
   end
 
-  # Did the breaker open, and close again after that?
+  # Did the breaker open, and close again after that by its probes' successes?
   defp breaker_cycle(history) do
     case Enum.drop_while(history, &(not match?(%{breaker: {_, :open}}, &1))) do
-      [] -> {false, false}
-      [_open | later] -> {true, Enum.any?(later, &match?(%{breaker: {_, :closed}}, &1))}
+      [] ->
+        {false, false}
+
+      [_open | later] ->
+        {true, Enum.any?(later, &match?(%{breaker: {_, :closed}, cause: :probe_successes}, &1))}
     end
   end
 
@@ -702,13 +705,17 @@ defmodule Breakwater.Demo do
       ]
       |> Enum.filter(&is_binary/1)
 
+    # Within 79 columns with the time in front: the cause after a colon, one space
+    # before the router status.
+    cause = if Map.has_key?(e, :cause), do: ": #{e.cause}", else: ""
+
     status =
       if e.status != e.previous_status,
-        do: "  [#{short(e.previous_status)} -> #{short(e.status)}]",
+        do: " [#{short(e.previous_status)} -> #{short(e.status)}]",
         else: ""
 
     reason = if Map.has_key?(e, :reason), do: "  (#{e.reason})", else: ""
-    Enum.join(parts, ", ") <> status <> reason
+    Enum.join(parts, ", ") <> cause <> status <> reason
   end
 
   defp describe(e), do: inspect(e)

@@ -9,7 +9,9 @@ defmodule Breakwater.History do
   is one pattern match; otherwise it writes
 
   - one status-history entry per transition (`router_backpressure_status_history`),
-    with the router status, breaker and backpressure state before and after;
+    with the router status, breaker and backpressure state before and after, and the
+    `cause` of the transition (see `t:cause/0`: a close by `:probe_successes` is a
+    recovery, a close by `:reset` is an operator's);
   - events (`router_backpressure_events`): `backpressure_active`,
     `backpressure_warning`, `recovery`, `circuit_open`, `circuit_half_open`,
     `circuit_closed`;
@@ -41,9 +43,37 @@ defmodule Breakwater.History do
   @max_node_event_types 256
   @buckets 16
 
+  @typedoc """
+  Why a transition happened. Breaker: `:failures` (`failure_threshold` consecutive
+  failures), `:failure_rate` (the failure rate over `window_ms`), `:probe_failure`,
+  `:stale_probe` (every probe slot taken and the oldest probe unanswered for
+  `call_timeout_ms`), `:open_timeout` (the open time passed), `:probe_successes`
+  (`success_threshold` probe successes). Backpressure: `:depth` (a threshold crossed),
+  `:pool` (no segment for the subject), `:stability` (calm for `stability_ms`).
+  By hand: `:reset`, `:force_open`, `:disable`, `:enable`, `:configure` (a new
+  policy's thresholds). History entries appended with
+  `router_intake_backpressure:track_backpressure_status_history/2` say `:external`.
+  """
+  @type cause ::
+          :failures
+          | :failure_rate
+          | :probe_failure
+          | :stale_probe
+          | :open_timeout
+          | :probe_successes
+          | :depth
+          | :pool
+          | :stability
+          | :reset
+          | :force_open
+          | :disable
+          | :enable
+          | :configure
+
   @typedoc "A transition as the native layer reports it."
   @type transition :: %{
           machine: :breaker | :backpressure | :manual,
+          cause: cause,
           from_breaker: atom,
           to_breaker: atom,
           from_backpressure: atom,
@@ -87,6 +117,7 @@ defmodule Breakwater.History do
     entry =
       Map.merge(meta, %{
         machine: t.machine,
+        cause: t.cause,
         breaker: {t.from_breaker, t.to_breaker},
         backpressure: {t.from_backpressure, t.to_backpressure}
       })
@@ -136,7 +167,9 @@ defmodule Breakwater.History do
           {:info, "disabled: #{t.disabled}, forced open: #{t.forced_open}"}
       end
 
-    Log.log(level, "breakwater #{inspect(subject)}: #{what}", %{breakwater_subject: subject})
+    Log.log(level, "breakwater #{inspect(subject)}: #{what} (#{t.cause})", %{
+      breakwater_subject: subject
+    })
   end
 
   defp breaker_event(:open), do: :circuit_open
@@ -185,7 +218,7 @@ defmodule Breakwater.History do
     append(
       @history,
       subject,
-      {status, previous, now, Map.put(meta, :machine, :manual)},
+      {status, previous, now, Map.merge(meta, %{machine: :manual, cause: :external})},
       limit(:history_limit)
     )
   end

@@ -7,7 +7,7 @@ defmodule Breakwater.Telemetry do
 
   | event | measurements | metadata |
   |---|---|---|
-  | `[:breakwater, :transition]` | `%{count: 1}` | the transition map (`machine`, `from_breaker`, `to_breaker`, `from_backpressure`, `to_backpressure`, `from_status`, `to_status`, `at_ms`, ...) and `subject` |
+  | `[:breakwater, :transition]` | `%{count: 1}` | the transition map (`machine`, `cause`, `from_breaker`, `to_breaker`, `from_backpressure`, `to_backpressure`, `from_status`, `to_status`, `at_ms`, ...) and `subject` |
   | `[:breakwater, :events_dropped]` | `%{count: n}` | `subject` |
   | `[:breakwater, :rejected]` | `%{count: 1}` | `subject`, `reason` |
 

@@ -247,12 +247,14 @@ defmodule Breakwater.AcceptanceTest do
                  :circuit_closed
                ]
 
-      assert Enum.map(history(s), & &1.breaker) == [
-               {:closed, :open},
-               {:open, :half_open},
-               {:half_open, :open},
-               {:open, :half_open},
-               {:half_open, :closed}
+      # each entry says why: failures, the open time, a probe's failure, the open time,
+      # the probes' successes
+      assert Enum.map(history(s), &{&1.breaker, &1.cause}) == [
+               {{:closed, :open}, :failures},
+               {{:open, :half_open}, :open_timeout},
+               {{:half_open, :open}, :probe_failure},
+               {{:open, :half_open}, :open_timeout},
+               {{:half_open, :closed}, :probe_successes}
              ]
     end
   end

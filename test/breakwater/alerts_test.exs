@@ -71,7 +71,7 @@ defmodule Breakwater.AlertsTest do
     refute {:breakwater, :backpressure_warning, loud} in alarm_ids()
   end
 
-  test "transitions are logged, warnings for an open breaker and for dropping" do
+  test "transitions are logged with their cause, warnings for an open breaker and for dropping" do
     # A fresh subject per transition: each is its subject's first line of the interval
     # (the limiter forgets the lines of the set-up).
     [a, b, c, d] = for _ <- 1..4, do: T.subject(@thresholds ++ [open_timeout_ms: 60_000])
@@ -91,10 +91,11 @@ defmodule Breakwater.AlertsTest do
       ~r/\[#{level}\].*breakwater #{Regex.escape(inspect(s))}: #{Regex.escape(what)}/
     end
 
-    assert log =~ line.(:info, a, "backpressure normal -> pressure")
-    assert log =~ line.(:warning, b, "backpressure pressure -> dropping")
-    assert log =~ line.(:warning, c, "breaker closed -> open")
-    assert log =~ line.(:info, d, "breaker open -> closed")
+    # each with its cause; a close by hand says so
+    assert log =~ line.(:info, a, "backpressure normal -> pressure (depth)")
+    assert log =~ line.(:warning, b, "backpressure pressure -> dropping (depth)")
+    assert log =~ line.(:warning, c, "breaker closed -> open (force_open)")
+    assert log =~ line.(:info, d, "breaker open -> closed (reset)")
   end
 
   test "one breaker opening writes one log line and raises one alarm" do
@@ -111,7 +112,7 @@ defmodule Breakwater.AlertsTest do
 
     lines = log |> String.split("\n") |> Enum.filter(&(&1 =~ ~r/^\d\d:\d\d:\d\d/))
     assert [line] = lines, log
-    assert line =~ "breakwater #{inspect(s)}: breaker closed -> open"
+    assert line =~ "breakwater #{inspect(s)}: breaker closed -> open (failures)"
     :ok = Breakwater.reset(s)
   end
 

@@ -1,6 +1,7 @@
 defmodule Breakwater.ConcurrencyTest do
-  # Exact accounting under concurrent load from many processes
-  # on every scheduler. async: false: the load needs the whole node, and the spool
+  # Exact accounting under concurrent load from many processes on every scheduler:
+  # counters, history written once per transition, the spool's at-least-once drain.
+  # async: false: the load needs the whole node, and the spool
   # test needs the shared ring pool to itself.
   use ExUnit.Case, async: false
 
@@ -11,6 +12,16 @@ defmodule Breakwater.ConcurrencyTest do
 
   @router :router_intake_backpressure
   @duration_ms 250
+
+  # The causes that may move the breaker from one state to another under this test's
+  # load (no failure rate in its policy, no force_open), and the reset at its end.
+  @breaker_causes %{
+    {:closed, :open} => [:failures],
+    {:open, :half_open} => [:open_timeout],
+    {:half_open, :open} => [:probe_failure, :stale_probe],
+    {:half_open, :closed} => [:probe_successes, :reset],
+    {:open, :closed} => [:reset]
+  }
 
   defp workers, do: 4 * System.schedulers_online()
 
@@ -141,8 +152,35 @@ defmodule Breakwater.ConcurrencyTest do
 
     assert Enum.count(breaker, &match?({_, :open}, &1)) == c.circuit_opens
     assert Enum.count(breaker, &match?({_, :half_open}, &1)) == c.recovery_attempts
-    assert Enum.count(breaker, &(&1 == {:half_open, :closed})) == c.successful_recoveries
     assert Enum.count(history, &(&1.status != &1.previous_status)) == c.status_changes
+
+    # Every transition says why it happened, and only the rules that lead there could
+    # have made it.
+    for %{breaker: {b0, b1}, backpressure: {p0, p1}, cause: cause} <- history do
+      allowed =
+        cond do
+          b0 != b1 -> Map.fetch!(@breaker_causes, {b0, b1})
+          p0 != p1 -> [:depth, :stability, :configure]
+        end
+
+      assert cause in allowed, "#{inspect({b0, b1, p0, p1})} by #{inspect(cause)}"
+    end
+
+    # A close is a recovery when the probes' successes made it. The reset that brought
+    # the subject to rest also closes the breaker when the load happened to stop with
+    # it open or half-open: that close is in history too, as the operator's, and is no
+    # recovery.
+    closes = for %{breaker: {from, :closed}, cause: cause} <- history, from != :closed, do: cause
+    assert Enum.count(closes, &(&1 == :probe_successes)) == c.successful_recoveries
+
+    case for %{cause: :reset} = e <- history, do: e do
+      [] ->
+        assert List.last([:closed | Enum.map(breaker, &elem(&1, 1))]) == :closed
+
+      [reset] ->
+        assert reset.breaker == List.last(breaker)
+        assert elem(reset.breaker, 0) in [:open, :half_open]
+    end
 
     # events and recoveries, from the lifetime counts (never trimmed)
     m = @router.get_backpressure_metrics(s).events_by_type

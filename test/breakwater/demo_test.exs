@@ -462,8 +462,10 @@ defmodule Breakwater.DemoTest do
       assert File.exists?(svg)
       parse!(File.read!(svg))
 
-      assert Enum.any?(report.timeline, &(&1 =~ "breaker closed -> open"))
-      assert Enum.any?(report.timeline, &(&1 =~ "-> closed"))
+      # Each transition says why it happened: the ledger's failures opened the breaker,
+      # its probes' successes closed it again.
+      assert Enum.any?(report.timeline, &(&1 =~ "breaker closed -> open: failures"))
+      assert Enum.any?(report.timeline, &(&1 =~ "breaker half_open -> closed: probe_successes"))
 
       # The chart: no internal id in the title, the thresholds, and a probe mark for
       # every entry into half-open in the history, however short.

@@ -162,7 +162,7 @@ defmodule Breakwater.ModelTest do
     history =
       s
       |> Breakwater.History.history()
-      |> Enum.map(&Map.take(&1, [:status, :previous_status, :breaker, :backpressure]))
+      |> Enum.map(&Map.take(&1, [:status, :previous_status, :breaker, :backpressure, :cause]))
 
     events = s |> @router.get_backpressure_events() |> Enum.map(& &1.event_type)
     recoveries = @router.get_backpressure_recovery_status(s).recovery_count

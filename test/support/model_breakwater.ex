@@ -120,8 +120,8 @@ defmodule Breakwater.ModelBreakwater do
   # ---- transitions -----------------------------------------------------------------
 
   # Applies `changes` to the state; when breaker, backpressure or the forced flag
-  # change, that is one reported transition: counted and logged.
-  defp swap(m, changes) do
+  # change, that is one reported transition, made by `cause`: counted and logged.
+  defp swap(m, changes, cause) do
     to = Map.merge(m, changes)
     breaker_changed = to.breaker != m.breaker
     bp_changed = to.backpressure != m.backpressure
@@ -145,6 +145,7 @@ defmodule Breakwater.ModelBreakwater do
           %{
             breaker: {m.breaker, to.breaker},
             backpressure: {m.backpressure, to.backpressure},
+            cause: cause,
             from_status: from_status,
             to_status: to_status
           }
@@ -172,8 +173,8 @@ defmodule Breakwater.ModelBreakwater do
   end
 
   # subject.rs `evaluate`: the backpressure state the depth leads to, with the
-  # stability period of `recovery`.
-  defp evaluate(m) do
+  # stability period of `recovery`. `configure`: a new policy is the cause.
+  defp evaluate(m, configure \\ false) do
     t = m.policy
     current = m.backpressure
     target = next_backpressure(current, m.depth, t)
@@ -198,15 +199,22 @@ defmodule Breakwater.ModelBreakwater do
         {m, target}
       end
 
+    cause =
+      cond do
+        configure -> :configure
+        current == :recovery and target == :normal -> :stability
+        true -> :depth
+      end
+
     cond do
       target == current ->
         m
 
       target == :recovery ->
-        m |> swap(%{backpressure: :recovery, calm_since: m.now}) |> evaluate()
+        m |> swap(%{backpressure: :recovery, calm_since: m.now}, cause) |> evaluate(configure)
 
       true ->
-        swap(m, %{backpressure: target})
+        swap(m, %{backpressure: target}, cause)
     end
   end
 
@@ -216,7 +224,7 @@ defmodule Breakwater.ModelBreakwater do
     m =
       if m.breaker == :open and open_remaining(m) == 0 do
         m
-        |> swap(%{breaker: :half_open, breaker_since: m.now})
+        |> swap(%{breaker: :half_open, breaker_since: m.now}, :open_timeout)
         |> bump(:recovery_attempts)
       else
         m
@@ -225,12 +233,12 @@ defmodule Breakwater.ModelBreakwater do
     if m.backpressure == :recovery, do: evaluate(m), else: m
   end
 
-  defp trip(m, from) do
+  defp trip(m, from, cause) do
     if m.breaker == from do
       streak = if from == :half_open, do: min(m.streak + 1, 255), else: 0
 
       m
-      |> swap(%{breaker: :open, streak: streak, breaker_since: m.now, consecutive: 0})
+      |> swap(%{breaker: :open, streak: streak, breaker_since: m.now, consecutive: 0}, cause)
       |> bump(:circuit_opens)
     else
       m
@@ -249,7 +257,7 @@ defmodule Breakwater.ModelBreakwater do
         m.breaker == :half_open and m.probes >= p.half_open_max_calls and
           is_integer(m.probes_since) and m.now - m.probes_since >= p.call_timeout_ms
 
-      if stale, do: trip(m, :half_open), else: m
+      if stale, do: trip(m, :half_open, :stale_probe), else: m
     end
   end
 
@@ -262,7 +270,7 @@ defmodule Breakwater.ModelBreakwater do
   def step(m, {:report_depth, n}), do: {:ok, evaluate(%{m | depth: n})}
   # Then a timer visit (see the test's execute/2 for :configure).
   def step(m, {:configure, overrides}),
-    do: {:ok, tick(evaluate(%{m | policy: policy(overrides)}))}
+    do: {:ok, tick(evaluate(%{m | policy: policy(overrides)}, true))}
 
   def step(m, {:advance, ms}), do: {:ok, tick(%{m | now: m.now + ms})}
   def step(m, {:record, outcome}), do: {:ok, record(m, outcome)}
@@ -283,7 +291,7 @@ defmodule Breakwater.ModelBreakwater do
 
         if successes >= m.policy.success_threshold do
           m
-          |> swap(%{breaker: :closed, streak: 0, consecutive: 0})
+          |> swap(%{breaker: :closed, streak: 0, consecutive: 0}, :probe_successes)
           |> bump(:successful_recoveries)
         else
           %{m | probes: max(m.probes - 1, 0), probe_successes: successes}
@@ -300,10 +308,10 @@ defmodule Breakwater.ModelBreakwater do
     case m.breaker do
       :closed ->
         m = %{m | consecutive: m.consecutive + 1}
-        if m.consecutive >= m.policy.failure_threshold, do: trip(m, :closed), else: m
+        if m.consecutive >= m.policy.failure_threshold, do: trip(m, :closed, :failures), else: m
 
       :half_open ->
-        trip(m, :half_open)
+        trip(m, :half_open, :probe_failure)
 
       :open ->
         m
@@ -401,7 +409,7 @@ defmodule Breakwater.ModelBreakwater do
   defp reset(m) do
     m =
       if m.breaker != :closed or m.forced or m.streak != 0,
-        do: swap(m, %{breaker: :closed, forced: false, streak: 0}),
+        do: swap(m, %{breaker: :closed, forced: false, streak: 0}, :reset),
         else: m
 
     %{m | consecutive: 0}
@@ -413,11 +421,11 @@ defmodule Breakwater.ModelBreakwater do
         m
 
       m.breaker == :open ->
-        swap(m, %{forced: true, breaker_since: m.now})
+        swap(m, %{forced: true, breaker_since: m.now}, :force_open)
 
       true ->
         m
-        |> swap(%{breaker: :open, forced: true, breaker_since: m.now})
+        |> swap(%{breaker: :open, forced: true, breaker_since: m.now}, :force_open)
         |> bump(:circuit_opens)
     end
   end
@@ -497,7 +505,8 @@ defmodule Breakwater.ModelBreakwater do
         status: @router_status[t.to_status],
         previous_status: @router_status[t.from_status],
         breaker: t.breaker,
-        backpressure: t.backpressure
+        backpressure: t.backpressure,
+        cause: t.cause
       }
     end)
   end

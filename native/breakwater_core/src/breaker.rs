@@ -56,7 +56,7 @@ use crate::clock::{Clock, Now};
 use crate::policy::Policy;
 use crate::state::{BreakerState, Stamp, Word};
 use crate::subject::{PolicyView, Reason};
-use crate::transition::Transitions;
+use crate::transition::{Cause, Transitions};
 use crate::window::{FailureWindow, WindowCounts};
 use crossbeam_utils::CachePadded;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -68,11 +68,12 @@ pub(crate) trait Holder {
     /// The state word now (`Acquire`).
     fn word(&self) -> Word;
 
-    /// CAS `from` → `to`; the winner reports the transition in `out`.
+    /// CAS `from` → `to`; the winner reports the transition, with `cause`, in `out`.
     fn swap<C: Clock>(
         &self,
         from: Word,
         to: Word,
+        cause: Cause,
         now: &Now<C>,
         out: &mut Transitions,
     ) -> Result<(), Word>;
@@ -227,7 +228,7 @@ impl Breaker {
     ) -> Word {
         while w.breaker() == BreakerState::Open && self.open_remaining(h, w, now) == Some(0) {
             let to = w.with_breaker(BreakerState::HalfOpen);
-            match h.swap(w, to, now, out) {
+            match h.swap(w, to, Cause::OpenTimeout, now, out) {
                 Ok(()) => {
                     self.since.store(to.breaker_epoch(), now.get());
                     self.counts.half_opens.fetch_add(1, Ordering::Relaxed);
@@ -262,15 +263,16 @@ impl Breaker {
                 .load(w.breaker_epoch())
                 .is_some_and(|since| now.get().saturating_sub(since) >= p.call_timeout_ms);
         if stale {
-            self.trip(h, BreakerState::HalfOpen, now, out);
+            self.trip(h, BreakerState::HalfOpen, Cause::StaleProbe, now, out);
         }
     }
 
-    /// Opens the breaker if it is still in `from` (closed or half-open).
+    /// Opens the breaker, for `cause`, if it is still in `from` (closed or half-open).
     pub(crate) fn trip<H: Holder, C: Clock>(
         &self,
         h: &H,
         from: BreakerState,
+        cause: Cause,
         now: &Now<C>,
         out: &mut Transitions,
     ) {
@@ -282,7 +284,7 @@ impl Breaker {
                 0
             };
             let to = w.with_breaker(BreakerState::Open).with_trip_streak(streak);
-            match h.swap(w, to, now, out) {
+            match h.swap(w, to, cause, now, out) {
                 Ok(()) => {
                     self.since.store(to.breaker_epoch(), now.get());
                     self.consecutive_failures.store(0, Ordering::Relaxed);
@@ -329,7 +331,8 @@ impl Breaker {
         out: &mut Transitions,
     ) -> Result<(), Word> {
         let to = w.with_probes(w.probes() + 1);
-        h.swap(w, to, now, out)?;
+        // No state changes here, so nothing is reported.
+        h.swap(w, to, Cause::OpenTimeout, now, out)?;
         if w.probes() == 0 {
             // The stale-probe rule of `expire_probes` counts from here.
             self.probes_since.store(to.breaker_epoch(), now.get());
@@ -385,17 +388,20 @@ impl Breaker {
         out: &mut Transitions,
     ) {
         let n = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut trip = n >= self.policy.failure_threshold.load(Ordering::Relaxed);
+        let mut trip =
+            (n >= self.policy.failure_threshold.load(Ordering::Relaxed)).then_some(Cause::Failures);
         if self.policy.rate_enabled.load(Ordering::Relaxed) {
             let view = h.policy();
             let p = &view.policy;
             let c = self.window.record(now.get(), p.window_ms, true);
             if let Some(rate) = p.failure_rate_threshold {
-                trip |= c.calls >= u64::from(p.minimum_calls) && c.rate() >= rate;
+                if trip.is_none() && c.calls >= u64::from(p.minimum_calls) && c.rate() >= rate {
+                    trip = Some(Cause::FailureRate);
+                }
             }
         }
-        if trip {
-            self.trip(h, BreakerState::Closed, now, out);
+        if let Some(cause) = trip {
+            self.trip(h, BreakerState::Closed, cause, now, out);
         }
     }
 
@@ -408,7 +414,7 @@ impl Breaker {
         out: &mut Transitions,
     ) {
         if failed {
-            self.trip(h, BreakerState::HalfOpen, now, out);
+            self.trip(h, BreakerState::HalfOpen, Cause::ProbeFailure, now, out);
             return;
         }
         let threshold = h.policy().policy.success_threshold;
@@ -420,7 +426,7 @@ impl Breaker {
                 w.with_probes(w.probes().saturating_sub(1))
                     .with_probe_successes(successes)
             };
-            match h.swap(w, to, now, out) {
+            match h.swap(w, to, Cause::ProbeSuccesses, now, out) {
                 Ok(()) => {
                     if to.breaker() == BreakerState::Closed {
                         self.consecutive_failures.store(0, Ordering::Relaxed);
@@ -447,7 +453,7 @@ impl Breaker {
             if to == w {
                 break;
             }
-            match h.swap(w, to, now, out) {
+            match h.swap(w, to, Cause::Reset, now, out) {
                 Ok(()) => break,
                 Err(actual) => w = actual,
             }
@@ -473,7 +479,7 @@ impl Breaker {
             } else {
                 w.with_breaker(BreakerState::Open).with_forced(true)
             };
-            match h.swap(w, to, now, out) {
+            match h.swap(w, to, Cause::ForceOpen, now, out) {
                 Ok(()) => {
                     self.since.store(to.breaker_epoch(), now.get());
                     if w.breaker() != BreakerState::Open {

@@ -34,7 +34,7 @@ use crate::policy::{DropPolicy, Overflow, Policy, PolicyError};
 use crate::pool::RingPool;
 use crate::spool::{Batch, BatchError, PushOutcome, Release, SegmentEvent, Spool, SpoolStats};
 use crate::state::{BackpressureState, BreakerState, Stamp, Status, Word, NO_TIME};
-use crate::transition::{Transition, Transitions};
+use crate::transition::{Cause, Transition, Transitions};
 use crate::window::WindowCounts;
 use arc_swap::ArcSwap;
 use crossbeam_utils::CachePadded;
@@ -356,18 +356,19 @@ impl Subject {
         policy.validate()?;
         let _serialised = self.configure_lock.lock();
         self.store_policy(policy, extra, pool_segments);
-        self.evaluate(&Now::new(clock), out);
+        self.evaluate(&Now::new(clock), true, out);
         Ok(())
     }
 
     // ---- transitions -------------------------------------------------------------
 
-    /// CAS `from` → `to`; on success reports the transition and counts it.
-    /// The clock is read only when a transition is reported.
+    /// CAS `from` → `to`; on success reports the transition, with `cause`, and counts
+    /// it. The clock is read only when a transition is reported.
     fn swap<C: Clock>(
         &self,
         from: Word,
         to: Word,
+        cause: Cause,
         now: &Now<C>,
         out: &mut Transitions,
     ) -> Result<(), Word> {
@@ -379,6 +380,7 @@ impl Subject {
                 from,
                 to,
                 at_ms: now.get(),
+                cause,
             };
             if from.breaker() != to.breaker() {
                 self.rare
@@ -397,6 +399,7 @@ impl Subject {
                 subject = %String::from_utf8_lossy(&self.name),
                 from = ?from,
                 to = ?to,
+                cause = cause.name(),
                 "breakwater transition"
             );
             out.push(t);
@@ -409,14 +412,15 @@ impl Subject {
     fn advance_time<C: Clock>(&self, w: Word, now: &Now<C>, out: &mut Transitions) -> Word {
         let mut w = self.breaker.advance(self, w, now, out);
         if w.backpressure() == BackpressureState::Recovery {
-            self.evaluate(now, out);
+            self.evaluate(now, false, out);
             w = self.word();
         }
         w
     }
 
-    /// Moves the backpressure state to where the current depth leads.
-    fn evaluate<C: Clock>(&self, now: &Now<C>, out: &mut Transitions) {
+    /// Moves the backpressure state to where the current depth leads; `configure`: the
+    /// policy has just changed (the cause of any transition this makes).
+    fn evaluate<C: Clock>(&self, now: &Now<C>, configure: bool, out: &mut Transitions) {
         let mut w = self.word();
         // Transitions this call may make: one rule step, recovery -> normal with a zero
         // stability period, and a re-evaluation after a concurrent depth change; one slot
@@ -450,8 +454,18 @@ impl Subject {
             if target == current {
                 return;
             }
+            let cause = if configure {
+                Cause::Configure
+            } else if current == BackpressureState::Recovery && target == BackpressureState::Normal
+            {
+                Cause::Stability
+            } else if target == BackpressureState::Dropping && depth < t.critical {
+                Cause::Pool
+            } else {
+                Cause::Depth
+            };
             let to = w.with_backpressure(target);
-            match self.swap(w, to, now, out) {
+            match self.swap(w, to, cause, now, out) {
                 Ok(()) => {
                     if target == BackpressureState::Recovery {
                         self.calm_since.store(to.backpressure_epoch(), now.get());
@@ -648,7 +662,7 @@ impl Subject {
         self.watermark(depth);
         // Orders the store before the state word is read in `evaluate` (see there).
         fence(Ordering::SeqCst);
-        self.evaluate(&Now::new(clock), out);
+        self.evaluate(&Now::new(clock), false, out);
     }
 
     fn watermark(&self, depth: u64) {
@@ -719,7 +733,7 @@ impl Subject {
         // Only a change of segment ownership or of depth can move the state: the common
         // case (an event into the current segment, far from a threshold) reads a few
         // atomics here and changes nothing.
-        self.evaluate(&Now::new(clock), out);
+        self.evaluate(&Now::new(clock), false, out);
         Ok(result)
     }
 
@@ -781,7 +795,7 @@ impl Subject {
         if released > 0 {
             self.exhausted.store(false, Ordering::Relaxed);
         }
-        self.evaluate(&Now::new(clock), out);
+        self.evaluate(&Now::new(clock), false, out);
         Ok(())
     }
 
@@ -818,7 +832,7 @@ impl Subject {
         }
         if fit {
             self.watermark(waiting);
-            self.evaluate(&Now::new(clock), out);
+            self.evaluate(&Now::new(clock), false, out);
         }
         fit
     }
@@ -934,8 +948,13 @@ impl Subject {
     pub fn set_disabled<C: Clock>(&self, disabled: bool, clock: &C, out: &mut Transitions) {
         let now = Now::new(clock);
         let mut w = self.word();
+        let cause = if disabled {
+            Cause::Disable
+        } else {
+            Cause::Enable
+        };
         while w.disabled() != disabled {
-            match self.swap(w, w.with_disabled(disabled), &now, out) {
+            match self.swap(w, w.with_disabled(disabled), cause, &now, out) {
                 Ok(()) => return,
                 Err(actual) => w = actual,
             }
@@ -958,7 +977,7 @@ impl Subject {
         {
             self.exhausted.store(false, Ordering::Relaxed);
         }
-        self.evaluate(&now, out);
+        self.evaluate(&now, false, out);
         let w = self.advance_time(self.word(), &now, out);
         self.breaker.expire_probes(self, w, &now, out);
     }
@@ -1007,10 +1026,11 @@ impl Holder for Subject {
         &self,
         from: Word,
         to: Word,
+        cause: Cause,
         now: &Now<C>,
         out: &mut Transitions,
     ) -> Result<(), Word> {
-        Subject::swap(self, from, to, now, out)
+        Subject::swap(self, from, to, cause, now, out)
     }
 
     #[inline]

@@ -3,7 +3,8 @@
 //! Invariant: the caller whose compare-and-swap on a subject's state word changed a
 //! reported state (breaker, backpressure, disabled, forced) gets exactly one
 //! [`Transition`] for it; nobody else does. The VM layer writes history and events from
-//! these reports, so history holds each transition once.
+//! these reports, so history holds each transition once, with its [`Cause`]: the rule
+//! or the manual action that made it.
 
 use crate::state::{BackpressureState, BreakerState, Status, Word};
 
@@ -18,6 +19,82 @@ pub enum Machine {
     Manual,
 }
 
+/// Why a transition happened: the rule that fired, or the manual action.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Cause {
+    /// Closed → open: `failure_threshold` consecutive failures.
+    Failures,
+    /// Closed → open: the failure rate over `window_ms` reached
+    /// `failure_rate_threshold` (with at least `minimum_calls` calls).
+    FailureRate,
+    /// Half-open → open: a probe failed (an error or a slow call).
+    ProbeFailure,
+    /// Half-open → open: every probe slot taken and the oldest probe unanswered for
+    /// `call_timeout_ms`.
+    StaleProbe,
+    /// Open → half-open: the open time passed (seen by a call or the timer).
+    OpenTimeout,
+    /// Half-open → closed: `success_threshold` probe successes.
+    ProbeSuccesses,
+    /// `reset`: the breaker closed by hand (and a forced open cleared).
+    Reset,
+    /// `force_open`: the breaker opened (or pinned open) by hand.
+    ForceOpen,
+    /// `disable`.
+    Disable,
+    /// `enable`.
+    Enable,
+    /// Backpressure: the depth (reported or spooled) crossed a threshold.
+    Depth,
+    /// Backpressure → dropping: the pool had no segment for the subject.
+    Pool,
+    /// Backpressure recovery → normal: the depth stayed at or below the recovery depth
+    /// for `stability_ms`.
+    Stability,
+    /// Backpressure: a new policy's thresholds moved the state (`configure`).
+    Configure,
+}
+
+impl Cause {
+    /// Every cause, in declaration order.
+    pub const ALL: [Cause; 14] = [
+        Cause::Failures,
+        Cause::FailureRate,
+        Cause::ProbeFailure,
+        Cause::StaleProbe,
+        Cause::OpenTimeout,
+        Cause::ProbeSuccesses,
+        Cause::Reset,
+        Cause::ForceOpen,
+        Cause::Disable,
+        Cause::Enable,
+        Cause::Depth,
+        Cause::Pool,
+        Cause::Stability,
+        Cause::Configure,
+    ];
+
+    /// The name used at the VM boundary.
+    pub fn name(self) -> &'static str {
+        match self {
+            Cause::Failures => "failures",
+            Cause::FailureRate => "failure_rate",
+            Cause::ProbeFailure => "probe_failure",
+            Cause::StaleProbe => "stale_probe",
+            Cause::OpenTimeout => "open_timeout",
+            Cause::ProbeSuccesses => "probe_successes",
+            Cause::Reset => "reset",
+            Cause::ForceOpen => "force_open",
+            Cause::Disable => "disable",
+            Cause::Enable => "enable",
+            Cause::Depth => "depth",
+            Cause::Pool => "pool",
+            Cause::Stability => "stability",
+            Cause::Configure => "configure",
+        }
+    }
+}
+
 /// One observed transition: the state word before and after the winning CAS.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Transition {
@@ -27,6 +104,8 @@ pub struct Transition {
     pub to: Word,
     /// When it happened (the subject's clock), in ms.
     pub at_ms: u64,
+    /// Why.
+    pub cause: Cause,
 }
 
 impl Transition {

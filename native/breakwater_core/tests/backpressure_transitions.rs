@@ -1091,3 +1091,52 @@ fn depth_is_the_larger_of_reported_and_spooled() {
     let (b, _) = h.take(1).unwrap();
     assert_eq!(h.ack(b.id), vec![(Pressure, Normal)]);
 }
+
+#[test]
+fn transitions_carry_their_cause() {
+    use breakwater_core::transition::Cause;
+    let causes = |ts: Vec<Transition>| -> Vec<(BackpressureState2, Cause)> {
+        ts.iter().map(|t| (t.backpressure(), t.cause)).collect()
+    };
+    let h = H::new(policy(|p| p.max_segments = Some(1)));
+    // The reported depth crosses thresholds.
+    let (_, ts) = h.run(Op::Depth(100));
+    assert_eq!(causes(ts), vec![((Normal, Pressure), Cause::Depth)]);
+    let (_, ts) = h.run(Op::Depth(500));
+    assert_eq!(causes(ts), vec![((Pressure, Dropping), Cause::Depth)]);
+    let (_, ts) = h.run(Op::Depth(0));
+    assert_eq!(causes(ts), vec![((Dropping, Recovery), Cause::Depth)]);
+    // The depth stayed calm for the stability period.
+    h.wait(1_000);
+    let (_, ts) = h.run(Op::Tick);
+    assert_eq!(causes(ts), vec![((Recovery, Normal), Cause::Stability)]);
+    // A new policy's thresholds.
+    h.run(Op::Depth(80));
+    let pool_segments = h.reg.pool().config().segments;
+    let (r, ts) = h.step(|s, c, t| {
+        s.configure(
+            policy(|p| {
+                p.warning_threshold = 80;
+                p.max_segments = Some(1);
+            }),
+            pool_segments,
+            c,
+            t,
+        )
+    });
+    assert_eq!(r, Ok(()));
+    assert_eq!(causes(ts), vec![((Normal, Pressure), Cause::Configure)]);
+    h.run(Op::Depth(0));
+    h.wait(1_000);
+    h.run(Op::Tick);
+    assert_eq!(h.bp(), Normal);
+    // No segment for the subject (its quota of one is full) at a depth far below
+    // critical: the pool is the cause.
+    for i in 0..4 {
+        assert_eq!(h.enqueue(&ev(i)).0, Enqueued::Accepted);
+    }
+    let pool = h.reg.pool();
+    let (r, ts) = h.step(|s, c, t| s.enqueue(pool, b"refused", c, t));
+    assert_eq!(r, Ok(Enqueued::Refused(7_000)));
+    assert_eq!(causes(ts), vec![((Normal, Dropping), Cause::Pool)]);
+}

@@ -14,6 +14,7 @@ use breakwater_core::registry::{Registry, RegistryConfig};
 use breakwater_core::state::BreakerState::{self, Closed, HalfOpen, Open};
 use breakwater_core::state::{Status, Word};
 use breakwater_core::subject::{Admission, Outcome, Reason, Snapshot, Subject};
+use breakwater_core::transition::Cause::{self, *};
 use breakwater_core::transition::{Machine, Transition, Transitions};
 use std::cell::RefCell;
 
@@ -207,6 +208,13 @@ fn breakers(ts: &[Transition]) -> Vec<(BreakerState, BreakerState)> {
     ts.iter().map(|t| t.breaker()).collect()
 }
 
+/// Breaker states before and after, and the cause, of each transition.
+fn caused(ts: &[Transition]) -> Vec<(BreakerState, BreakerState, Cause)> {
+    ts.iter()
+        .map(|t| (t.from.breaker(), t.to.breaker(), t.cause))
+        .collect()
+}
+
 const OK: Option<Out> = Some(Out::Admission(Admission::Admit));
 /// Admitted as a half-open probe.
 const PROBE: Option<Out> = Some(Out::Admission(Admission::Probe));
@@ -220,14 +228,12 @@ const fn check(status: Status, retry: u64) -> Option<Out> {
 }
 
 /// One step of a scripted case: the operation, the breaker transitions it must report
-/// (a manual flag change reports `(s, s)`), the breaker state after it, and the result
-/// it must return when that matters.
-type Step = (
-    Op,
-    &'static [(BreakerState, BreakerState)],
-    BreakerState,
-    Option<Out>,
-);
+/// with their causes (a manual flag change reports `(s, s, cause)`), the breaker state
+/// after it, and the result it must return when that matters.
+type Step = (Op, &'static [Reported], BreakerState, Option<Out>);
+
+/// A reported transition: breaker state before and after, and the cause.
+type Reported = (BreakerState, BreakerState, Cause);
 
 struct Case {
     name: &'static str,
@@ -249,11 +255,12 @@ fn policy(f: impl FnOnce(&mut Policy)) -> Policy {
     p
 }
 
-const NONE: &[(BreakerState, BreakerState)] = &[];
-const TRIP: &[(BreakerState, BreakerState)] = &[(Closed, Open)];
-const REOPEN: &[(BreakerState, BreakerState)] = &[(HalfOpen, Open)];
-const HALF: &[(BreakerState, BreakerState)] = &[(Open, HalfOpen)];
-const CLOSE: &[(BreakerState, BreakerState)] = &[(HalfOpen, Closed)];
+const NONE: &[Reported] = &[];
+const TRIP: &[Reported] = &[(Closed, Open, Failures)];
+const REOPEN: &[Reported] = &[(HalfOpen, Open, ProbeFailure)];
+const STALE: &[Reported] = &[(HalfOpen, Open, StaleProbe)];
+const HALF: &[Reported] = &[(Open, HalfOpen, OpenTimeout)];
+const CLOSE: &[Reported] = &[(HalfOpen, Closed, ProbeSuccesses)];
 
 fn cases() -> Vec<Case> {
     use Op::*;
@@ -430,7 +437,7 @@ fn cases() -> Vec<Case> {
                 (Wait(4_999), NONE, HalfOpen, None),
                 (Tick, NONE, HalfOpen, None),
                 (Wait(1), NONE, HalfOpen, None),
-                (Tick, REOPEN, Open, None),
+                (Tick, STALE, Open, None),
                 (Admit(5), NONE, Open, reject(Reason::CircuitOpen, 30_000)),
             ]),
         },
@@ -444,7 +451,7 @@ fn cases() -> Vec<Case> {
                 (Admit(5), NONE, HalfOpen, PROBE),
                 // Every slot is taken now, and the first probe has been unanswered for
                 // far longer than call_timeout_ms.
-                (Tick, REOPEN, Open, None),
+                (Tick, STALE, Open, None),
             ]),
         },
         Case {
@@ -477,14 +484,14 @@ fn cases() -> Vec<Case> {
                 (Wait(4_999), NONE, HalfOpen, None),
                 (Tick, NONE, HalfOpen, None),
                 (Wait(1), NONE, HalfOpen, None),
-                (Tick, REOPEN, Open, None),
+                (Tick, STALE, Open, None),
             ]),
         },
         Case {
             name: "force_open stays open past the timeout until reset",
             policy: policy(|_| {}),
             steps: vec![
-                (ForceOpen, TRIP, Open, None),
+                (ForceOpen, &[(Closed, Open, Cause::ForceOpen)], Open, None),
                 (ForceOpen, NONE, Open, None),
                 (Admit(5), NONE, Open, reject(Reason::CircuitOpen, 30_000)),
                 (Wait(300_000), NONE, Open, None),
@@ -492,7 +499,7 @@ fn cases() -> Vec<Case> {
                 (Check, NONE, Open, check(Status::Active, 30_000)),
                 (Admit(5), NONE, Open, reject(Reason::CircuitOpen, 30_000)),
                 (Succeed, NONE, Open, None),
-                (Reset, &[(Open, Closed)], Closed, None),
+                (Reset, &[(Open, Closed, Cause::Reset)], Closed, None),
                 (Admit(5), NONE, Closed, OK),
                 (Reset, NONE, Closed, None),
             ],
@@ -504,11 +511,11 @@ fn cases() -> Vec<Case> {
                 (Fail, NONE, Closed, None),
                 (Fail, NONE, Closed, None),
                 (Fail, TRIP, Open, None),
-                (ForceOpen, &[(Open, Open)], Open, None),
+                (ForceOpen, &[(Open, Open, Cause::ForceOpen)], Open, None),
                 (Wait(30_000), NONE, Open, None),
                 (Tick, NONE, Open, None),
                 (Admit(5), NONE, Open, reject(Reason::CircuitOpen, 30_000)),
-                (Reset, &[(Open, Closed)], Closed, None),
+                (Reset, &[(Open, Closed, Cause::Reset)], Closed, None),
                 (Fail, NONE, Closed, None),
                 (Fail, NONE, Closed, None),
                 (Fail, TRIP, Open, None),
@@ -521,10 +528,10 @@ fn cases() -> Vec<Case> {
             policy: policy(|_| {}),
             steps: then(vec![
                 (Admit(5), NONE, HalfOpen, PROBE),
-                (ForceOpen, REOPEN, Open, None),
+                (ForceOpen, &[(HalfOpen, Open, Cause::ForceOpen)], Open, None),
                 (Wait(100_000), NONE, Open, None),
                 (Tick, NONE, Open, None),
-                (Reset, &[(Open, Closed)], Closed, None),
+                (Reset, &[(Open, Closed, Cause::Reset)], Closed, None),
                 (Fail, NONE, Closed, None),
                 (Wait(30_000), NONE, Closed, None),
                 (Tick, NONE, Closed, None),
@@ -536,7 +543,7 @@ fn cases() -> Vec<Case> {
             policy: policy(|_| {}),
             steps: then(vec![
                 (Admit(5), NONE, HalfOpen, PROBE),
-                (Reset, CLOSE, Closed, None),
+                (Reset, &[(HalfOpen, Closed, Cause::Reset)], Closed, None),
                 (Admit(5), NONE, Closed, OK),
                 // The late outcome of the old probe changes nothing.
                 (Succeed, NONE, Closed, None),
@@ -546,7 +553,7 @@ fn cases() -> Vec<Case> {
             name: "disable admits everything, never trips; enable resumes",
             policy: policy(|_| {}),
             steps: vec![
-                (Disable, &[(Closed, Closed)], Closed, None),
+                (Disable, &[(Closed, Closed, Cause::Disable)], Closed, None),
                 (Disable, NONE, Closed, None),
                 (Fail, NONE, Closed, None),
                 (Fail, NONE, Closed, None),
@@ -554,7 +561,7 @@ fn cases() -> Vec<Case> {
                 (Fail, NONE, Closed, None),
                 (Admit(0), NONE, Closed, OK),
                 (Check, NONE, Closed, check(Status::Inactive, 0)),
-                (Enable, &[(Closed, Closed)], Closed, None),
+                (Enable, &[(Closed, Closed, Cause::Enable)], Closed, None),
                 (Enable, NONE, Closed, None),
                 (Fail, NONE, Closed, None),
                 (Fail, NONE, Closed, None),
@@ -568,11 +575,11 @@ fn cases() -> Vec<Case> {
                 (Fail, NONE, Closed, None),
                 (Fail, NONE, Closed, None),
                 (Fail, TRIP, Open, None),
-                (Disable, &[(Open, Open)], Open, None),
+                (Disable, &[(Open, Open, Cause::Disable)], Open, None),
                 (Admit(5), NONE, Open, OK),
                 (Check, NONE, Open, check(Status::Inactive, 0)),
                 (Wait(10_000), NONE, Open, None),
-                (Enable, &[(Open, Open)], Open, None),
+                (Enable, &[(Open, Open, Cause::Enable)], Open, None),
                 (Admit(5), NONE, Open, reject(Reason::CircuitOpen, 20_000)),
                 (Check, NONE, Open, check(Status::Active, 20_000)),
             ],
@@ -581,14 +588,24 @@ fn cases() -> Vec<Case> {
             name: "disable in half_open: probes unlimited, a failure does not reopen",
             policy: policy(|_| {}),
             steps: then(vec![
-                (Disable, &[(HalfOpen, HalfOpen)], HalfOpen, None),
+                (
+                    Disable,
+                    &[(HalfOpen, HalfOpen, Cause::Disable)],
+                    HalfOpen,
+                    None,
+                ),
                 (Admit(5), NONE, HalfOpen, OK),
                 (Admit(5), NONE, HalfOpen, OK),
                 (Admit(5), NONE, HalfOpen, OK),
                 (Fail, NONE, HalfOpen, None),
                 (Wait(10_000), NONE, HalfOpen, None),
                 (Tick, NONE, HalfOpen, None),
-                (Enable, &[(HalfOpen, HalfOpen)], HalfOpen, None),
+                (
+                    Enable,
+                    &[(HalfOpen, HalfOpen, Cause::Enable)],
+                    HalfOpen,
+                    None,
+                ),
                 (Admit(5), NONE, HalfOpen, PROBE),
                 (Fail, REOPEN, Open, None),
             ]),
@@ -615,7 +632,7 @@ fn cases() -> Vec<Case> {
                     reject(Reason::HalfOpenLimit, 5_000),
                 ),
                 (Admit(8), NONE, HalfOpen, OK),
-                (ForceOpen, REOPEN, Open, None),
+                (ForceOpen, &[(HalfOpen, Open, Cause::ForceOpen)], Open, None),
                 (Admit(9), NONE, Open, OK),
             ],
         },
@@ -631,7 +648,7 @@ fn scripted_breaker_transitions() {
             // Shown if a check inside `run` fails.
             eprintln!("{ctx}");
             let (got, ts) = h.run(*op);
-            assert_eq!(breakers(&ts), transitions.to_vec(), "{ctx}: transitions");
+            assert_eq!(caused(&ts), transitions.to_vec(), "{ctx}: transitions");
             assert_eq!(h.breaker(), *state, "{ctx}: state after");
             if let Some(out) = out {
                 assert_eq!(got, *out, "{ctx}: result");
@@ -646,6 +663,7 @@ fn manual_flag_transitions_are_reported_as_manual() {
     let ts = h.run(Op::Disable).1;
     assert_eq!(ts.len(), 1);
     assert_eq!(ts[0].machine(), Machine::Manual);
+    assert_eq!(ts[0].cause, Cause::Disable);
     assert!(!ts[0].from.disabled() && ts[0].to.disabled());
     assert!(h.word().disabled());
     h.run(Op::Enable);
@@ -656,6 +674,7 @@ fn manual_flag_transitions_are_reported_as_manual() {
     assert!(!ts[0].from.forced_open() && ts[0].to.forced_open());
     let ts = h.run(Op::Reset).1;
     assert_eq!(ts[0].machine(), Machine::Breaker);
+    assert_eq!(ts[0].cause, Cause::Reset);
     assert!(!ts[0].to.forced_open());
     // Forcing a closed breaker is one breaker transition that also sets the flag.
     let ts = h.run(Op::ForceOpen).1;
@@ -681,7 +700,7 @@ fn failure_rate_trips_only_with_enough_calls() {
     assert_eq!(h.breaker(), Closed);
     assert_eq!(h.snap().window.calls, 9);
     // The tenth call reaches minimum_calls and trips.
-    assert_eq!(breakers(&h.fail()), vec![(Closed, Open)]);
+    assert_eq!(caused(&h.fail()), vec![(Closed, Open, FailureRate)]);
     assert_eq!(h.snap().window.calls, 0, "the window is cleared on a trip");
 }
 

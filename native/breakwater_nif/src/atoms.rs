@@ -32,6 +32,22 @@ rustler::atoms! {
     breaker,
     backpressure,
     manual,
+    // transition causes (`reset`, `force_open`, `disable`, `enable` and `configure`
+    // name manual actions)
+    failures,
+    failure_rate,
+    probe_failure,
+    stale_probe,
+    open_timeout,
+    probe_successes,
+    reset,
+    force_open,
+    disable,
+    enable,
+    depth,
+    pool,
+    stability,
+    configure,
     // rejection reasons
     circuit_open,
     half_open_limit,

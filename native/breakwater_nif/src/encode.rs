@@ -3,14 +3,14 @@
 //! A NIF that made transitions returns `{transitions, Result, [Transition]}` instead of
 //! `Result`, so the layer above writes history exactly once per transition and the
 //! common case (no transition) costs nothing beyond `Result`. A transition is a map:
-//! `#{machine, from_breaker, to_breaker, from_backpressure, to_backpressure,
+//! `#{machine, cause, from_breaker, to_breaker, from_backpressure, to_backpressure,
 //! from_status, to_status, disabled, forced_open, trip_streak, at_ms}`.
 
 use crate::atoms;
 use breakwater_core::counters::Counter;
 use breakwater_core::state::{BackpressureState, BreakerState, Status};
 use breakwater_core::subject::{Reason, Snapshot};
-use breakwater_core::transition::{Machine, Transition, Transitions};
+use breakwater_core::transition::{Cause, Machine, Transition, Transitions};
 use rustler::{Atom, Encoder, Env, Term};
 
 /// `backpressure_inactive | backpressure_warning | backpressure_active`.
@@ -61,6 +61,26 @@ pub fn reason(r: Reason) -> Atom {
     }
 }
 
+/// The cause of a transition.
+pub fn cause(c: Cause) -> Atom {
+    match c {
+        Cause::Failures => atoms::failures(),
+        Cause::FailureRate => atoms::failure_rate(),
+        Cause::ProbeFailure => atoms::probe_failure(),
+        Cause::StaleProbe => atoms::stale_probe(),
+        Cause::OpenTimeout => atoms::open_timeout(),
+        Cause::ProbeSuccesses => atoms::probe_successes(),
+        Cause::Reset => atoms::reset(),
+        Cause::ForceOpen => atoms::force_open(),
+        Cause::Disable => atoms::disable(),
+        Cause::Enable => atoms::enable(),
+        Cause::Depth => atoms::depth(),
+        Cause::Pool => atoms::pool(),
+        Cause::Stability => atoms::stability(),
+        Cause::Configure => atoms::configure(),
+    }
+}
+
 fn map<'a>(env: Env<'a>, pairs: &[(&'static str, Term<'a>)]) -> Term<'a> {
     let keys: Vec<Term<'a>> = pairs
         .iter()
@@ -81,6 +101,7 @@ pub fn transition<'a>(env: Env<'a>, t: &Transition) -> Term<'a> {
         env,
         &[
             ("machine", machine.encode(env)),
+            ("cause", cause(t.cause).encode(env)),
             ("from_breaker", breaker(t.from.breaker()).encode(env)),
             ("to_breaker", breaker(t.to.breaker()).encode(env)),
             (
