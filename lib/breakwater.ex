@@ -52,6 +52,35 @@ defmodule Breakwater do
   (9), `:high` (7), `:normal` (5, the default) and `:low` (1); `event_type:` looks the
   priority up in the policy's `priorities` map.
 
+  ## Outcomes belong to their admission
+
+  Each visit of the breaker to half-open is an *episode*, and an episode counts only
+  the outcomes of its own probes. An outcome that answers no admission the breaker is
+  waiting for is *late*: it is counted (`successes`/`failures`, and `late_outcomes`)
+  but frees no probe slot and moves nothing. To say which admission an outcome
+  answers, keep the admission's token:
+
+  ```elixir
+  iex> {:ok, token} = Breakwater.admit("ledger-token", token: true)
+  iex> Breakwater.record("ledger-token", :success, token: token)
+  :ok
+  ```
+
+  With a token, an outcome counts only in the breaker state (the episode) that
+  admitted the call: a call admitted while closed that answers after the breaker
+  opened is late, in half-open it answers exactly the probe it was admitted as (once),
+  and a bypass call never decides half-open. So at most `half_open_max_calls` probes
+  are ever in flight, whatever the order in which late outcomes arrive. `call/3` and
+  the ledger workers always use tokens.
+
+  A bare `record/3` (no token) is attributed as well as can be: while closed it
+  counts; while open it is late; in half-open it answers the *oldest* probe in flight,
+  and is late when no probe is in flight. A late success of a call admitted before the
+  breaker half-opened can therefore stand in for a probe that is still out; use tokens
+  where that matters. `status/1` counts what happened: `probe_successes`,
+  `probe_failures`, `stale_probes` (half-open episodes ended by a probe unanswered for
+  `call_timeout_ms` while every probe slot was taken) and `late_outcomes`.
+
   ## Spool
 
   `enqueue/3` puts an event (a binary) in the subject's spool, a chain of segments from
@@ -72,12 +101,21 @@ defmodule Breakwater do
   @type priority :: 0..9 | :critical | :high | :normal | :low
   @typedoc "Why an admission was refused."
   @type reason :: :circuit_open | :half_open_limit | :backpressure | :shed_low_priority
-  @typedoc "The answer to `admit/2`."
-  @type admission :: :ok | {:reject, reason, retry_after_ms :: non_neg_integer}
+  @typedoc """
+  An admission's token (`admit/2` with `token: true`), for `record/3`: an opaque
+  integer naming the breaker episode that admitted the call and, for a half-open
+  probe, the probe.
+  """
+  @type token :: non_neg_integer
+  @typedoc "The answer to `admit/2` (`{:ok, token}` with `token: true`)."
+  @type admission ::
+          :ok | {:ok, token} | {:reject, reason, retry_after_ms :: non_neg_integer}
   @typedoc "Returned instead of a result when the subject's room (`max_subjects`) is full."
   @type too_many :: {:error, {:too_many_subjects, pos_integer}}
 
   @normal 5
+  # The largest token value (31 bits; see native/breakwater_core/src/probes.rs).
+  @max_token 2_147_483_647
 
   # ---- configuration --------------------------------------------------------------
 
@@ -125,10 +163,13 @@ defmodule Breakwater do
   @doc """
   Asks whether a call on `subject` may proceed. Options: `priority:` (0..9 or a
   name; default `:normal`), `event_type:` (a binary looked up in the policy's
-  `priorities`; `priority:` wins when both are given).
+  `priorities`; `priority:` wins when both are given), `token:` (boolean, default
+  false: answer `{:ok, token}` instead of `:ok`, and hand the token to `record/3`; see
+  "Outcomes belong to their admission" above).
 
       iex> Breakwater.admit("payments", priority: :high)
       :ok
+      iex> {:ok, _token} = Breakwater.admit("payments", priority: :high, token: true)
   """
   @spec admit(subject, keyword) :: admission | too_many
   def admit(subject, opts \\ [])
@@ -143,8 +184,10 @@ defmodule Breakwater do
     subject = Subject.normalize!(subject)
 
     case admission_opts(opts) do
-      {:priority, p} -> admitted(subject, Native.admit(subject, p))
-      {:event_type, t} -> admitted(subject, Native.admit_event(subject, t))
+      {{:priority, p}, false} -> admitted(subject, Native.admit(subject, p))
+      {{:event_type, t}, false} -> admitted(subject, Native.admit_event(subject, t))
+      {{:priority, p}, true} -> admitted(subject, Native.admit_token(subject, p))
+      {{:event_type, t}, true} -> admitted(subject, Native.admit_event_token(subject, t))
     end
   end
 
@@ -163,24 +206,33 @@ defmodule Breakwater do
   end
 
   defp admission_opts(opts) do
-    opts = keyword!(opts, [:priority, :event_type], "admit/2")
+    opts = keyword!(opts, [:priority, :event_type, :token], "admit/2")
 
-    case opts do
-      %{priority: p} ->
-        {:priority, priority!(p)}
+    token? =
+      case Map.get(opts, :token, false) do
+        b when is_boolean(b) -> b
+        other -> raise ArgumentError, "token must be true or false, got: #{inspect(other)}"
+      end
 
-      %{event_type: t} when is_binary(t) ->
-        {:event_type, t}
+    priority =
+      case opts do
+        %{priority: p} ->
+          {:priority, priority!(p)}
 
-      %{event_type: t} when is_atom(t) and t not in [nil, true, false] ->
-        {:event_type, Atom.to_string(t)}
+        %{event_type: t} when is_binary(t) ->
+          {:event_type, t}
 
-      %{event_type: t} ->
-        raise ArgumentError, "event_type must be a binary or an atom, got: #{inspect(t)}"
+        %{event_type: t} when is_atom(t) and t not in [nil, true, false] ->
+          {:event_type, Atom.to_string(t)}
 
-      %{} ->
-        {:priority, @normal}
-    end
+        %{event_type: t} ->
+          raise ArgumentError, "event_type must be a binary or an atom, got: #{inspect(t)}"
+
+        %{} ->
+          {:priority, @normal}
+      end
+
+    {priority, token?}
   end
 
   defp priority!(p) do
@@ -217,8 +269,11 @@ defmodule Breakwater do
 
   @doc """
   Records the outcome of a call on `subject`. Options: `latency_ms:`; a call slower
-  than the policy's `slow_call_ms` counts as a failure. `{:failure, reason}` keeps the
-  reason with the transition it causes (e.g. in the history entry of the opening).
+  than the policy's `slow_call_ms` counts as a failure. `token:`, the token of the
+  call's admission (`admit/2` with `token: true`): the outcome then counts for that
+  admission only (see "Outcomes belong to their admission" above). `{:failure, reason}`
+  keeps the reason with the transition it causes (e.g. in the history entry of the
+  opening).
   """
   @spec record(subject, :success | :failure | {:failure, term}, keyword) :: :ok | too_many
   def record(subject, outcome, opts \\ [])
@@ -245,8 +300,10 @@ defmodule Breakwater do
                 "outcome must be :success, :failure or {:failure, reason}, got: #{inspect(other)}"
       end
 
+    opts = keyword!(opts, [:latency_ms, :token], "record/3")
+
     latency =
-      case keyword!(opts, [:latency_ms], "record/3") do
+      case opts do
         %{latency_ms: ms} when is_integer(ms) and ms >= 0 ->
           ms
 
@@ -257,13 +314,28 @@ defmodule Breakwater do
           nil
       end
 
-    History.observe(subject, Native.record(subject, native, latency), meta)
+    result =
+      case opts do
+        %{token: t} when is_integer(t) and t >= 0 and t <= @max_token ->
+          Native.record_token(subject, native, latency, t)
+
+        %{token: t} ->
+          raise ArgumentError,
+                "token must be a token from admit/2 with token: true " <>
+                  "(an integer in 0..#{@max_token}), got: #{inspect(t)}"
+
+        %{} ->
+          Native.record(subject, native, latency)
+      end
+
+    History.observe(subject, result, meta)
   end
 
   @doc """
   Runs `fun` through the breaker: admits (options `priority:`, `event_type:`), runs
   `fun` in a supervised task under `timeout:` (default: the policy's
-  `call_timeout_ms`), records the outcome with its latency, and returns
+  `call_timeout_ms`), records the outcome with its latency and the admission's token
+  (so it counts for this call's admission only), and returns
   `{:ok, result}`, or `{:error, reason}` with a rejection reason, `:timeout`, the
   reason of an `{:error, reason}` result, or `{:exception | :exit | :throw, term}`.
   `timeout:` is a positive integer (ms) or `:infinity`.
@@ -298,14 +370,14 @@ defmodule Breakwater do
           PolicyStore.get(subject).call_timeout_ms
       end
 
-    case admit(subject, opts |> Map.drop([:timeout]) |> Map.to_list()) do
-      :ok -> run(subject, fun, timeout)
+    case admit(subject, opts |> Map.drop([:timeout]) |> Map.put(:token, true) |> Map.to_list()) do
+      {:ok, token} -> run(subject, fun, timeout, token)
       {:reject, reason, _retry} -> {:error, reason}
       {:error, _} = error -> error
     end
   end
 
-  defp run(subject, fun, timeout) do
+  defp run(subject, fun, timeout, token) do
     started = System.monotonic_time(:millisecond)
 
     task =
@@ -320,7 +392,7 @@ defmodule Breakwater do
       end)
 
     reply = Task.yield(task, wait_ms(timeout)) || Task.shutdown(task, :brutal_kill)
-    latency = [latency_ms: System.monotonic_time(:millisecond) - started]
+    latency_ms = System.monotonic_time(:millisecond) - started
 
     {outcome, result} =
       case reply do
@@ -332,7 +404,7 @@ defmodule Breakwater do
         nil -> {{:failure, :timeout}, {:error, :timeout}}
       end
 
-    record(subject, outcome, latency)
+    record(subject, outcome, latency_ms: latency_ms, token: token)
     result
   end
 

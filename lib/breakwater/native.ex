@@ -59,6 +59,12 @@ defmodule Breakwater.Native do
   @doc false
   def record(_subject, _outcome, _latency_ms), do: nif_error()
   @doc false
+  def admit_token(_subject, _priority), do: nif_error()
+  @doc false
+  def admit_event_token(_subject, _event_type), do: nif_error()
+  @doc false
+  def record_token(_subject, _outcome, _latency_ms, _token), do: nif_error()
+  @doc false
   def report_depth(_subject, _depth), do: nif_error()
   @doc false
   def enqueue(_subject, _event), do: nif_error()

@@ -37,6 +37,7 @@ defmodule Breakwater.BadInputTest do
     :event_type,
     :latency_ms,
     :timeout,
+    :token,
     :warning_threshold,
     :backpressure_active,
     :backpressure_warning,
@@ -51,7 +52,7 @@ defmodule Breakwater.BadInputTest do
   # Every policy key, and one no policy has.
   @policy_keys Breakwater.Policy.keys() ++ [:colour]
 
-  @option_keys [:priority, :event_type, :timeout, :latency_ms, :foo]
+  @option_keys [:priority, :event_type, :timeout, :latency_ms, :token, :foo]
   @statuses [:backpressure_inactive, :backpressure_warning, :backpressure_active]
 
   # ---- generators ---------------------------------------------------------------------
@@ -193,6 +194,15 @@ defmodule Breakwater.BadInputTest do
       improper(
         :proper_types.tuple([:proper_types.elements(@option_keys), ctx.any]),
         leaf(ctx.others)
+      ),
+      keywords(
+        [:token, :priority],
+        :proper_types.oneof([
+          :proper_types.boolean(),
+          :proper_types.integer(-2, 11),
+          :proper_types.elements([2_147_483_647, 2_147_483_648, 1 <<< 64]),
+          ctx.any
+        ])
       )
     ])
   end
@@ -342,6 +352,7 @@ defmodule Breakwater.BadInputTest do
   defp shape?(Breakwater, :configure, r), do: r == :ok
   defp shape?(Breakwater, :policy, r), do: is_map(r) and is_map_key(r, :warning_threshold)
   defp shape?(Breakwater, :admit, :ok), do: true
+  defp shape?(Breakwater, :admit, {:ok, t}), do: non_neg?(t) and t <= 2_147_483_647
 
   defp shape?(Breakwater, :admit, {:reject, reason, ms}),
     do: reason in @reasons and non_neg?(ms)

@@ -287,7 +287,8 @@ defmodule Breakwater.MetricsTest do
       assert value(scrape([s]), "breakwater_circuit_opens_total", %{"subject" => s}) == 1
 
       TestSubjects.advance(60_000)
-      :ok = Breakwater.admit(s)
+      # three probes (half_open_max_calls), each answered: success_threshold is 3
+      for _ <- 1..3, do: :ok = Breakwater.admit(s)
       families = scrape([s])
       assert value(families, "breakwater_circuit_state", %{"subject" => s}) == 1
       assert value(families, "breakwater_recovery_attempts_total", %{"subject" => s}) == 1
@@ -300,6 +301,12 @@ defmodule Breakwater.MetricsTest do
       assert value(families, "breakwater_successful_recoveries_total", %{"subject" => s}) == 1
       assert value(families, "breakwater_successes_total", %{"subject" => s}) == 3
       assert value(families, "breakwater_failures_total", %{"subject" => s}) == 1
+      assert value(families, "breakwater_probe_successes_total", %{"subject" => s}) == 3
+      assert value(families, "breakwater_probe_failures_total", %{"subject" => s}) == 0
+      assert value(families, "breakwater_stale_probes_total", %{"subject" => s}) == 0
+      # a success recorded now, with no admission waiting, is an ordinary closed outcome
+      :ok = Breakwater.record(s, :success)
+      assert value(scrape([s]), "breakwater_late_outcomes_total", %{"subject" => s}) == 0
 
       b = TestSubjects.subject(warning_threshold: 10, critical_threshold: 100)
       :ok = Breakwater.report_depth(b, 50)

@@ -70,11 +70,15 @@ defmodule Breakwater.ModelTest do
     )
   end
 
+  defp outcome, do: :proper_types.elements([:success, :failure, :failure])
+
   defp command do
     :proper_types.frequency([
       {5, {:report_depth, depth()}},
-      {6, {:record, :proper_types.elements([:success, :failure, :failure])}},
-      {6, {:admit, :proper_types.integer(0, 9)}},
+      {4, {:record, outcome()}},
+      {3, {:record_token, :proper_types.integer(0, 1_000), outcome()}},
+      {4, {:admit, :proper_types.integer(0, 9)}},
+      {3, {:admit_token, :proper_types.integer(0, 9)}},
       {3, {:advance, :proper_types.elements([10_000, 20_000, 50_000, 100_000])}},
       {1, {:configure, policy()}},
       {3, :check},
@@ -85,11 +89,101 @@ defmodule Breakwater.ModelTest do
 
   defp commands, do: :proper_types.list(command())
 
+  # The half-open rules: probes admitted with and without tokens, answered in any order,
+  # bare and late outcomes, the timer, and the policy's limits changing underneath.
+  defp half_open_policy do
+    :proper_types.bind(
+      {:proper_types.integer(1, 4), :proper_types.integer(1, 5),
+       :proper_types.elements([20_000, 30_000, 1_000_000])},
+      fn {probes, successes, call_timeout} ->
+        Keyword.merge(@base,
+          half_open_max_calls: probes,
+          success_threshold: successes,
+          call_timeout_ms: call_timeout
+        )
+      end,
+      false
+    )
+  end
+
+  defp half_open_command do
+    outcome = :proper_types.elements([:success, :success, :success, :failure])
+
+    :proper_types.frequency([
+      {8, {:admit_token, :proper_types.elements([5, 5, 5, 9])}},
+      {3, {:admit, 5}},
+      {8, {:record_token, :proper_types.integer(0, 1_000), outcome}},
+      {3, {:record, outcome}},
+      {3, {:advance, :proper_types.elements([10_000, 20_000])}},
+      {1, {:advance, 100_000}},
+      {1, {:configure, half_open_policy()}},
+      {1, :check},
+      {1, :reset}
+    ])
+  end
+
+  # Trip the breaker (3 failures with a call admitted before, whose token answers late)
+  # and half-open it, then the generated commands.
+  defp half_open_commands do
+    :proper_types.bind(
+      {half_open_policy(), :proper_types.list(half_open_command())},
+      fn {policy, cmds} ->
+        [
+          {:configure, policy},
+          {:admit_token, 5},
+          {:record, :failure},
+          {:record, :failure},
+          {:record, :failure},
+          {:advance, 100_000}
+          | cmds
+        ]
+      end,
+      false
+    )
+  end
+
   # ---- running a case -------------------------------------------------------------------
+
+  # `tokens`: the tokens `{:admit_token, p}` got so far, newest first.
+  defp execute(s, {:admit_token, p}, tokens) do
+    case admitted(s, Breakwater.admit(s, priority: p, token: true)) do
+      {:ok, token} = ok -> {ok, [token | tokens]}
+      other -> {other, tokens}
+    end
+  end
+
+  defp execute(s, {:admit, p}, tokens),
+    do: {admitted(s, Breakwater.admit(s, priority: p)), tokens}
+
+  defp execute(s, {:record_token, _k, outcome}, []), do: {Breakwater.record(s, outcome), []}
+
+  defp execute(s, {:record_token, k, outcome}, tokens) do
+    token = Enum.at(tokens, length(tokens) - 1 - rem(k, length(tokens)))
+    {Breakwater.record(s, outcome, token: token), tokens}
+  end
+
+  defp execute(s, cmd, tokens), do: {execute(s, cmd), tokens}
+
+  # After an admission into a half-open breaker, lets the native clock tick over, so
+  # that no two probes share a millisecond and "the oldest probe" is the first admitted
+  # (the model breaks ties in admission order; the real slots, within one millisecond,
+  # by slot). Then a timer visit, as the model makes (see Model.step/2).
+  defp admitted(s, answer) do
+    if Breakwater.status(s).breaker == :half_open do
+      start = Breakwater.Native.now_ms()
+      wait_tick(start)
+    end
+
+    T.advance(0)
+    answer
+  end
+
+  defp wait_tick(start) do
+    if Breakwater.Native.now_ms() == start, do: wait_tick(start)
+  end
 
   defp execute(s, {:report_depth, n}), do: Breakwater.report_depth(s, n)
   defp execute(s, {:record, outcome}), do: Breakwater.record(s, outcome)
-  defp execute(s, {:admit, p}), do: Breakwater.admit(s, priority: p)
   defp execute(_s, {:advance, ms}), do: T.advance(ms)
   # The background timer applies a shortened open time within tick_ms of a configure:
   # visit now, so that it happens at a known point (the model does the same).
@@ -114,9 +208,9 @@ defmodule Breakwater.ModelTest do
     result =
       cmds
       |> Enum.with_index(1)
-      |> Enum.reduce_while(model, fn {cmd, i}, model ->
+      |> Enum.reduce_while({model, []}, fn {cmd, i}, {model, tokens} ->
         {expected, model} = Model.step(model, cmd)
-        actual = execute(s, cmd)
+        {actual, tokens} = execute(s, cmd, tokens)
         real = Breakwater.status(s)
         want = Model.expected_status(model)
         got = Model.observed_status(real)
@@ -136,13 +230,13 @@ defmodule Breakwater.ModelTest do
               }}}
 
           true ->
-            {:cont, model}
+            {:cont, {model, tokens}}
         end
       end)
 
     case result do
       {:mismatch, _} = mismatch -> mismatch
-      model -> if opts[:history], do: check_history(s, model), else: :ok
+      {model, _tokens} -> if opts[:history], do: check_history(s, model), else: :ok
     end
   end
 
@@ -188,7 +282,8 @@ defmodule Breakwater.ModelTest do
   end
 
   defp quickcheck(opts) do
-    prop = :proper.forall(commands(), fn cmds -> run_case(cmds, opts) == :ok end)
+    generator = Keyword.get(opts, :commands, commands())
+    prop = :proper.forall(generator, fn cmds -> run_case(cmds, opts) == :ok end)
 
     case :proper.quickcheck(prop, [:quiet, :long_result, {:numtests, @numtests}, {:max_size, 100}]) do
       true ->
@@ -216,6 +311,10 @@ defmodule Breakwater.ModelTest do
 
   test "history, events and recoveries are written exactly once per model transition" do
     quickcheck(history: true)
+  end
+
+  test "half-open: concurrent probes, late and bare outcomes, tokens and the timer follow the model" do
+    quickcheck(commands: half_open_commands(), history: true)
   end
 
   # A few fixed sequences, so that the interesting paths are covered whatever the seed.

@@ -1,9 +1,11 @@
 defmodule Breakwater.NativeTest do
-  # The NIF boundary itself (issue 2): the library loads, every NIF answers through the
+  # The NIF boundary itself: the library loads, every NIF answers through the
   # VM with its documented shape, and bad arguments raise ArgumentError naming the
   # argument. Calls the stubs directly, which only the library does in production.
   # Moves the native clock (force_open, tick): async: false.
   use ExUnit.Case, async: false
+
+  import Bitwise
 
   alias Breakwater.Native
   alias Breakwater.TestSubjects, as: T
@@ -41,7 +43,7 @@ defmodule Breakwater.NativeTest do
     assert info.free_segments <= info.segments
   end
 
-  test "router NIFs: check, admit, admit_event, admit_write, record, report_depth" do
+  test "router NIFs: check, admit, admit_event, admit_write, record, report_depth, and their token variants" do
     s = T.subject(warning_threshold: 10, critical_threshold: 20, recovery_threshold: 0.5)
     assert Native.exists(s)
     refute Native.exists(T.unique("never-used"))
@@ -50,9 +52,12 @@ defmodule Breakwater.NativeTest do
     assert {:backpressure_inactive, 0} = unwrap(Native.check(s))
     assert :ok = unwrap(Native.admit(s, 5))
     assert :ok = unwrap(Native.admit_event(s, "control"))
-    assert :ok = unwrap(Native.admit_write(s))
+    assert {:ok, w} = unwrap(Native.admit_write(s))
+    assert {:ok, t1} = unwrap(Native.admit_token(s, 5))
+    assert {:ok, t2} = unwrap(Native.admit_event_token(s, "control"))
+    for t <- [w, t1, t2], do: assert(is_integer(t) and t in 0..2_147_483_647)
     assert :ok = unwrap(Native.record(s, :success, 3))
-    assert :ok = unwrap(Native.record(s, :failure, nil))
+    assert :ok = unwrap(Native.record_token(s, :failure, nil, t1))
 
     # Crossing the critical threshold is a transition the caller sees.
     assert {:transitions, :ok, [t | _]} = Native.report_depth(s, 25)
@@ -69,6 +74,16 @@ defmodule Breakwater.NativeTest do
     raises_naming("priority", fn -> Native.admit(s, 42) end)
     raises_naming("event_type", fn -> Native.admit_event(s, :control) end)
     raises_naming("outcome", fn -> Native.record(s, :meh, 3) end)
+    raises_naming("priority", fn -> Native.admit_token(s, -1) end)
+
+    raises_naming("event_type", fn -> Native.admit_event_token(s, "x" |> String.to_charlist()) end)
+
+    for bad <- [-1, 2_147_483_648, 1 <<< 64, 1.0, :token, "1", nil, [1]] do
+      raises_naming("token", fn -> Native.record_token(s, :success, nil, bad) end)
+    end
+
+    raises_naming("outcome", fn -> Native.record_token(s, :meh, nil, t1) end)
+    raises_naming("latency_ms", fn -> Native.record_token(s, :success, -3, t1) end)
     raises_naming("depth", fn -> Native.report_depth(s, -1) end)
     raises_naming("depth", fn -> Native.report_depth(s, 1.5) end)
     # The failed calls changed nothing.

@@ -7,7 +7,22 @@ defmodule Breakwater.ModelBreakwater do
   # Commands:
   #
   #   {:report_depth, n} | {:record, :success | :failure} | {:admit, priority}
+  #   | {:admit_token, priority} | {:record_token, k, :success | :failure}
   #   | {:advance, ms} | {:configure, overrides} | :check | :reset | :force_open
+  #
+  # `{:admit_token, p}` is `admit/2` with `token: true`; the tokens it hands out are
+  # numbered 0, 1, ... in order. `{:record_token, k, outcome}` records `outcome` with
+  # token number `rem(k, tokens handed out)`, or bare when none was.
+  #
+  # The model tracks each half-open probe in flight (when and in which order it was
+  # admitted, and the token that names it, if any) and each token (the breaker epoch
+  # that admitted it and the probe it names), and applies the rules of
+  # native/breakwater_core/src/breaker.rs: a half-open episode counts only the outcomes
+  # of its own probes; a token answers its own probe, once; a bare outcome answers the
+  # oldest probe in flight (first admitted among equally old ones: the real test makes
+  # sure no two probes share a millisecond) and is late with none in flight; the timer
+  # re-opens the breaker when every probe slot is taken and the oldest probe is
+  # call_timeout_ms old.
   #
   # `{:advance, ms}` moves the model clock and then applies every time rule, as the
   # real test does with `Breakwater.Native.advance_clock/1` followed by a synchronous
@@ -34,6 +49,10 @@ defmodule Breakwater.ModelBreakwater do
     :rejected_shed_low_priority,
     :successes,
     :failures,
+    :late_outcomes,
+    :probe_successes,
+    :probe_failures,
+    :stale_probes,
     :circuit_opens,
     :recovery_attempts,
     :successful_recoveries,
@@ -52,12 +71,17 @@ defmodule Breakwater.ModelBreakwater do
       now: 0,
       policy: policy(overrides),
       breaker: :closed,
+      # the breaker epoch of the state word: bumped by every breaker transition
+      epoch: 0,
       forced: false,
-      probes: 0,
+      # half-open probes in flight, oldest first: %{seq: n, at: ms}
+      in_flight: [],
       probe_successes: 0,
+      # tokens handed out: number => %{epoch: e, seq: probe seq | nil}
+      tokens: %{},
+      seq: 0,
       streak: 0,
       breaker_since: nil,
-      probes_since: nil,
       consecutive: 0,
       backpressure: :normal,
       depth: 0,
@@ -126,10 +150,10 @@ defmodule Breakwater.ModelBreakwater do
     breaker_changed = to.breaker != m.breaker
     bp_changed = to.backpressure != m.backpressure
 
-    # a breaker transition starts a new breaker epoch: clears probe bookkeeping
+    # a breaker transition starts a new breaker epoch and ends the probes in flight
     to =
       if breaker_changed,
-        do: %{to | probes: 0, probe_successes: 0, probes_since: nil},
+        do: %{to | epoch: m.epoch + 1, in_flight: [], probe_successes: 0},
         else: to
 
     if breaker_changed or bp_changed or to.forced != m.forced do
@@ -254,10 +278,10 @@ defmodule Breakwater.ModelBreakwater do
       p = m.policy
 
       stale =
-        m.breaker == :half_open and m.probes >= p.half_open_max_calls and
-          is_integer(m.probes_since) and m.now - m.probes_since >= p.call_timeout_ms
+        m.breaker == :half_open and length(m.in_flight) >= p.half_open_max_calls and
+          m.now - Enum.min_by(m.in_flight, & &1.at).at >= p.call_timeout_ms
 
-      if stale, do: trip(m, :half_open, :stale_probe), else: m
+      if stale, do: m |> trip(:half_open, :stale_probe) |> bump(:stale_probes), else: m
     end
   end
 
@@ -273,48 +297,87 @@ defmodule Breakwater.ModelBreakwater do
     do: {:ok, tick(evaluate(%{m | policy: policy(overrides)}, true))}
 
   def step(m, {:advance, ms}), do: {:ok, tick(%{m | now: m.now + ms})}
-  def step(m, {:record, outcome}), do: {:ok, record(m, outcome)}
-  def step(m, {:admit, p}), do: admit(m, p)
+  def step(m, {:record, outcome}), do: {:ok, record(m, outcome, nil)}
+
+  def step(m, {:record_token, k, outcome}) do
+    case map_size(m.tokens) do
+      0 -> {:ok, record(m, outcome, nil)}
+      n -> {:ok, record(m, outcome, Map.fetch!(m.tokens, rem(k, n)))}
+    end
+  end
+
+  # An admission can fill the last probe slot while the oldest probe is already
+  # call_timeout_ms old: the background timer would re-open the breaker at any moment,
+  # so the real test runs a timer visit after every admission, and the model too.
+  def step(m, {:admit, p}) do
+    {answer, m, _ticket} = admit(m, p)
+    {answer, tick(m)}
+  end
+
+  def step(m, {:admit_token, p}) do
+    case admit(m, p) do
+      {:ok, m, ticket} ->
+        {{:ok, :token}, tick(%{m | tokens: Map.put(m.tokens, map_size(m.tokens), ticket)})}
+
+      {reject, m, nil} ->
+        {reject, tick(m)}
+    end
+  end
+
   def step(m, :check), do: check(m)
   def step(m, :reset), do: {:ok, reset(m)}
   def step(m, :force_open), do: {:ok, force_open(m)}
 
-  defp record(m, :success) do
-    m = bump(m, :successes)
+  # An outcome, bare (`ticket` nil) or with the ticket of its admission.
+  defp record(m, outcome, ticket) do
+    m = bump(m, if(outcome == :success, do: :successes, else: :failures))
 
-    case m.breaker do
-      :closed ->
-        %{m | consecutive: 0}
-
-      :half_open ->
-        successes = m.probe_successes + 1
-
-        if successes >= m.policy.success_threshold do
-          m
-          |> swap(%{breaker: :closed, streak: 0, consecutive: 0}, :probe_successes)
-          |> bump(:successful_recoveries)
-        else
-          %{m | probes: max(m.probes - 1, 0), probe_successes: successes}
-        end
-
-      :open ->
-        m
+    cond do
+      ticket != nil and ticket.epoch != m.epoch -> bump(m, :late_outcomes)
+      m.breaker == :closed -> record_closed(m, outcome)
+      m.breaker == :open -> bump(m, :late_outcomes)
+      true -> record_half_open(m, outcome, ticket)
     end
   end
 
-  defp record(m, :failure) do
-    m = bump(m, :failures)
+  defp record_closed(m, :success), do: %{m | consecutive: 0}
 
-    case m.breaker do
-      :closed ->
-        m = %{m | consecutive: m.consecutive + 1}
-        if m.consecutive >= m.policy.failure_threshold, do: trip(m, :closed, :failures), else: m
+  defp record_closed(m, :failure) do
+    m = %{m | consecutive: m.consecutive + 1}
+    if m.consecutive >= m.policy.failure_threshold, do: trip(m, :closed, :failures), else: m
+  end
 
-      :half_open ->
-        trip(m, :half_open, :probe_failure)
+  # The probe the outcome answers: the one its ticket names if still in flight; with no
+  # ticket the oldest (first admitted among equally old ones).
+  defp record_half_open(m, outcome, ticket) do
+    answered =
+      case ticket do
+        nil -> Enum.min_by(m.in_flight, &{&1.at, &1.seq}, fn -> nil end)
+        %{seq: nil} -> nil
+        %{seq: seq} -> Enum.find(m.in_flight, &(&1.seq == seq))
+      end
 
-      :open ->
-        m
+    if answered == nil do
+      bump(m, :late_outcomes)
+    else
+      m = %{m | in_flight: List.delete(m.in_flight, answered)}
+      probe_outcome(m, outcome)
+    end
+  end
+
+  defp probe_outcome(m, :failure),
+    do: m |> bump(:probe_failures) |> trip(:half_open, :probe_failure)
+
+  defp probe_outcome(m, :success) do
+    m = bump(m, :probe_successes)
+    successes = m.probe_successes + 1
+
+    if successes >= m.policy.success_threshold do
+      m
+      |> swap(%{breaker: :closed, streak: 0, consecutive: 0}, :probe_successes)
+      |> bump(:successful_recoveries)
+    else
+      %{m | probe_successes: successes}
     end
   end
 
@@ -332,12 +395,14 @@ defmodule Breakwater.ModelBreakwater do
     end
   end
 
-  defp admit(m, p) when p >= @bypass_priority, do: {:ok, bump(m, :bypassed)}
+  # `{answer, model, ticket}`: the ticket of an admitted call (nil when rejected).
+  defp admit(m, p) when p >= @bypass_priority,
+    do: {:ok, bump(m, :bypassed), %{epoch: m.epoch, seq: nil}}
 
   defp admit(m, p) do
     cond do
       quiet?(m) ->
-        shed(m, p) || {:ok, bump(m, :accepted)}
+        admitted(shed(m, p) || {:ok, bump(m, :accepted)})
 
       m.breaker == :open ->
         case open_remaining(m) do
@@ -351,27 +416,32 @@ defmodule Breakwater.ModelBreakwater do
                 # Forced open: no timer ends it; the retry hint is the policy's.
                 else: @retry_after_ms
 
-            {{:reject, :circuit_open, retry}, bump(m, :rejected_circuit_open)}
+            {{:reject, :circuit_open, retry}, bump(m, :rejected_circuit_open), nil}
         end
 
-      m.breaker == :half_open and m.probes >= m.policy.half_open_max_calls ->
+      m.breaker == :half_open and length(m.in_flight) >= m.policy.half_open_max_calls ->
         {{:reject, :half_open_limit, m.policy.call_timeout_ms},
-         bump(m, :rejected_half_open_limit)}
+         bump(m, :rejected_half_open_limit), nil}
 
       m.breaker == :half_open ->
-        backpressure_reject(m, p) ||
-          {:ok,
-           m
-           |> Map.merge(%{
-             probes: m.probes + 1,
-             probes_since: if(m.probes == 0, do: m.now, else: m.probes_since)
-           })
-           |> bump(:accepted)}
+        case backpressure_reject(m, p) do
+          nil ->
+            probe = %{seq: m.seq, at: m.now}
+
+            m = %{m | in_flight: m.in_flight ++ [probe], seq: m.seq + 1}
+            {:ok, bump(m, :accepted), %{epoch: m.epoch, seq: probe.seq}}
+
+          {reject, m} ->
+            {reject, m, nil}
+        end
 
       true ->
-        backpressure_reject(m, p) || {:ok, bump(m, :accepted)}
+        admitted(backpressure_reject(m, p) || {:ok, bump(m, :accepted)})
     end
   end
+
+  defp admitted({:ok, m}), do: {:ok, m, %{epoch: m.epoch, seq: nil}}
+  defp admitted({reject, m}), do: {reject, m, nil}
 
   defp check(m) do
     if quiet?(m) do
@@ -443,6 +513,9 @@ defmodule Breakwater.ModelBreakwater do
       {{status, {:open_remaining, ms}}, {status, real}} ->
         retry_close?(ms, real, tolerance_ms)
 
+      {{:ok, :token}, {:ok, token}} ->
+        is_integer(token) and token >= 0
+
       {same, same} ->
         true
 
@@ -462,7 +535,7 @@ defmodule Breakwater.ModelBreakwater do
       backpressure: m.backpressure,
       status: status(m),
       forced_open: m.forced,
-      probes_in_flight: m.probes,
+      probes_in_flight: length(m.in_flight),
       probe_successes: m.probe_successes,
       trip_streak: m.streak,
       consecutive_failures: m.consecutive,

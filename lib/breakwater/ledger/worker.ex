@@ -7,7 +7,9 @@ defmodule Breakwater.Ledger.Worker do
   (memory first; the disk spool refills memory in order when memory is empty), write
   it in a supervised task under the policy's `call_timeout_ms`, then `ack` it when the
   ledger returned `:ok` or `nack` it otherwise, and record the outcome with its
-  latency. One call is in flight at a time, and the worker waits for it with a timer,
+  latency and the admission's token, so that the outcome counts for the admission it
+  answers (a write admitted as a half-open probe answers that probe; one admitted
+  before the breaker opened is late). One call is in flight at a time, and the worker waits for it with a timer,
   never blocking: it answers `info/1` and shuts down promptly whatever the ledger does.
 
   Health checks (`health_check/1` of the ledger module) keep detection and recovery
@@ -144,25 +146,26 @@ defmodule Breakwater.Ledger.Worker do
     policy = PolicyStore.get(s.subject)
 
     case History.observe(s.subject, Native.admit_write(s.subject)) do
-      :ok -> take(s, policy, false)
-      :probe -> take(s, policy, true)
+      {:ok, token} -> take(s, policy, false, token)
+      {:probe, token} -> take(s, policy, true, token)
       {:reject, :circuit_open, retry} -> open(s, policy, retry)
       {:reject, _, _} -> schedule(s, max(div(policy.health_check_ms, 10), 1))
       {:error, reason} -> log_and_wait(s, reason)
     end
   end
 
-  defp take(s, policy, probe?) do
+  # `token`: the admission's, recorded with the outcome.
+  defp take(s, policy, probe?, token) do
     case Breakwater.drain(s.subject, s.batch_size) do
       {:ok, id, events} ->
-        start(s, policy, {:write, id, events}, true)
+        start(s, policy, {:write, id, events}, token)
 
       :empty when probe? ->
-        start(s, policy, {:health, :probe}, true)
+        start(s, policy, {:health, :probe}, token)
 
       :empty ->
         if now() >= s.next_health,
-          do: start(s, policy, {:health, :idle}, true),
+          do: start(s, policy, {:health, :idle}, token),
           else: schedule(s, s.poll_ms)
 
       {:error, reason} ->
@@ -173,13 +176,14 @@ defmodule Breakwater.Ledger.Worker do
   # Open: the breaker decides when probing starts; health checks meanwhile only inform.
   defp open(s, policy, retry) do
     if now() >= s.next_health do
-      start(s, policy, {:health, :open}, false)
+      start(s, policy, {:health, :open}, nil)
     else
       schedule(s, min(retry, max(s.next_health - now(), 1)))
     end
   end
 
-  defp start(s, policy, kind, recorded?) do
+  # `token`: the admission's token, to record the outcome with; nil: not recorded.
+  defp start(s, policy, kind, token) do
     module = s.module
     subject = s.subject
 
@@ -204,7 +208,7 @@ defmodule Breakwater.Ledger.Worker do
       kind: kind,
       timer: timer,
       started: now(),
-      recorded?: recorded?,
+      token: token,
       policy: policy
     }
 
@@ -221,9 +225,9 @@ defmodule Breakwater.Ledger.Worker do
     latency = now() - inflight.started
     s = %{s | inflight: nil, last_call: now()}
 
-    if inflight.recorded? do
+    if inflight.token do
       outcome_term = if outcome == :success, do: :success, else: {:failure, elem(outcome, 1)}
-      Breakwater.record(s.subject, outcome_term, latency_ms: latency)
+      Breakwater.record(s.subject, outcome_term, latency_ms: latency, token: inflight.token)
     end
 
     case {inflight.kind, outcome} do

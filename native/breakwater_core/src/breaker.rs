@@ -5,10 +5,10 @@
 //!          or the failure rate over window_ms
 //!   closed ─────────────────────────────────────▶ open ◀──────────────┐
 //!     ▲                                            │                  │
-//!     │                     open time has passed   │     a probe      │
-//!     │                   (next call or timer)     ▼     failed, or   │
-//!     └────── success_threshold probe ──────── half_open ─ stale ─────┘
-//!                successes
+//!     │                     open time has passed   │    a probe of    │
+//!     │                   (next call or timer)     ▼    this episode  │
+//!     └────── success_threshold probe ──────── half_open ─ failed, or ┘
+//!             successes of this episode                  the oldest probe is stale
 //! ```
 //!
 //! A subject starts `closed`. Each recorded failure (an error, or a call slower than
@@ -19,11 +19,37 @@
 //! retry hint. Once the open time (`open_timeout_ms`, doubled per consecutive trip up to
 //! `max_open_timeout_ms` when that is set) has passed, the next call or timer tick moves
 //! it to `half_open`, which admits at most `half_open_max_calls` probes at once;
-//! `success_threshold` probe successes close it, any probe failure opens it again. A
-//! probe left unanswered for `call_timeout_ms` while every probe slot is taken counts
-//! as a failure. `force_open` holds it open until `reset` (its rejections carry the
-//! policy's retry hint, `retry_after_ms`, since no timer ends it); `disable` admits
-//! everything and never trips, while still counting.
+//! `success_threshold` probe successes close it, any probe failure opens it again.
+//! While every probe slot is taken, a probe left unanswered for `call_timeout_ms`
+//! counts as a failure: the timer re-opens the breaker when the *oldest* probe in
+//! flight was admitted `call_timeout_ms` ago, so a breaker whose probes answer in time
+//! stays half-open however quickly their slots are refilled. `force_open` holds it open
+//! until `reset` (its rejections carry the policy's retry hint, `retry_after_ms`, since
+//! no timer ends it); `disable` admits everything and never trips, while still
+//! counting.
+//!
+//! # Outcomes belong to their admission
+//!
+//! Each visit to half-open is an *episode*, named by the breaker epoch of the state
+//! word. An episode counts only the outcomes of its own probes; every other outcome
+//! is *late*: counted as a success or failure, and in `late_outcomes`, but it neither
+//! frees a probe slot nor moves the breaker. Which admission an outcome answers is
+//! known exactly when the caller hands back the admission's [`Ticket`] (`call/3` and
+//! the ledger workers always do; `admit(s, token: true)` gives one to any caller):
+//!
+//! - a ticket of another breaker epoch than the current one is late (a call admitted
+//!   while closed that answers after the breaker opened, or a probe of an episode that
+//!   has ended);
+//! - in half-open, a ticket answers the probe it names, once; a ticket that names no
+//!   probe (a bypass call) or a probe already answered or expired is late;
+//! - while closed, a ticket of the current epoch counts as any outcome does.
+//!
+//! A bare outcome (no ticket) is attributed as well as the breaker can: while closed it
+//! counts; while open it is late; in half-open it answers the oldest probe in flight,
+//! and is late when no probe is in flight. So with bare outcomes a late success that
+//! arrives while probes are out still frees the oldest probe's slot; with tickets,
+//! at most `half_open_max_calls` probes are ever in flight, whatever the order in which
+//! late outcomes arrive.
 //!
 //! # Where the state lives
 //!
@@ -32,28 +58,34 @@
 //! ([`crate::state`]), beside the backpressure state: one word, so that a status check
 //! is one load and every transition of either machine is one compare-and-swap with one
 //! winner. What only the breaker reads and writes lives here, in [`Breaker`], which
-//! the subject holds: the stamp of when the breaker entered its state, the consecutive
-//! failures, the failure-rate window, the breaker's policy values for the record path
-//! and its rare counters. The rules are methods of [`Breaker`] that reach the word
-//! through the subject ([`Holder`]), so that the one CAS that reports transitions
+//! the subject holds: the stamp of when the breaker entered its state, the probe slots
+//! of the half-open episode ([`crate::probes`]), the consecutive failures, the
+//! failure-rate window, the breaker's policy values for the record path and its rare
+//! counters. The rules are methods of [`Breaker`] that reach the word through the
+//! subject ([`Holder`]), so that the one CAS that reports transitions
 //! ([`Holder::swap`]) serves both machines.
 //!
 //! # Concurrency
 //!
 //! No mutex on the admit and record paths: every rule reads the state word and changes
 //! it by compare-and-swap, retrying on a changed word, so each transition has exactly
-//! one winner, which alone stamps it and counts it. A stamp is written after its CAS and
-//! tagged with the breaker epoch of the word it belongs to ([`Stamp`]), so a reader
-//! never pairs a state with the time of an earlier visit to it. The consecutive-failure
-//! count and the window are plain atomics: a trip is decided by the CAS on the word,
-//! and a count that races a trip is cleared by the trip's winner.
+//! one winner, which alone stamps it, counts it and, when it ends a half-open episode,
+//! frees the episode's probe slots. A stamp is written after its CAS and tagged with the
+//! breaker epoch of the word it belongs to ([`Stamp`]), so a reader never pairs a state
+//! with the time of an earlier visit to it. A probe is counted in the word before it
+//! claims its slot and its slot is freed before the word counts its outcome
+//! ([`crate::probes`]). The consecutive-failure count and the window are plain
+//! atomics: a trip is decided by the CAS on the word, and a count that races a trip is
+//! cleared by the trip's winner.
 //!
 //! Memory ordering: the word is loaded with `Acquire` and swapped with `AcqRel` (see
-//! [`crate::subject`]); stamps are `Release`/`Acquire`; counts, policy values and
-//! counters are `Relaxed`, since every decision re-reads the word.
+//! [`crate::subject`]); stamps are `Release`/`Acquire`; probe slots as
+//! [`crate::probes`] says; counts, policy values and counters are `Relaxed`, since
+//! every decision re-reads the word.
 
 use crate::clock::{Clock, Now};
 use crate::policy::Policy;
+use crate::probes::{ProbeSlots, Ticket};
 use crate::state::{BreakerState, Stamp, Word};
 use crate::subject::{PolicyView, Reason};
 use crate::transition::{Cause, Transitions};
@@ -97,6 +129,19 @@ pub(crate) enum Gate {
     Reject(Reason, u64),
 }
 
+/// What became of a recorded outcome, as far as the breaker is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Disposition {
+    /// Counted by the closed breaker (consecutive failures, failure rate).
+    Counted,
+    /// The outcome of a probe of the current half-open episode.
+    Probe,
+    /// Late: it answers no admission the breaker is waiting for.
+    Late,
+    /// The subject is disabled: the breaker counts nothing.
+    Disabled,
+}
+
 /// The policy values the record path reads, one atomic each.
 #[derive(Debug, Default)]
 struct RecordPolicy {
@@ -111,6 +156,7 @@ struct Counts {
     opens: AtomicU64,
     half_opens: AtomicU64,
     recoveries: AtomicU64,
+    stale_probes: AtomicU64,
 }
 
 /// The breaker's counts at a moment.
@@ -124,6 +170,8 @@ pub struct BreakerCounts {
     pub half_opens: u64,
     /// Half-open → closed by probe successes.
     pub recoveries: u64,
+    /// Half-open → open because the oldest probe went unanswered.
+    pub stale_probes: u64,
 }
 
 /// The breaker-only state of one subject (the rest is in the state word).
@@ -133,9 +181,8 @@ pub struct Breaker {
     consecutive_failures: CachePadded<AtomicU32>,
     /// When the breaker entered its current state, tagged with the breaker epoch.
     since: Stamp,
-    /// When the half-open probes in flight last went from none to some (tagged with the
-    /// breaker epoch): the age of the oldest unanswered probe, for the stale-probe rule.
-    probes_since: Stamp,
+    /// The half-open episode's probes in flight.
+    probes: ProbeSlots,
     window: FailureWindow,
     counts: Counts,
 }
@@ -153,14 +200,16 @@ impl Breaker {
             policy: CachePadded::new(RecordPolicy::default()),
             consecutive_failures: CachePadded::new(AtomicU32::new(0)),
             since: Stamp::default(),
-            probes_since: Stamp::default(),
+            probes: ProbeSlots::new(),
             window: FailureWindow::new(),
             counts: Counts::default(),
         }
     }
 
-    /// Takes the record path's values from `policy` (the holder stores the policy).
+    /// Takes the record path's values from `policy` and makes room for its probes;
+    /// called before the holder publishes the policy.
     pub(crate) fn store_policy(&self, policy: &Policy) {
+        self.probes.reserve(policy.half_open_max_calls);
         let p = &self.policy;
         p.failure_threshold
             .store(policy.failure_threshold, Ordering::Relaxed);
@@ -177,12 +226,83 @@ impl Breaker {
             opens: self.counts.opens.load(Ordering::Relaxed),
             half_opens: self.counts.half_opens.load(Ordering::Relaxed),
             recoveries: self.counts.recoveries.load(Ordering::Relaxed),
+            stale_probes: self.counts.stale_probes.load(Ordering::Relaxed),
         }
     }
 
     /// The failure-rate window at `now_ms`.
     pub fn window(&self, now_ms: u64, window_ms: u64) -> WindowCounts {
         self.window.counts(now_ms, window_ms)
+    }
+
+    /// Probes of episode `epoch` holding a slot now (the word counts them too).
+    pub fn probe_slots_in_flight(&self, epoch: u16) -> usize {
+        self.probes.in_flight(epoch)
+    }
+
+    // ---- transitions -------------------------------------------------------------------
+
+    /// CAS `from` → `to` for `cause`; the winner of a breaker transition does what
+    /// entering the new state takes: stamp it, count it, clear the closed state's
+    /// counts, and free the slots of the half-open episode it ends.
+    fn transition<H: Holder, C: Clock>(
+        &self,
+        h: &H,
+        from: Word,
+        to: Word,
+        cause: Cause,
+        now: &Now<C>,
+        out: &mut Transitions,
+    ) -> Result<(), Word> {
+        h.swap(from, to, cause, now, out)?;
+        if from.breaker() == to.breaker() {
+            if to.forced_open() && !from.forced_open() {
+                // Pinned open: the open time starts again (and is no longer applied).
+                self.since.store(to.breaker_epoch(), now.get());
+            }
+            return Ok(());
+        }
+        if from.breaker() == BreakerState::HalfOpen {
+            self.probes.end_episode(from.breaker_epoch());
+        }
+        match to.breaker() {
+            BreakerState::Open => {
+                self.since.store(to.breaker_epoch(), now.get());
+                if cause != Cause::ForceOpen {
+                    // A trip starts the next closed period afresh (`force_open` leaves
+                    // the counts to `reset`).
+                    self.consecutive_failures.store(0, Ordering::Relaxed);
+                    self.window.clear();
+                }
+                self.counts.opens.fetch_add(1, Ordering::Relaxed);
+                if cause == Cause::StaleProbe {
+                    self.counts.stale_probes.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            BreakerState::HalfOpen => {
+                self.since.store(to.breaker_epoch(), now.get());
+                self.counts.half_opens.fetch_add(1, Ordering::Relaxed);
+            }
+            BreakerState::Closed => {
+                self.consecutive_failures.store(0, Ordering::Relaxed);
+                self.window.clear();
+                if cause == Cause::ProbeSuccesses {
+                    self.counts.recoveries.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The word after a trip from `w` (closed or half-open): a trip from half-open
+    /// extends the streak that grows the open time.
+    fn tripped(w: Word) -> Word {
+        let streak = if w.breaker() == BreakerState::HalfOpen {
+            w.trip_streak().saturating_add(1)
+        } else {
+            0
+        };
+        w.with_breaker(BreakerState::Open).with_trip_streak(streak)
     }
 
     // ---- time --------------------------------------------------------------------------
@@ -228,70 +348,58 @@ impl Breaker {
     ) -> Word {
         while w.breaker() == BreakerState::Open && self.open_remaining(h, w, now) == Some(0) {
             let to = w.with_breaker(BreakerState::HalfOpen);
-            match h.swap(w, to, Cause::OpenTimeout, now, out) {
-                Ok(()) => {
-                    self.since.store(to.breaker_epoch(), now.get());
-                    self.counts.half_opens.fetch_add(1, Ordering::Relaxed);
-                    w = to;
-                }
+            match self.transition(h, w, to, Cause::OpenTimeout, now, out) {
+                Ok(()) => w = to,
                 Err(actual) => w = actual,
             }
         }
         w
     }
 
-    /// The timer's part: fails the half-open probes of `w` left unanswered for
-    /// `call_timeout_ms` while every probe slot is taken.
+    /// The timer's part: re-opens a half-open breaker whose probe slots are all taken
+    /// and whose oldest probe in flight was admitted `call_timeout_ms` ago or more.
     pub(crate) fn expire_probes<H: Holder, C: Clock>(
         &self,
         h: &H,
-        w: Word,
+        mut w: Word,
         now: &Now<C>,
         out: &mut Transitions,
     ) {
-        if w.breaker() != BreakerState::HalfOpen {
-            return;
-        }
-        let view = h.policy();
-        let p = &view.policy;
-        // Measured from when probes were last admitted into an empty half-open
-        // breaker, not from when it half-opened: the timer may half-open it long
-        // before traffic comes back, and a probe admitted a moment ago is not stale.
-        let stale = w.probes() >= p.half_open_max_calls
-            && self
-                .probes_since
-                .load(w.breaker_epoch())
-                .is_some_and(|since| now.get().saturating_sub(since) >= p.call_timeout_ms);
-        if stale {
-            self.trip(h, BreakerState::HalfOpen, Cause::StaleProbe, now, out);
+        loop {
+            if w.breaker() != BreakerState::HalfOpen || w.disabled() {
+                return;
+            }
+            {
+                let view = h.policy();
+                let p = &view.policy;
+                if w.probes() < p.half_open_max_calls {
+                    return;
+                }
+                match self.probes.oldest_age(w.breaker_epoch(), now.get()) {
+                    Some(age) if age >= p.call_timeout_ms => {}
+                    _ => return,
+                }
+            }
+            match self.transition(h, w, Self::tripped(w), Cause::StaleProbe, now, out) {
+                Ok(()) => return,
+                // Look again: an answer may have freed the oldest slot meanwhile.
+                Err(actual) => w = actual,
+            }
         }
     }
 
-    /// Opens the breaker, for `cause`, if it is still in `from` (closed or half-open).
-    pub(crate) fn trip<H: Holder, C: Clock>(
+    /// Opens the breaker, for `cause`, if it is still closed and enabled.
+    fn trip_closed<H: Holder, C: Clock>(
         &self,
         h: &H,
-        from: BreakerState,
         cause: Cause,
         now: &Now<C>,
         out: &mut Transitions,
     ) {
         let mut w = h.word();
-        while w.breaker() == from && !w.disabled() {
-            let streak = if from == BreakerState::HalfOpen {
-                w.trip_streak().saturating_add(1)
-            } else {
-                0
-            };
-            let to = w.with_breaker(BreakerState::Open).with_trip_streak(streak);
-            match h.swap(w, to, cause, now, out) {
-                Ok(()) => {
-                    self.since.store(to.breaker_epoch(), now.get());
-                    self.consecutive_failures.store(0, Ordering::Relaxed);
-                    self.window.clear();
-                    self.counts.opens.fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
+        while w.breaker() == BreakerState::Closed && !w.disabled() {
+            match self.transition(h, w, Self::tripped(w), cause, now, out) {
+                Ok(()) => return,
                 Err(actual) => w = actual,
             }
         }
@@ -322,22 +430,59 @@ impl Breaker {
     }
 
     /// Takes a probe slot of the half-open word `w` (as [`Breaker::gate`] returned
-    /// it); `Err` with the word now when it changed.
+    /// it): counts the probe in the word, then claims its slot, stamped with the
+    /// admission time. `Ok(Some(ticket))` when admitted as a probe; `Err` with the word
+    /// now when it changed first; `Ok(None)` if no slot could be claimed, which the
+    /// slots' invariant rules out (the count is given back, and the caller refuses).
     pub(crate) fn take_probe<H: Holder, C: Clock>(
         &self,
         h: &H,
         w: Word,
         now: &Now<C>,
         out: &mut Transitions,
-    ) -> Result<(), Word> {
+    ) -> Result<Option<Ticket>, Word> {
         let to = w.with_probes(w.probes() + 1);
         // No state changes here, so nothing is reported.
         h.swap(w, to, Cause::OpenTimeout, now, out)?;
-        if w.probes() == 0 {
-            // The stale-probe rule of `expire_probes` counts from here.
-            self.probes_since.store(to.breaker_epoch(), now.get());
+        let epoch = to.breaker_epoch();
+        match self.probes.claim(epoch, now.get()) {
+            Some(ticket) => {
+                // If the episode ended between the count and the claim, the claim is
+                // undone here and the probe's outcome will be late.
+                self.probes
+                    .undo_if_ended(ticket, || h.word().breaker_epoch());
+                Ok(Some(ticket))
+            }
+            None => {
+                debug_assert!(false, "no probe slot free with {} counted", to.probes());
+                self.uncount_probe(h, epoch, now, out);
+                Ok(None)
+            }
         }
-        Ok(())
+    }
+
+    /// Takes one probe of episode `epoch` off the word's count, if the episode lasts.
+    fn uncount_probe<H: Holder, C: Clock>(
+        &self,
+        h: &H,
+        epoch: u16,
+        now: &Now<C>,
+        out: &mut Transitions,
+    ) {
+        let mut w = h.word();
+        while w.breaker() == BreakerState::HalfOpen && w.breaker_epoch() == epoch && w.probes() > 0
+        {
+            match h.swap(
+                w,
+                w.with_probes(w.probes() - 1),
+                Cause::OpenTimeout,
+                now,
+                out,
+            ) {
+                Ok(()) => return,
+                Err(actual) => w = actual,
+            }
+        }
     }
 
     // ---- outcomes ----------------------------------------------------------------------
@@ -349,19 +494,24 @@ impl Breaker {
         slow_ms != 0 && latency_ms.is_some_and(|l| l > slow_ms)
     }
 
-    /// Applies the outcome of a call (`failed`: a failure or a slow call) to the
-    /// breaker of `w`.
+    /// Applies the outcome of a call (`failed`: a failure or a slow call), admitted
+    /// with `ticket` when the caller kept it, to the breaker of `w` (see the module doc
+    /// for which outcomes count).
     #[inline]
     pub(crate) fn record<H: Holder, C: Clock>(
         &self,
         h: &H,
         w: Word,
         failed: bool,
+        ticket: Option<Ticket>,
         clock: &C,
         out: &mut Transitions,
-    ) {
+    ) -> Disposition {
         if w.disabled() {
-            return;
+            return Disposition::Disabled;
+        }
+        if ticket.is_some_and(|t| t.epoch() != w.breaker_epoch()) {
+            return Disposition::Late;
         }
         match w.breaker() {
             BreakerState::Closed if !failed => {
@@ -373,11 +523,17 @@ impl Breaker {
                     let window_ms = h.policy().policy.window_ms;
                     self.window.record(clock.now_ms(), window_ms, false);
                 }
+                Disposition::Counted
             }
-            BreakerState::Closed => self.record_closed_failure(h, &Now::new(clock), out),
-            BreakerState::HalfOpen => self.record_probe(h, w, failed, &Now::new(clock), out),
-            // The late outcome of a call admitted before the breaker opened.
-            BreakerState::Open => {}
+            BreakerState::Closed => {
+                self.record_closed_failure(h, &Now::new(clock), out);
+                Disposition::Counted
+            }
+            BreakerState::HalfOpen => {
+                self.record_probe(h, w, failed, ticket, &Now::new(clock), out)
+            }
+            // A call admitted before the breaker opened, or a bypass call.
+            BreakerState::Open => Disposition::Late,
         }
     }
 
@@ -401,40 +557,54 @@ impl Breaker {
             }
         }
         if let Some(cause) = trip {
-            self.trip(h, BreakerState::Closed, cause, now, out);
+            self.trip_closed(h, cause, now, out);
         }
     }
 
+    /// An outcome in the half-open episode of `w`: frees the slot of the probe it
+    /// answers (the one `ticket` names, or the oldest), then applies it to the word.
     fn record_probe<H: Holder, C: Clock>(
         &self,
         h: &H,
-        mut w: Word,
+        w: Word,
         failed: bool,
+        ticket: Option<Ticket>,
         now: &Now<C>,
         out: &mut Transitions,
-    ) {
-        if failed {
-            self.trip(h, BreakerState::HalfOpen, Cause::ProbeFailure, now, out);
-            return;
+    ) -> Disposition {
+        let epoch = w.breaker_epoch();
+        let freed = match ticket {
+            Some(t) => self.probes.free(t),
+            None => self.probes.free_oldest(epoch, now.get()),
+        };
+        if !freed {
+            return Disposition::Late;
         }
         let threshold = h.policy().policy.success_threshold;
-        while w.breaker() == BreakerState::HalfOpen && !w.disabled() {
-            let successes = w.probe_successes().saturating_add(1);
-            let to = if successes >= threshold {
-                w.with_breaker(BreakerState::Closed).with_trip_streak(0)
+        let mut w = h.word();
+        loop {
+            if w.breaker() != BreakerState::HalfOpen || w.breaker_epoch() != epoch {
+                // The episode ended after the slot was freed.
+                return Disposition::Late;
+            }
+            let (to, cause) = if w.disabled() {
+                // Disabled meanwhile: it never trips or closes; the probe is answered.
+                (w.with_probes(w.probes().saturating_sub(1)), Cause::Disable)
+            } else if failed {
+                (Self::tripped(w), Cause::ProbeFailure)
             } else {
-                w.with_probes(w.probes().saturating_sub(1))
-                    .with_probe_successes(successes)
+                let successes = w.probe_successes().saturating_add(1);
+                let to = if successes >= threshold {
+                    w.with_breaker(BreakerState::Closed).with_trip_streak(0)
+                } else {
+                    w.with_probes(w.probes().saturating_sub(1))
+                        .with_probe_successes(successes)
+                };
+                (to, Cause::ProbeSuccesses)
             };
-            match h.swap(w, to, Cause::ProbeSuccesses, now, out) {
-                Ok(()) => {
-                    if to.breaker() == BreakerState::Closed {
-                        self.consecutive_failures.store(0, Ordering::Relaxed);
-                        self.window.clear();
-                        self.counts.recoveries.fetch_add(1, Ordering::Relaxed);
-                    }
-                    return;
-                }
+            match self.transition(h, w, to, cause, now, out) {
+                Ok(()) if w.disabled() => return Disposition::Disabled,
+                Ok(()) => return Disposition::Probe,
                 Err(actual) => w = actual,
             }
         }
@@ -453,7 +623,7 @@ impl Breaker {
             if to == w {
                 break;
             }
-            match h.swap(w, to, Cause::Reset, now, out) {
+            match self.transition(h, w, to, Cause::Reset, now, out) {
                 Ok(()) => break,
                 Err(actual) => w = actual,
             }
@@ -470,23 +640,14 @@ impl Breaker {
         out: &mut Transitions,
     ) {
         let mut w = h.word();
-        loop {
-            if w.forced_open() {
-                return;
-            }
+        while !w.forced_open() {
             let to = if w.breaker() == BreakerState::Open {
                 w.with_forced(true)
             } else {
                 w.with_breaker(BreakerState::Open).with_forced(true)
             };
-            match h.swap(w, to, Cause::ForceOpen, now, out) {
-                Ok(()) => {
-                    self.since.store(to.breaker_epoch(), now.get());
-                    if w.breaker() != BreakerState::Open {
-                        self.counts.opens.fetch_add(1, Ordering::Relaxed);
-                    }
-                    return;
-                }
+            match self.transition(h, w, to, Cause::ForceOpen, now, out) {
+                Ok(()) => return,
                 Err(actual) => w = actual,
             }
         }

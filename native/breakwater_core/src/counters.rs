@@ -39,10 +39,16 @@ pub enum Counter {
     Failures,
     /// Recorded calls slower than `slow_call_ms`.
     SlowCalls,
+    /// Recorded outcomes the breaker set aside: they answer no admission it waits for.
+    LateOutcomes,
+    /// Successes of half-open probes, counted by their episode.
+    ProbeSuccesses,
+    /// Failures of half-open probes, counted by their episode.
+    ProbeFailures,
 }
 
 /// Number of [`Counter`] kinds.
-pub const COUNTERS: usize = 9;
+pub const COUNTERS: usize = 12;
 
 /// Stripes per counter set: the machine's parallelism rounded up to a power of two,
 /// between 1 and 32 (beyond 32, memory per subject grows faster than contention falls).

@@ -26,12 +26,13 @@
 //! state word is the only thing whose order matters.
 
 use crate::backpressure::{self, Thresholds};
-use crate::breaker::{Breaker, Gate, Holder};
+use crate::breaker::{Breaker, Disposition, Gate, Holder};
 use crate::clock::{Clock, Now};
 use crate::counters::{Counter, StripedCounters, COUNTERS};
 use crate::lifecycle::Lifecycle;
 use crate::policy::{DropPolicy, Overflow, Policy, PolicyError};
 use crate::pool::RingPool;
+use crate::probes::Ticket;
 use crate::spool::{Batch, BatchError, PushOutcome, Release, SegmentEvent, Spool, SpoolStats};
 use crate::state::{BackpressureState, BreakerState, Stamp, Status, Word, NO_TIME};
 use crate::transition::{Cause, Transition, Transitions};
@@ -68,15 +69,27 @@ impl Reason {
     }
 }
 
-/// The answer to an admission.
+/// The answer to an admission. An admitted call's [`Ticket`] names the admission;
+/// recording the outcome with it ([`Subject::record_ticket`]) makes the outcome count
+/// for that admission only.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Admission {
     /// Go ahead.
-    Admit,
+    Admit(Ticket),
     /// Go ahead, as a half-open probe: the call's outcome decides the breaker.
-    Probe,
+    Probe(Ticket),
     /// Refused; retry after this many milliseconds.
     Reject(Reason, u64),
+}
+
+impl Admission {
+    /// The ticket of an admitted call.
+    pub fn ticket(self) -> Option<Ticket> {
+        match self {
+            Admission::Admit(t) | Admission::Probe(t) => Some(t),
+            Admission::Reject(..) => None,
+        }
+    }
 }
 
 /// Outcome of a call, for [`Subject::record`].
@@ -188,6 +201,8 @@ pub struct Snapshot {
     pub consecutive_failures: u32,
     /// Striped counters, indexed by `Counter as usize`.
     pub counters: [u64; COUNTERS],
+    /// Half-open episodes ended by a stale probe.
+    pub stale_probes: u64,
     /// Breaker opens.
     pub opens: u64,
     /// Entries into half-open.
@@ -539,17 +554,17 @@ impl Subject {
     /// half-open limit, backpressure, low-priority shedding.
     #[inline]
     pub fn admit<C: Clock>(&self, priority: u8, clock: &C, out: &mut Transitions) -> Admission {
+        let w = self.word();
         if priority >= self.hot.bypass_priority.load(Ordering::Relaxed) {
             self.counters.incr(Counter::Bypassed);
-            return Admission::Admit;
+            return Admission::Admit(Ticket::call(w.breaker_epoch()));
         }
-        let w = self.word();
         if w.is_quiet() {
             if let Some(reject) = self.shed(priority) {
                 return reject;
             }
             self.counters.incr(Counter::Accepted);
-            return Admission::Admit;
+            return Admission::Admit(Ticket::call(w.breaker_epoch()));
         }
         self.admit_slow(w, Some(priority), clock, out)
     }
@@ -585,32 +600,30 @@ impl Subject {
         loop {
             if w.disabled() {
                 self.counters.incr(Counter::Accepted);
-                return Admission::Admit;
+                return Admission::Admit(Ticket::call(w.breaker_epoch()));
             }
             match self.breaker.gate(self, w, &now) {
                 Gate::OpenElapsed => w = self.advance_time(w, &now, out),
-                Gate::Reject(reason, retry) => {
-                    self.counters.incr(match reason {
-                        Reason::HalfOpenLimit => Counter::RejectedHalfOpenLimit,
-                        _ => Counter::RejectedCircuitOpen,
-                    });
-                    return Admission::Reject(reason, retry);
-                }
+                Gate::Reject(reason, retry) => return self.reject_breaker(reason, retry),
                 Gate::Closed => {
                     if let Some(reject) = priority.and_then(|p| self.backpressure_reject(w, p)) {
                         return reject;
                     }
                     self.counters.incr(Counter::Accepted);
-                    return Admission::Admit;
+                    return Admission::Admit(Ticket::call(w.breaker_epoch()));
                 }
                 Gate::HalfOpen(half) => {
                     if let Some(reject) = priority.and_then(|p| self.backpressure_reject(half, p)) {
                         return reject;
                     }
                     match self.breaker.take_probe(self, half, &now, out) {
-                        Ok(()) => {
+                        Ok(Some(ticket)) => {
                             self.counters.incr(Counter::Accepted);
-                            return Admission::Probe;
+                            return Admission::Probe(ticket);
+                        }
+                        Ok(None) => {
+                            let retry = self.policy.load().policy.call_timeout_ms;
+                            return self.reject_breaker(Reason::HalfOpenLimit, retry);
                         }
                         Err(actual) => w = actual,
                     }
@@ -619,26 +632,60 @@ impl Subject {
         }
     }
 
+    fn reject_breaker(&self, reason: Reason, retry: u64) -> Admission {
+        self.counters.incr(match reason {
+            Reason::HalfOpenLimit => Counter::RejectedHalfOpenLimit,
+            _ => Counter::RejectedCircuitOpen,
+        });
+        Admission::Reject(reason, retry)
+    }
+
     /// Admission of a write to the ledger by a drain worker: the breaker alone decides.
     /// Draining is what relieves backpressure, so backpressure never holds it back.
     /// Answers [`Admission::Probe`] when the write takes a half-open probe slot: its
-    /// outcome must be recorded.
+    /// outcome must be recorded, with the ticket.
     pub fn admit_write<C: Clock>(&self, clock: &C, out: &mut Transitions) -> Admission {
         let w = self.word();
         if w.breaker() == BreakerState::Closed || w.disabled() {
             self.counters.incr(Counter::Accepted);
-            return Admission::Admit;
+            return Admission::Admit(Ticket::call(w.breaker_epoch()));
         }
         self.admit_slow(w, None, clock, out)
     }
 
-    /// Records the outcome of a call; `latency_ms`, when given, makes a call slower than
-    /// `slow_call_ms` a failure.
+    /// Records the outcome of a call whose admission is not known; `latency_ms`, when
+    /// given, makes a call slower than `slow_call_ms` a failure. In half-open the
+    /// outcome is attributed to the oldest probe in flight (see [`crate::breaker`]).
     #[inline]
     pub fn record<C: Clock>(
         &self,
         outcome: Outcome,
         latency_ms: Option<u64>,
+        clock: &C,
+        out: &mut Transitions,
+    ) {
+        self.record_outcome(outcome, latency_ms, None, clock, out);
+    }
+
+    /// Records the outcome of the call admitted with `ticket`: it counts for that
+    /// admission only (see [`crate::breaker`]).
+    pub fn record_ticket<C: Clock>(
+        &self,
+        outcome: Outcome,
+        latency_ms: Option<u64>,
+        ticket: Ticket,
+        clock: &C,
+        out: &mut Transitions,
+    ) {
+        self.record_outcome(outcome, latency_ms, Some(ticket), clock, out);
+    }
+
+    #[inline(always)]
+    fn record_outcome<C: Clock>(
+        &self,
+        outcome: Outcome,
+        latency_ms: Option<u64>,
+        ticket: Option<Ticket>,
         clock: &C,
         out: &mut Transitions,
     ) {
@@ -652,7 +699,15 @@ impl Subject {
         } else {
             Counter::Successes
         });
-        self.breaker.record(self, self.word(), failed, clock, out);
+        match self
+            .breaker
+            .record(self, self.word(), failed, ticket, clock, out)
+        {
+            Disposition::Counted | Disposition::Disabled => {}
+            Disposition::Late => self.counters.incr(Counter::LateOutcomes),
+            Disposition::Probe if failed => self.counters.incr(Counter::ProbeFailures),
+            Disposition::Probe => self.counters.incr(Counter::ProbeSuccesses),
+        }
     }
 
     /// Sets the depth the router reports and re-evaluates backpressure.
@@ -1002,6 +1057,7 @@ impl Subject {
             disk_pending: self.disk_pending.load(Ordering::Relaxed),
             consecutive_failures: b.consecutive_failures,
             counters: self.counters.snapshot(),
+            stale_probes: b.stale_probes,
             opens: b.opens,
             recovery_attempts: b.half_opens,
             successful_recoveries: b.recoveries,

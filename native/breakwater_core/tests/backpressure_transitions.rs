@@ -14,13 +14,13 @@ use breakwater_core::registry::{Registry, RegistryConfig};
 use breakwater_core::spool::Batch;
 use breakwater_core::state::BackpressureState::{self, Dropping, Normal, Pressure, Recovery};
 use breakwater_core::state::{BreakerState, Status, Word};
-use breakwater_core::subject::{
-    Admission, EnqueueError, Enqueued, Outcome, Reason, Snapshot, Subject,
-};
+use breakwater_core::subject::{EnqueueError, Enqueued, Outcome, Reason, Snapshot, Subject};
 use breakwater_core::transition::{Machine, Transition, Transitions};
 use std::cell::RefCell;
 
 mod common;
+
+use common::Answer;
 
 const NAME: &[u8] = b"intake";
 
@@ -138,7 +138,7 @@ impl H {
                 s.tick(pool, c, t);
                 Out::Done
             }
-            Op::Admit(p) => Out::Admission(s.admit(p, c, t)),
+            Op::Admit(p) => Out::Admission(common::answer(s.admit(p, c, t))),
         })
     }
 
@@ -157,7 +157,7 @@ impl H {
         }
     }
 
-    fn admit(&self, p: u8) -> Admission {
+    fn admit(&self, p: u8) -> Answer {
         match self.run(Op::Admit(p)).0 {
             Out::Admission(a) => a,
             o => panic!("{o:?}"),
@@ -250,7 +250,7 @@ enum Op {
 enum Out {
     Done,
     Check(Status, u64),
-    Admission(Admission),
+    Admission(Answer),
 }
 
 type Step = (
@@ -484,13 +484,13 @@ fn check_status_and_retry_values() {
 }
 
 #[test]
-fn admission_order_follows_spec_4_1() {
+fn admission_order_is_bypass_open_limit_backpressure_shed() {
     use Reason::*;
     // (setup, priority, expected)
     #[allow(clippy::type_complexity)]
-    let table: Vec<(&str, fn(&H), u8, Admission)> = vec![
-        ("quiet", |_| {}, 5, Admission::Admit),
-        ("quiet, low", |_| {}, 0, Admission::Admit),
+    let table: Vec<(&str, fn(&H), u8, Answer)> = vec![
+        ("quiet", |_| {}, 5, Answer::Admit),
+        ("quiet, low", |_| {}, 0, Answer::Admit),
         (
             "open + dropping: bypass first",
             |h| {
@@ -498,7 +498,7 @@ fn admission_order_follows_spec_4_1() {
                 h.fail();
             },
             8,
-            Admission::Admit,
+            Answer::Admit,
         ),
         (
             "open + dropping + shed depth: circuit_open before backpressure and shedding",
@@ -507,18 +507,18 @@ fn admission_order_follows_spec_4_1() {
                 h.fail();
             },
             1,
-            Admission::Reject(CircuitOpen, 30_000),
+            Answer::Reject(CircuitOpen, 30_000),
         ),
         (
             "half-open limit + dropping: half_open_limit before backpressure",
             |h| {
                 h.fail();
                 h.wait(30_000);
-                assert_eq!(h.admit(5), Admission::Probe);
+                assert_eq!(h.admit(5), Answer::Probe);
                 h.depth(10_000);
             },
             5,
-            Admission::Reject(HalfOpenLimit, 5_000),
+            Answer::Reject(HalfOpenLimit, 5_000),
         ),
         (
             "half-open with a free slot + dropping: backpressure",
@@ -528,7 +528,7 @@ fn admission_order_follows_spec_4_1() {
                 h.depth(10_000);
             },
             5,
-            Admission::Reject(Backpressure, 7_000),
+            Answer::Reject(Backpressure, 7_000),
         ),
         (
             "half-open with a free slot, pressure: a probe",
@@ -538,7 +538,7 @@ fn admission_order_follows_spec_4_1() {
                 h.depth(200);
             },
             5,
-            Admission::Probe,
+            Answer::Probe,
         ),
         (
             "dropping: backpressure before shedding",
@@ -546,7 +546,7 @@ fn admission_order_follows_spec_4_1() {
                 h.depth(10_000);
             },
             0,
-            Admission::Reject(Backpressure, 7_000),
+            Answer::Reject(Backpressure, 7_000),
         ),
         (
             "dropping: bypass",
@@ -554,7 +554,7 @@ fn admission_order_follows_spec_4_1() {
                 h.depth(10_000);
             },
             9,
-            Admission::Admit,
+            Answer::Admit,
         ),
         (
             "pressure at the shed depth: low priority shed",
@@ -562,7 +562,7 @@ fn admission_order_follows_spec_4_1() {
                 h.depth(400);
             },
             2,
-            Admission::Reject(ShedLowPriority, 7_000),
+            Answer::Reject(ShedLowPriority, 7_000),
         ),
         (
             "pressure at the shed depth: priority above low_priority_max passes",
@@ -570,7 +570,7 @@ fn admission_order_follows_spec_4_1() {
                 h.depth(400);
             },
             3,
-            Admission::Admit,
+            Answer::Admit,
         ),
         (
             "pressure below the shed depth: low priority passes",
@@ -578,7 +578,7 @@ fn admission_order_follows_spec_4_1() {
                 h.depth(399);
             },
             0,
-            Admission::Admit,
+            Answer::Admit,
         ),
         (
             "recovery at the shed depth: low priority shed",
@@ -589,7 +589,7 @@ fn admission_order_follows_spec_4_1() {
                 assert_eq!(h.bp(), Recovery);
             },
             1,
-            Admission::Reject(ShedLowPriority, 7_000),
+            Answer::Reject(ShedLowPriority, 7_000),
         ),
         (
             "half-open with a free slot at the shed depth: shed, no slot taken",
@@ -599,7 +599,7 @@ fn admission_order_follows_spec_4_1() {
                 h.depth(450);
             },
             0,
-            Admission::Reject(ShedLowPriority, 7_000),
+            Answer::Reject(ShedLowPriority, 7_000),
         ),
     ];
     for (name, setup, priority, expected) in table {
@@ -610,12 +610,12 @@ fn admission_order_follows_spec_4_1() {
         assert_eq!(h.admit(priority), expected, "{name}");
         let after = h.word();
         let counter = match expected {
-            Admission::Admit if priority >= 8 => Counter::Bypassed,
-            Admission::Admit | Admission::Probe => Counter::Accepted,
-            Admission::Reject(CircuitOpen, _) => Counter::RejectedCircuitOpen,
-            Admission::Reject(HalfOpenLimit, _) => Counter::RejectedHalfOpenLimit,
-            Admission::Reject(Backpressure, _) => Counter::RejectedBackpressure,
-            Admission::Reject(ShedLowPriority, _) => Counter::RejectedShedLowPriority,
+            Answer::Admit if priority >= 8 => Counter::Bypassed,
+            Answer::Admit | Answer::Probe => Counter::Accepted,
+            Answer::Reject(CircuitOpen, _) => Counter::RejectedCircuitOpen,
+            Answer::Reject(HalfOpenLimit, _) => Counter::RejectedHalfOpenLimit,
+            Answer::Reject(Backpressure, _) => Counter::RejectedBackpressure,
+            Answer::Reject(ShedLowPriority, _) => Counter::RejectedShedLowPriority,
         };
         // Exactly the one counter of the answer moved, by one.
         let counters_after = h.snap().counters;
@@ -627,7 +627,7 @@ fn admission_order_follows_spec_4_1() {
                 "{name}: counter #{i} (answer counts as {counter:?})"
             );
         }
-        if expected == Admission::Probe {
+        if expected == Answer::Probe {
             assert_eq!(
                 after.probes(),
                 before.probes() + 1,
@@ -646,24 +646,27 @@ fn admission_order_follows_spec_4_1() {
 #[test]
 fn ledger_writes_are_admitted_by_the_breaker_alone() {
     let h = H::new(policy(|p| p.half_open_max_calls = 2));
-    let write = |h: &H| h.step(|s, c, t| s.admit_write(c, t));
+    let write = |h: &H| {
+        let (a, ts) = h.step(|s, c, t| s.admit_write(c, t));
+        (common::answer(a), ts)
+    };
     // Dropping at a depth past the shed depth: draining is what relieves it, so
     // backpressure never holds a write back.
     h.depth(10_000);
-    assert_eq!(write(&h).0, Admission::Admit);
+    assert_eq!(write(&h).0, Answer::Admit);
     // An open breaker does.
     h.fail();
-    assert_eq!(write(&h).0, Admission::Reject(Reason::CircuitOpen, 30_000));
+    assert_eq!(write(&h).0, Answer::Reject(Reason::CircuitOpen, 30_000));
     // Half-open: writes are probes, limited like any probe, even while dropping.
     h.wait(30_000);
     let (a, ts) = write(&h);
-    assert_eq!(a, Admission::Probe);
+    assert_eq!(a, Answer::Probe);
     assert_eq!(
         ts.iter().map(|t| t.breaker()).collect::<Vec<_>>(),
         vec![(BreakerState::Open, BreakerState::HalfOpen)]
     );
-    assert_eq!(write(&h).0, Admission::Probe);
-    assert_eq!(write(&h).0, Admission::Reject(Reason::HalfOpenLimit, 5_000));
+    assert_eq!(write(&h).0, Answer::Probe);
+    assert_eq!(write(&h).0, Answer::Reject(Reason::HalfOpenLimit, 5_000));
     assert_eq!(h.word().probes(), 2);
     let s = h.snap();
     assert_eq!(s.counter(Counter::Accepted), 3);
@@ -677,15 +680,12 @@ fn low_priority_shedding_applies_in_the_quiet_state_too() {
     // Shed depth (0.1 x 500 = 50) below warning (100): shedding starts while normal.
     let h = H::new(policy(|p| p.low_priority_shed_ratio = 0.1));
     h.depth(49);
-    assert_eq!(h.admit(2), Admission::Admit);
+    assert_eq!(h.admit(2), Answer::Admit);
     h.depth(50);
     assert_eq!(h.bp(), Normal);
-    assert_eq!(
-        h.admit(2),
-        Admission::Reject(Reason::ShedLowPriority, 7_000)
-    );
-    assert_eq!(h.admit(3), Admission::Admit);
-    assert_eq!(h.admit(8), Admission::Admit);
+    assert_eq!(h.admit(2), Answer::Reject(Reason::ShedLowPriority, 7_000));
+    assert_eq!(h.admit(3), Answer::Admit);
+    assert_eq!(h.admit(8), Answer::Admit);
     let s = h.snap();
     assert_eq!(s.counter(Counter::RejectedShedLowPriority), 1);
     assert_eq!(s.counter(Counter::Accepted), 2);
@@ -715,7 +715,7 @@ fn configure_changes_thresholds_and_reevaluates() {
         p.critical_threshold = 80;
     }));
     assert_eq!(pairs(&ts), vec![(Normal, Dropping)]);
-    assert_eq!(h.admit(5), Admission::Reject(Reason::Backpressure, 7_000));
+    assert_eq!(h.admit(5), Answer::Reject(Reason::Backpressure, 7_000));
     // Raise everything: the recovery depth (0.5 x 1000) is above 80.
     let (_, ts) = configure(policy(|p| {
         p.warning_threshold = 1_000;
@@ -726,12 +726,9 @@ fn configure_changes_thresholds_and_reevaluates() {
     assert_eq!(h.s().policy().policy.critical_threshold, 2_000);
     // Shed depth follows critical: 0.8 x 2000 = 1600.
     h.depth(1_599);
-    assert_eq!(h.admit(0), Admission::Admit);
+    assert_eq!(h.admit(0), Answer::Admit);
     h.depth(1_600);
-    assert_eq!(
-        h.admit(0),
-        Admission::Reject(Reason::ShedLowPriority, 7_000)
-    );
+    assert_eq!(h.admit(0), Answer::Reject(Reason::ShedLowPriority, 7_000));
 }
 
 #[test]
@@ -874,7 +871,7 @@ fn segment_quota_exhaustion_drops_and_acks_recover() {
         6,
         "the quota, not the pool, was the limit"
     );
-    assert_eq!(h.admit(5), Admission::Reject(Reason::Backpressure, 7_000));
+    assert_eq!(h.admit(5), Answer::Reject(Reason::Backpressure, 7_000));
     // Still exhausted: nothing recovers until a segment is freed.
     assert_eq!(h.tick(), vec![]);
     assert_eq!(h.enqueue(b"refused2").1, vec![]);

@@ -10,15 +10,18 @@
 use breakwater_core::clock::ManualClock;
 use breakwater_core::counters::Counter;
 use breakwater_core::policy::{Policy, PoolConfig};
+use breakwater_core::probes::Ticket;
 use breakwater_core::registry::{Registry, RegistryConfig};
 use breakwater_core::state::BreakerState::{self, Closed, HalfOpen, Open};
 use breakwater_core::state::{Status, Word};
-use breakwater_core::subject::{Admission, Outcome, Reason, Snapshot, Subject};
+use breakwater_core::subject::{Outcome, Reason, Snapshot, Subject};
 use breakwater_core::transition::Cause::{self, *};
 use breakwater_core::transition::{Machine, Transition, Transitions};
 use std::cell::RefCell;
 
 mod common;
+
+use common::Answer;
 
 const NAME: &[u8] = b"ledger";
 const START_MS: u64 = 1_000;
@@ -36,6 +39,8 @@ fn pool() -> PoolConfig {
 struct H {
     reg: Registry<ManualClock>,
     seen: RefCell<Vec<Transition>>,
+    /// Tickets of admissions made with `Op::Hold`, in order.
+    held: RefCell<Vec<Ticket>>,
 }
 
 impl H {
@@ -53,6 +58,7 @@ impl H {
         Self {
             reg,
             seen: RefCell::new(Vec::new()),
+            held: RefCell::new(Vec::new()),
         }
     }
 
@@ -102,7 +108,7 @@ impl H {
                 s.record(Outcome::Success, Some(ms), c, t);
                 Out::Done
             }
-            Op::Admit(p) => Out::Admission(s.admit(p, c, t)),
+            Op::Admit(p) => Out::Admission(common::answer(s.admit(p, c, t))),
             Op::Check => {
                 let (st, retry) = s.check(c, t);
                 Out::Check(st, retry)
@@ -131,6 +137,18 @@ impl H {
                 s.set_disabled(false, c, t);
                 Out::Done
             }
+            Op::Hold(p) => {
+                let a = s.admit(p, c, t);
+                if let Some(ticket) = a.ticket() {
+                    self.held.borrow_mut().push(ticket);
+                }
+                Out::Admission(common::answer(a))
+            }
+            Op::Answer(i, outcome) => {
+                let ticket = self.held.borrow()[i];
+                s.record_ticket(outcome, None, ticket, c, t);
+                Out::Done
+            }
         })
     }
 
@@ -142,7 +160,7 @@ impl H {
         self.run(Op::Succeed).1
     }
 
-    fn admit(&self, priority: u8) -> Admission {
+    fn admit(&self, priority: u8) -> Answer {
         self.run(Op::Admit(priority)).0.admission()
     }
 
@@ -186,17 +204,21 @@ enum Op {
     ForceOpen,
     Disable,
     Enable,
+    /// Admit at this priority and keep the admission's ticket.
+    Hold(u8),
+    /// Record this outcome with the `i`th ticket kept by `Hold`.
+    Answer(usize, Outcome),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Out {
     Done,
-    Admission(Admission),
+    Admission(Answer),
     Check(Status, u64),
 }
 
 impl Out {
-    fn admission(self) -> Admission {
+    fn admission(self) -> Answer {
         match self {
             Out::Admission(a) => a,
             o => panic!("not an admission: {o:?}"),
@@ -215,12 +237,12 @@ fn caused(ts: &[Transition]) -> Vec<(BreakerState, BreakerState, Cause)> {
         .collect()
 }
 
-const OK: Option<Out> = Some(Out::Admission(Admission::Admit));
+const OK: Option<Out> = Some(Out::Admission(Answer::Admit));
 /// Admitted as a half-open probe.
-const PROBE: Option<Out> = Some(Out::Admission(Admission::Probe));
+const PROBE: Option<Out> = Some(Out::Admission(Answer::Probe));
 
 const fn reject(reason: Reason, retry: u64) -> Option<Out> {
-    Some(Out::Admission(Admission::Reject(reason, retry)))
+    Some(Out::Admission(Answer::Reject(reason, retry)))
 }
 
 const fn check(status: Status, retry: u64) -> Option<Out> {
@@ -639,22 +661,202 @@ fn cases() -> Vec<Case> {
     ]
 }
 
+/// Plays `steps` on `h`, checking each step's transitions, state and result.
+fn play(h: &H, name: &str, steps: &[Step]) {
+    for (i, (op, transitions, state, out)) in steps.iter().enumerate() {
+        let ctx = format!("case {name:?}, step {i} ({op:?})");
+        // Shown if a check inside `run` fails.
+        eprintln!("{ctx}");
+        let (got, ts) = h.run(*op);
+        assert_eq!(caused(&ts), transitions.to_vec(), "{ctx}: transitions");
+        assert_eq!(h.breaker(), *state, "{ctx}: state after");
+        if let Some(out) = out {
+            assert_eq!(got, *out, "{ctx}: result");
+        }
+    }
+}
+
 #[test]
 fn scripted_breaker_transitions() {
     for case in cases() {
         let h = H::new(case.policy.clone());
-        for (i, (op, transitions, state, out)) in case.steps.iter().enumerate() {
-            let ctx = format!("case {:?}, step {i} ({op:?})", case.name);
-            // Shown if a check inside `run` fails.
-            eprintln!("{ctx}");
-            let (got, ts) = h.run(*op);
-            assert_eq!(caused(&ts), transitions.to_vec(), "{ctx}: transitions");
-            assert_eq!(h.breaker(), *state, "{ctx}: state after");
-            if let Some(out) = out {
-                assert_eq!(got, *out, "{ctx}: result");
-            }
-        }
+        play(&h, case.name, &case.steps);
     }
+}
+
+/// Opens the breaker with three failures and half-opens it by the timer (the
+/// `policy()` defaults: failure_threshold 3, open 30 s).
+fn to_half_open() -> Vec<Step> {
+    vec![
+        (Op::Fail, NONE, Closed, None),
+        (Op::Fail, NONE, Closed, None),
+        (Op::Fail, TRIP, Open, None),
+        (Op::Wait(30_000), NONE, Open, None),
+        (Op::Tick, HALF, HalfOpen, None),
+    ]
+}
+
+/// The counts of what became of outcomes: (late, probe successes, probe failures,
+/// stale probes).
+fn outcome_counts(h: &H) -> (u64, u64, u64, u64) {
+    let s = h.snap();
+    (
+        s.counter(Counter::LateOutcomes),
+        s.counter(Counter::ProbeSuccesses),
+        s.counter(Counter::ProbeFailures),
+        s.stale_probes,
+    )
+}
+
+/// A half-open breaker whose probes answer in time, and whose freed slots are refilled
+/// at once, stays half-open: staleness counts from the oldest probe in flight, not from
+/// when the slots first filled. Once nobody answers, the oldest probe goes stale.
+#[test]
+fn refilled_probe_slots_are_not_stale() {
+    let h = H::new(policy(|p| {
+        p.half_open_max_calls = 2;
+        p.success_threshold = 10;
+        p.call_timeout_ms = 600;
+    }));
+    let mut steps = to_half_open();
+    // Probes A and B at +0.
+    steps.push((Op::Admit(5), NONE, HalfOpen, PROBE));
+    steps.push((Op::Admit(5), NONE, HalfOpen, PROBE));
+    // Every 100 ms the oldest probe answers and its slot is refilled at once: 8 rounds,
+    // well past call_timeout_ms after A and B.
+    for _ in 0..8 {
+        steps.push((Op::Wait(100), NONE, HalfOpen, None));
+        steps.push((Op::Succeed, NONE, HalfOpen, None));
+        steps.push((Op::Admit(5), NONE, HalfOpen, PROBE));
+        steps.push((Op::Tick, NONE, HalfOpen, None));
+    }
+    // In flight now: the probes of +700 and +800. The one of +700 goes stale at +1300.
+    steps.push((Op::Wait(499), NONE, HalfOpen, None));
+    steps.push((Op::Tick, NONE, HalfOpen, None));
+    steps.push((Op::Wait(1), NONE, HalfOpen, None));
+    steps.push((Op::Tick, STALE, Open, None));
+    play(&h, "refilled slots", &steps);
+    assert_eq!(outcome_counts(&h), (0, 8, 0, 1));
+    assert_eq!(h.snap().opens, 2);
+}
+
+/// A bare outcome in half-open answers the oldest probe in flight; with no probe in
+/// flight it is late: it frees nothing and decides nothing, even a failure.
+#[test]
+fn bare_outcomes_answer_the_oldest_probe_or_are_late() {
+    let h = H::new(policy(|p| p.success_threshold = 3));
+    let mut steps = to_half_open();
+    steps.extend([
+        // No probe in flight: late.
+        (Op::Succeed, NONE, HalfOpen, None),
+        (Op::Fail, NONE, HalfOpen, None),
+        (Op::Admit(5), NONE, HalfOpen, PROBE),
+        (Op::Wait(10), NONE, HalfOpen, None),
+        (Op::Admit(5), NONE, HalfOpen, PROBE),
+        (
+            Op::Admit(5),
+            NONE,
+            HalfOpen,
+            Some(Out::Admission(Answer::Reject(Reason::HalfOpenLimit, 5_000))),
+        ),
+        // The oldest answers; its slot is free again.
+        (Op::Succeed, NONE, HalfOpen, None),
+        (Op::Admit(5), NONE, HalfOpen, PROBE),
+        (Op::Succeed, NONE, HalfOpen, None),
+        (Op::Succeed, CLOSE, Closed, None),
+        // The probe still out when the breaker closed answers late, bare: a closed
+        // breaker counts it as any outcome.
+        (Op::Fail, NONE, Closed, None),
+    ]);
+    play(&h, "bare outcomes", &steps);
+    assert_eq!(outcome_counts(&h), (2, 3, 0, 0));
+    assert_eq!(h.snap().consecutive_failures, 1);
+    // While open every outcome is late.
+    let h = H::new(policy(|_| {}));
+    play(&h, "open", &to_half_open()[..3]);
+    h.run(Op::Succeed);
+    h.run(Op::Fail);
+    assert_eq!(outcome_counts(&h), (2, 0, 0, 0));
+}
+
+/// With tickets an outcome counts only for the admission it answers: its own probe of
+/// its own episode, once.
+#[test]
+fn ticketed_outcomes_count_only_for_their_admission() {
+    use Outcome::{Failure, Success};
+    let h = H::new(policy(|p| p.success_threshold = 2));
+    let limit = Some(Out::Admission(Answer::Reject(Reason::HalfOpenLimit, 5_000)));
+    let steps = [
+        // ticket 0: admitted while closed.
+        (Op::Hold(5), NONE, Closed, OK),
+        (Op::Fail, NONE, Closed, None),
+        (Op::Fail, NONE, Closed, None),
+        (Op::Fail, TRIP, Open, None),
+        // ticket 1: a bypass call while open.
+        (Op::Hold(9), NONE, Open, OK),
+        (Op::Wait(30_000), NONE, Open, None),
+        (Op::Tick, HALF, HalfOpen, None),
+        // tickets 2 and 3: the probes.
+        (Op::Hold(5), NONE, HalfOpen, PROBE),
+        (Op::Hold(5), NONE, HalfOpen, PROBE),
+        // The call admitted while closed succeeds now: late, the probes stay out.
+        (Op::Answer(0, Success), NONE, HalfOpen, None),
+        (Op::Admit(5), NONE, HalfOpen, limit),
+        // The bypass call of the open breaker fails now: late, no trip.
+        (Op::Answer(1, Failure), NONE, HalfOpen, None),
+        // ticket 4: a bypass call in half-open takes no slot; its failure decides
+        // nothing.
+        (Op::Hold(9), NONE, HalfOpen, OK),
+        (Op::Answer(4, Failure), NONE, HalfOpen, None),
+        // The second probe answers first, for itself; a second answer is late.
+        (Op::Answer(3, Success), NONE, HalfOpen, None),
+        (Op::Answer(3, Failure), NONE, HalfOpen, None),
+        // ticket 5 takes the freed slot.
+        (Op::Hold(5), NONE, HalfOpen, PROBE),
+        (Op::Admit(5), NONE, HalfOpen, limit),
+        (Op::Answer(2, Success), CLOSE, Closed, None),
+        // A probe of the episode that has ended: late, and the closed breaker does not
+        // count it either.
+        (Op::Answer(5, Failure), NONE, Closed, None),
+    ];
+    play(&h, "tickets", &steps);
+    assert_eq!(outcome_counts(&h), (5, 2, 0, 0));
+    let s = h.snap();
+    assert_eq!(s.consecutive_failures, 0);
+    assert_eq!(s.counter(Counter::Successes), 3);
+    assert_eq!(s.counter(Counter::Failures), 7);
+    assert_eq!(s.successful_recoveries, 1);
+}
+
+/// A probe's failure, recorded with its ticket, re-opens its episode; a failure of a
+/// probe of an earlier episode does not re-open the next one.
+#[test]
+fn a_probe_fails_only_its_own_episode() {
+    use Outcome::{Failure, Success};
+    let h = H::new(policy(|p| {
+        p.success_threshold = 3;
+        p.open_timeout_ms = 1_000;
+        p.failure_threshold = 1;
+    }));
+    let half: &[Reported] = &[(Open, HalfOpen, OpenTimeout)];
+    let steps = [
+        (Op::Fail, TRIP, Open, None),
+        (Op::Wait(1_000), NONE, Open, None),
+        (Op::Tick, half, HalfOpen, None),
+        (Op::Hold(5), NONE, HalfOpen, PROBE),
+        (Op::Hold(5), NONE, HalfOpen, PROBE),
+        (Op::Answer(0, Failure), REOPEN, Open, None),
+        (Op::Wait(1_000), NONE, Open, None),
+        (Op::Tick, half, HalfOpen, None),
+        // The second probe of the first episode fails late: the new episode stands.
+        (Op::Answer(1, Failure), NONE, HalfOpen, None),
+        (Op::Hold(5), NONE, HalfOpen, PROBE),
+        (Op::Answer(2, Success), NONE, HalfOpen, None),
+        (Op::Hold(5), NONE, HalfOpen, PROBE),
+        (Op::Answer(3, Failure), REOPEN, Open, None),
+    ];
+    play(&h, "episodes", &steps);
+    assert_eq!(outcome_counts(&h), (1, 1, 2, 0));
 }
 
 #[test]
@@ -792,19 +994,19 @@ fn open_time_grows_per_trip_up_to_the_cap_and_resets_after_a_close() {
         assert_eq!(h.snap().open_remaining_ms, open_ms, "{ctx}");
         assert_eq!(
             h.admit(5),
-            Admission::Reject(Reason::CircuitOpen, open_ms),
+            Answer::Reject(Reason::CircuitOpen, open_ms),
             "{ctx}"
         );
         h.wait(open_ms - 1);
         assert!(h.tick().is_empty(), "{ctx}: not before {open_ms} ms");
         h.wait(1);
         assert_eq!(breakers(&h.tick()), vec![(Open, HalfOpen)], "{ctx}");
-        assert_eq!(h.admit(5), Admission::Probe);
+        assert_eq!(h.admit(5), Answer::Probe);
         assert_eq!(breakers(&h.fail()), vec![(HalfOpen, Open)], "{ctx}");
     }
     // A close ends the streak: the next trip waits the base time again.
     h.half_open();
-    assert_eq!(h.admit(5), Admission::Probe);
+    assert_eq!(h.admit(5), Answer::Probe);
     assert_eq!(breakers(&h.succeed()), vec![(HalfOpen, Closed)]);
     assert_eq!(h.word().trip_streak(), 0);
     h.trip();
@@ -824,7 +1026,7 @@ fn open_time_does_not_grow_without_a_cap() {
     let h = H::new(policy(|p| p.open_timeout_ms = 1_000));
     h.trip();
     for _ in 0..4 {
-        assert_eq!(h.admit(5), Admission::Reject(Reason::CircuitOpen, 1_000));
+        assert_eq!(h.admit(5), Answer::Reject(Reason::CircuitOpen, 1_000));
         h.half_open();
         h.admit(5);
         h.fail();
@@ -844,7 +1046,7 @@ fn counters_follow_the_transitions() {
     h.half_open(); // attempt 2
     h.admit(5);
     h.admit(5);
-    assert_eq!(h.admit(5), Admission::Reject(Reason::HalfOpenLimit, 5_000));
+    assert_eq!(h.admit(5), Answer::Reject(Reason::HalfOpenLimit, 5_000));
     h.succeed();
     h.succeed(); // recovery 1
     h.run(Op::ForceOpen); // opens 3
@@ -879,10 +1081,10 @@ fn disabled_subject_still_counts() {
     let h = H::new(policy(|_| {}));
     h.run(Op::Disable);
     for _ in 0..10 {
-        assert_eq!(h.admit(5), Admission::Admit);
+        assert_eq!(h.admit(5), Answer::Admit);
         h.fail();
     }
-    assert_eq!(h.admit(9), Admission::Admit);
+    assert_eq!(h.admit(9), Answer::Admit);
     h.succeed();
     let s = h.snap();
     assert_eq!(s.counter(Counter::Accepted), 10);
@@ -896,13 +1098,13 @@ fn disabled_subject_still_counts() {
 #[test]
 fn bypass_is_counted_as_bypassed_not_accepted() {
     let h = H::new(policy(|_| {}));
-    assert_eq!(h.admit(8), Admission::Admit);
+    assert_eq!(h.admit(8), Answer::Admit);
     h.trip();
     for p in [8, 9, 8] {
-        assert_eq!(h.admit(p), Admission::Admit);
+        assert_eq!(h.admit(p), Answer::Admit);
     }
     h.run(Op::ForceOpen);
-    assert_eq!(h.admit(9), Admission::Admit);
+    assert_eq!(h.admit(9), Answer::Admit);
     let s = h.snap();
     assert_eq!(s.counter(Counter::Bypassed), 5);
     assert_eq!(s.counter(Counter::Accepted), 0);
@@ -910,8 +1112,8 @@ fn bypass_is_counted_as_bypassed_not_accepted() {
     // The bypass level is the policy's.
     let h = H::new(policy(|p| p.bypass_priority = 6));
     h.trip();
-    assert_eq!(h.admit(6), Admission::Admit);
-    assert_eq!(h.admit(5), Admission::Reject(Reason::CircuitOpen, 30_000));
+    assert_eq!(h.admit(6), Answer::Admit);
+    assert_eq!(h.admit(5), Answer::Reject(Reason::CircuitOpen, 30_000));
 }
 
 /// The classic breaker scenario: 5 failures -> open; 30 s -> half-open; 3 successes -> closed;
@@ -923,16 +1125,16 @@ fn spec_a2_scenario_with_default_policy() {
         assert!(h.fail().is_empty());
     }
     assert_eq!(breakers(&h.fail()), vec![(Closed, Open)]);
-    assert_eq!(h.admit(5), Admission::Reject(Reason::CircuitOpen, 30_000));
-    assert_eq!(h.admit(9), Admission::Admit, "priority 9 bypasses");
+    assert_eq!(h.admit(5), Answer::Reject(Reason::CircuitOpen, 30_000));
+    assert_eq!(h.admit(9), Answer::Admit, "priority 9 bypasses");
     h.wait(30_000);
     let (out, ts) = h.run(Op::Check);
     assert_eq!(out, Out::Check(Status::Warning, 0));
     assert_eq!(breakers(&ts), vec![(Open, HalfOpen)]);
     for _ in 0..3 {
-        assert_eq!(h.admit(5), Admission::Probe);
+        assert_eq!(h.admit(5), Answer::Probe);
     }
-    assert_eq!(h.admit(5), Admission::Reject(Reason::HalfOpenLimit, 5_000));
+    assert_eq!(h.admit(5), Answer::Reject(Reason::HalfOpenLimit, 5_000));
     assert!(h.succeed().is_empty());
     assert!(h.succeed().is_empty());
     assert_eq!(breakers(&h.succeed()), vec![(HalfOpen, Closed)]);
@@ -942,10 +1144,10 @@ fn spec_a2_scenario_with_default_policy() {
     }
     assert_eq!(breakers(&h.fail()), vec![(Closed, Open)]);
     h.wait(30_000);
-    assert_eq!(h.admit(5), Admission::Probe);
+    assert_eq!(h.admit(5), Answer::Probe);
     assert_eq!(h.breaker(), HalfOpen);
     assert_eq!(breakers(&h.fail()), vec![(HalfOpen, Open)]);
-    assert_eq!(h.admit(5), Admission::Reject(Reason::CircuitOpen, 30_000));
+    assert_eq!(h.admit(5), Answer::Reject(Reason::CircuitOpen, 30_000));
     let s = h.snap();
     assert_eq!(s.opens, 3);
     assert_eq!(s.recovery_attempts, 2);

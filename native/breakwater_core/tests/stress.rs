@@ -80,7 +80,10 @@ fn striped_counters_equal_what_was_sent() {
                     let mut out = Transitions::new();
                     for _ in 0..N {
                         let p = rng.below(10) as u8;
-                        assert_eq!(s.admit(p, reg.clock(), &mut out), Admission::Admit);
+                        assert!(matches!(
+                            s.admit(p, reg.clock(), &mut out),
+                            Admission::Admit(_)
+                        ));
                         sent[if p >= 8 { 1 } else { 0 }] += 1;
                         match rng.below(4) {
                             0 => {
@@ -148,7 +151,7 @@ fn rejections_are_counted_exactly_while_open() {
                     for k in 0..N {
                         let p = ((k + i) % 10) as u8;
                         match s.admit(p, reg.clock(), &mut out) {
-                            Admission::Admit => {
+                            Admission::Admit(_) => {
                                 assert!(p >= 8);
                                 bypassed += 1;
                             }
@@ -266,7 +269,10 @@ fn concurrent_probe_failures_reopen_exactly_once() {
         s.tick(reg.pool(), reg.clock(), &mut t);
         assert_eq!(s.word().breaker(), HalfOpen, "round {round}");
         for _ in 0..THREADS {
-            assert_eq!(s.admit(5, reg.clock(), &mut t), Admission::Probe);
+            assert!(matches!(
+                s.admit(5, reg.clock(), &mut t),
+                Admission::Probe(_)
+            ));
         }
         let ts = concurrent_failures(&reg, s, 1);
         assert_eq!(ts.len(), 1, "round {round}: {ts:?}");
@@ -307,7 +313,7 @@ fn concurrent_probe_admission_never_exceeds_the_limit() {
                         barrier.wait();
                         for _ in 0..4 {
                             match s.admit(5, reg.clock(), &mut out) {
-                                Admission::Probe => a += 1,
+                                Admission::Probe(_) => a += 1,
                                 Admission::Reject(Reason::HalfOpenLimit, _) => l += 1,
                                 x => panic!("{x:?}"),
                             }
@@ -348,7 +354,7 @@ fn concurrent_probe_admission_never_exceeds_the_limit() {
                     let mut attempts = 0;
                     while ok < 30 && attempts < 1_000_000 {
                         attempts += 1;
-                        if s.admit(5, reg.clock(), &mut out) == Admission::Probe {
+                        if matches!(s.admit(5, reg.clock(), &mut out), Admission::Probe(_)) {
                             let n = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
                             peak.fetch_max(n, Ordering::SeqCst);
                             assert!(n <= u64::from(MAX), "{n} probes in flight");
@@ -370,6 +376,84 @@ fn concurrent_probe_admission_never_exceeds_the_limit() {
     assert_eq!(w.breaker(), HalfOpen);
     assert_eq!(w.probes(), 0);
     assert_eq!(u64::from(w.probe_successes()), successes);
+}
+
+/// With tickets, late outcomes (of calls admitted while the breaker was closed, and
+/// second answers of probes) arriving among the probes' own never free a probe's slot:
+/// the probes in flight, counted by their callers, never exceed the limit, and every
+/// outcome is either a probe's (counted by its episode) or late.
+#[test]
+fn ticketed_late_outcomes_never_let_more_probes_in() {
+    const MAX: u8 = 3;
+    let reg = registry(
+        Policy {
+            failure_threshold: 1,
+            half_open_max_calls: MAX,
+            success_threshold: 255,
+            ..Policy::default()
+        },
+        small_pool(),
+    );
+    let s = reg.subject(b"late-tickets").unwrap();
+    let mut t = Transitions::new();
+    // Calls admitted while closed, whose outcomes will all be late.
+    let closed: Vec<_> = (0..THREADS * 200)
+        .map(|_| s.admit(5, reg.clock(), &mut t).ticket().unwrap())
+        .collect();
+    s.record(Outcome::Failure, None, reg.clock(), &mut t);
+    reg.clock().advance(30_000);
+    let in_flight = AtomicU64::new(0);
+    let (probes, late): (u64, u64) = thread::scope(|scope| {
+        let hs: Vec<_> = (0..THREADS)
+            .map(|i| {
+                let (in_flight, reg, closed) = (&in_flight, &reg, &closed);
+                scope.spawn(move || {
+                    let mut out = Transitions::new();
+                    let mut rng = Rng::new(i as u64 + 1);
+                    let (mut probes, mut late) = (0u64, 0u64);
+                    let mine = &closed[i * 200..(i + 1) * 200];
+                    let mut next_late = 0;
+                    // At most 8 x 25 = 200 successes < success_threshold: stays half-open.
+                    while probes < 25 {
+                        if next_late < mine.len() && rng.below(2) == 0 {
+                            s.record_ticket(
+                                Outcome::Success,
+                                None,
+                                mine[next_late],
+                                reg.clock(),
+                                &mut out,
+                            );
+                            next_late += 1;
+                            late += 1;
+                            continue;
+                        }
+                        if let Admission::Probe(ticket) = s.admit(5, reg.clock(), &mut out) {
+                            let n = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                            assert!(n <= u64::from(MAX), "{n} probes in flight");
+                            std::hint::spin_loop();
+                            in_flight.fetch_sub(1, Ordering::SeqCst);
+                            s.record_ticket(Outcome::Success, None, ticket, reg.clock(), &mut out);
+                            // A second answer of the same probe: late.
+                            s.record_ticket(Outcome::Success, None, ticket, reg.clock(), &mut out);
+                            probes += 1;
+                            late += 1;
+                        }
+                    }
+                    (probes, late)
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| h.join().unwrap())
+            .fold((0, 0), |(a, l), (x, y)| (a + x, l + y))
+    });
+    let snap = s.snapshot(reg.clock());
+    assert_eq!(snap.word.breaker(), HalfOpen);
+    assert_eq!(snap.word.probes(), 0);
+    assert_eq!(u64::from(snap.word.probe_successes()), probes);
+    assert_eq!(snap.counter(Counter::ProbeSuccesses), probes);
+    assert_eq!(snap.counter(Counter::LateOutcomes), late);
+    assert_eq!(snap.counter(Counter::Successes), probes + late);
 }
 
 /// Depths around every threshold of warning 100 / critical 500 / recovery 50.

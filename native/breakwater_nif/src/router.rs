@@ -1,4 +1,5 @@
-//! The router's hot paths: check, admit, record, report_depth.
+//! The router's hot paths: check, admit, record, report_depth; and their variants that
+//! hand out and take back an admission's token (`admit_token`, `record_token`).
 //!
 //! Each validates its arguments first (a bad call changes nothing, not even by creating
 //! a subject), decodes the subject by reference (no copy, no refcount), finds it in the
@@ -11,6 +12,7 @@ use crate::atoms;
 use crate::encode;
 use crate::hot_nif::{hot_nif, Raw};
 use crate::subject_arg::{existing, subject};
+use breakwater_core::probes::Ticket;
 use breakwater_core::subject::{Admission, Outcome};
 use breakwater_core::transition::Transitions;
 use rustler::{Atom, Encoder, Env, NifResult, Term};
@@ -21,6 +23,9 @@ hot_nif!("admit", admit, 2, [0, 1]);
 hot_nif!("admit_event", admit_event, 2, [0, 1]);
 hot_nif!("admit_write", admit_write, 1, [0]);
 hot_nif!("record", record, 3, [0, 1, 2]);
+hot_nif!("admit_token", admit_token, 2, [0, 1]);
+hot_nif!("admit_event_token", admit_event_token, 2, [0, 1]);
+hot_nif!("record_token", record_token, 4, [0, 1, 2, 3]);
 hot_nif!("report_depth", report_depth, 2, [0, 1]);
 
 /// `{Status, RetryAfterMs}` for `router_intake_backpressure:check_backpressure/1`. A
@@ -45,11 +50,21 @@ fn unknown_check(env: Env<'_>) -> Raw {
 
 fn admission<'a>(env: Env<'a>, a: Admission) -> Term<'a> {
     match a {
-        Admission::Admit | Admission::Probe => atoms::ok().encode(env),
-        Admission::Reject(reason, retry) => {
-            (atoms::reject(), encode::reason(reason), retry).encode(env)
-        }
+        Admission::Admit(_) | Admission::Probe(_) => atoms::ok().encode(env),
+        Admission::Reject(reason, retry) => rejection(env, reason, retry),
     }
+}
+
+/// `{ok, Token} | {reject, Reason, RetryAfterMs}`.
+fn admission_token<'a>(env: Env<'a>, a: Admission) -> Term<'a> {
+    match a {
+        Admission::Admit(t) | Admission::Probe(t) => (atoms::ok(), t.raw()).encode(env),
+        Admission::Reject(reason, retry) => rejection(env, reason, retry),
+    }
+}
+
+fn rejection<'a>(env: Env<'a>, reason: breakwater_core::subject::Reason, retry: u64) -> Term<'a> {
+    (atoms::reject(), encode::reason(reason), retry).encode(env)
 }
 
 /// `ok | {reject, Reason, RetryAfterMs}` for a call at `priority` (0..9).
@@ -64,11 +79,32 @@ fn admit<'a>(env: Env<'a>, subject_name: Term<'a>, priority: Term<'a>) -> NifRes
     Ok(encode::raw_with_transitions(env, admission(env, a), &out))
 }
 
+/// `admit/2` answering `{ok, Token}` instead of `ok`: the token names the admission,
+/// for `record_token/4`.
+fn admit_token<'a>(env: Env<'a>, subject_name: Term<'a>, priority: Term<'a>) -> NifResult<Raw> {
+    let priority = args::int_in(priority, "priority", 0, 9)? as u8;
+    let (inst, s) = match subject(env, subject_name)? {
+        Ok(found) => found,
+        Err(error) => return Ok(error.as_c_arg()),
+    };
+    let mut out = Transitions::new();
+    let a = s.admit(priority, inst.registry.clock(), &mut out);
+    Ok(encode::raw_with_transitions(
+        env,
+        admission_token(env, a),
+        &out,
+    ))
+}
+
 /// Priority of an event type the policy does not name.
 const DEFAULT_PRIORITY: u8 = 5;
 
-/// `admit/2` at the priority the subject's policy gives `event_type` (5 when unnamed).
-fn admit_event<'a>(env: Env<'a>, subject_name: Term<'a>, event_type: Term<'a>) -> NifResult<Raw> {
+fn admit_event_with<'a>(
+    env: Env<'a>,
+    subject_name: Term<'a>,
+    event_type: Term<'a>,
+    answer: fn(Env<'a>, Admission) -> Term<'a>,
+) -> NifResult<Raw> {
     let event_type = rustler::Binary::from_term(event_type)
         .map_err(|_| argument_error("event_type must be a binary"))?;
     let (inst, s) = match subject(env, subject_name)? {
@@ -80,7 +116,36 @@ fn admit_event<'a>(env: Env<'a>, subject_name: Term<'a>, event_type: Term<'a>) -
         .unwrap_or(DEFAULT_PRIORITY);
     let mut out = Transitions::new();
     let a = s.admit(priority, inst.registry.clock(), &mut out);
-    Ok(encode::raw_with_transitions(env, admission(env, a), &out))
+    Ok(encode::raw_with_transitions(env, answer(env, a), &out))
+}
+
+/// `admit/2` at the priority the subject's policy gives `event_type` (5 when unnamed).
+fn admit_event<'a>(env: Env<'a>, subject_name: Term<'a>, event_type: Term<'a>) -> NifResult<Raw> {
+    admit_event_with(env, subject_name, event_type, admission)
+}
+
+/// `admit_event/2` answering `{ok, Token}` instead of `ok`.
+fn admit_event_token<'a>(
+    env: Env<'a>,
+    subject_name: Term<'a>,
+    event_type: Term<'a>,
+) -> NifResult<Raw> {
+    admit_event_with(env, subject_name, event_type, admission_token)
+}
+
+fn outcome_arg(outcome: Term<'_>) -> NifResult<Outcome> {
+    match outcome.decode::<Atom>() {
+        Ok(a) if a == atoms::success() => Ok(Outcome::Success),
+        Ok(a) if a == atoms::failure() => Ok(Outcome::Failure),
+        _ => Err(argument_error("outcome must be :success or :failure")),
+    }
+}
+
+fn latency_arg(latency_ms: Term<'_>) -> NifResult<Option<u64>> {
+    match latency_ms.decode::<Atom>() {
+        Ok(a) if a == atoms::nil() => Ok(None),
+        _ => Ok(Some(args::non_neg(latency_ms, "latency_ms")?)),
+    }
 }
 
 /// Records `success | failure`, with an optional latency in ms (`nil` for none).
@@ -90,21 +155,48 @@ fn record<'a>(
     outcome: Term<'a>,
     latency_ms: Term<'a>,
 ) -> NifResult<Raw> {
-    let outcome = match outcome.decode::<Atom>() {
-        Ok(a) if a == atoms::success() => Outcome::Success,
-        Ok(a) if a == atoms::failure() => Outcome::Failure,
-        _ => return Err(argument_error("outcome must be :success or :failure")),
-    };
-    let latency = match latency_ms.decode::<Atom>() {
-        Ok(a) if a == atoms::nil() => None,
-        _ => Some(args::non_neg(latency_ms, "latency_ms")?),
-    };
+    let outcome = outcome_arg(outcome)?;
+    let latency = latency_arg(latency_ms)?;
     let (inst, s) = match subject(env, subject_name)? {
         Ok(found) => found,
         Err(error) => return Ok(error.as_c_arg()),
     };
     let mut out = Transitions::new();
     s.record(outcome, latency, inst.registry.clock(), &mut out);
+    Ok(encode::raw_with_transitions(
+        env,
+        atoms::ok().encode(env),
+        &out,
+    ))
+}
+
+/// `record/3` of the call admitted with `token` (from `admit_token/2`,
+/// `admit_event_token/2` or `admit_write/1`).
+fn record_token<'a>(
+    env: Env<'a>,
+    subject_name: Term<'a>,
+    outcome: Term<'a>,
+    latency_ms: Term<'a>,
+    token: Term<'a>,
+) -> NifResult<Raw> {
+    let outcome = outcome_arg(outcome)?;
+    let latency = latency_arg(latency_ms)?;
+    let ticket = token
+        .decode::<u64>()
+        .ok()
+        .and_then(Ticket::from_raw)
+        .ok_or_else(|| {
+            argument_error(format!(
+                "token must be an integer in 0..{} (from admit with token: true)",
+                Ticket::MAX
+            ))
+        })?;
+    let (inst, s) = match subject(env, subject_name)? {
+        Ok(found) => found,
+        Err(error) => return Ok(error.as_c_arg()),
+    };
+    let mut out = Transitions::new();
+    s.record_ticket(outcome, latency, ticket, inst.registry.clock(), &mut out);
     Ok(encode::raw_with_transitions(
         env,
         atoms::ok().encode(env),
@@ -129,8 +221,8 @@ fn report_depth<'a>(env: Env<'a>, subject_name: Term<'a>, depth: Term<'a>) -> Ni
 }
 
 /// A drain worker's admission of a ledger write: the breaker alone decides.
-/// `ok | probe | {reject, Reason, RetryAfterMs}`; after `probe` the outcome decides the
-/// half-open breaker.
+/// `{ok, Token} | {probe, Token} | {reject, Reason, RetryAfterMs}`; after `probe` the
+/// outcome, recorded with the token, decides the half-open breaker.
 fn admit_write<'a>(env: Env<'a>, subject_name: Term<'a>) -> NifResult<Raw> {
     let (inst, s) = match subject(env, subject_name)? {
         Ok(found) => found,
@@ -138,8 +230,8 @@ fn admit_write<'a>(env: Env<'a>, subject_name: Term<'a>) -> NifResult<Raw> {
     };
     let mut out = Transitions::new();
     let result = match s.admit_write(inst.registry.clock(), &mut out) {
-        Admission::Probe => atoms::probe().encode(env),
-        a => admission(env, a),
+        Admission::Probe(t) => (atoms::probe(), t.raw()).encode(env),
+        a => admission_token(env, a),
     };
     Ok(encode::raw_with_transitions(env, result, &out))
 }

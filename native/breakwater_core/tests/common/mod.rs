@@ -4,7 +4,7 @@
 
 use breakwater_core::clock::{Clock, ManualClock};
 use breakwater_core::state::BreakerState::{HalfOpen, Open};
-use breakwater_core::subject::Subject;
+use breakwater_core::subject::{Admission, Reason, Subject};
 use breakwater_core::transition::{Transition, Transitions};
 use std::cell::RefCell;
 
@@ -75,4 +75,24 @@ pub fn checked_step<R>(
         "recovery_attempts = entries into half-open"
     );
     (r, ts)
+}
+
+/// An admission's answer without its ticket, for comparing answers in tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// `Admission::Admit`.
+    Admit,
+    /// `Admission::Probe`.
+    Probe,
+    /// `Admission::Reject`.
+    Reject(Reason, u64),
+}
+
+/// `a` without its ticket.
+pub fn answer(a: Admission) -> Answer {
+    match a {
+        Admission::Admit(_) => Answer::Admit,
+        Admission::Probe(_) => Answer::Probe,
+        Admission::Reject(r, ms) => Answer::Reject(r, ms),
+    }
 }
