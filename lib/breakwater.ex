@@ -180,6 +180,13 @@ defmodule Breakwater do
   def admit(subject, priority: p) when is_binary(subject) and is_integer(p) and p in 0..9,
     do: admitted(subject, Native.admit(subject, p))
 
+  def admit(subject, token: true) when is_binary(subject),
+    do: admitted(subject, Native.admit_token(subject, @normal))
+
+  def admit(subject, priority: p, token: true)
+      when is_binary(subject) and is_integer(p) and p in 0..9,
+      do: admitted(subject, Native.admit_token(subject, p))
+
   def admit(subject, opts) do
     subject = Subject.normalize!(subject)
 
@@ -193,6 +200,7 @@ defmodule Breakwater do
 
   @compile {:inline, admitted: 2}
   defp admitted(_subject, :ok), do: :ok
+  defp admitted(_subject, {:ok, _token} = ok), do: ok
 
   defp admitted(subject, result) do
     case observe(subject, result) do
@@ -280,6 +288,11 @@ defmodule Breakwater do
 
   def record(subject, outcome, []) when is_binary(subject) and outcome in [:success, :failure],
     do: observe(subject, Native.record(subject, outcome, nil))
+
+  def record(subject, outcome, token: t)
+      when is_binary(subject) and outcome in [:success, :failure] and is_integer(t) and t >= 0 and
+             t <= @max_token,
+      do: observe(subject, Native.record_token(subject, outcome, nil, t))
 
   def record(subject, outcome, opts) do
     subject = Subject.normalize!(subject)

@@ -63,6 +63,20 @@ defmodule Breakwater.Bench.Loops do
     record(n - 1, s)
   end
 
+  def admit_token(0, _s), do: :ok
+
+  def admit_token(n, s) do
+    {:ok, _} = Breakwater.admit(s, token: true)
+    admit_token(n - 1, s)
+  end
+
+  def record_token(0, _s, _t), do: :ok
+
+  def record_token(n, s, t) do
+    :ok = Breakwater.record(s, :success, token: t)
+    record_token(n - 1, s, t)
+  end
+
   def enqueue(0, _s, _event), do: :ok
 
   def enqueue(n, s, event) do

@@ -36,6 +36,13 @@ defmodule Breakwater.Bench.Specs do
       simple(:check, "check_backpressure/1", &run_check/3),
       simple(:admit, "Breakwater.admit/2 ([])", &run_admit/3, verify: &verify_admit/3),
       simple(:record, "Breakwater.record/2 (:success)", &run_record/3, verify: &verify_record/3),
+      simple(:admit_token, "Breakwater.admit/2 (token: true)", &run_admit_token/3,
+        verify: &verify_admit/3
+      ),
+      simple(:record_token, "Breakwater.record/3 (:success, token:)", &run_record_token/3,
+        setup: &setup_token/1,
+        verify: &verify_record/3
+      ),
       enqueue_spec(max_procs),
       drain_spec(max_procs),
       mix_spec(),
@@ -80,6 +87,16 @@ defmodule Breakwater.Bench.Specs do
   defp run_check(ctx, _i, n), do: Loops.check(n, ctx.subject)
   defp run_admit(ctx, _i, n), do: Loops.admit(n, ctx.subject)
   defp run_record(ctx, _i, n), do: Loops.record(n, ctx.subject)
+  defp run_admit_token(ctx, _i, n), do: Loops.admit_token(n, ctx.subject)
+  defp run_record_token(ctx, _i, n), do: Loops.record_token(n, ctx.subject, ctx.token)
+
+  # A token of the hot subject's closed breaker: its outcomes count as any closed one.
+  defp setup_token(procs) do
+    ctx = setup_hot(procs)
+    {:ok, token} = Breakwater.admit(ctx.subject, token: true)
+    Process.put(:accepted, Native.status(ctx.subject).counters.accepted)
+    Map.put(ctx, :token, token)
+  end
 
   defp verify_admit(ctx, procs, n), do: counter_delta(ctx.subject, :accepted, procs * n)
   defp verify_record(ctx, procs, n), do: counter_delta(ctx.subject, :successes, procs * n)

@@ -87,14 +87,15 @@ defmodule Breakwater.LedgerTest do
              }
 
       breaker_events =
-        for %{event_type: t} <- :router_intake_backpressure.get_backpressure_events(s),
+        for %{event_type: t} = e <- :router_intake_backpressure.get_backpressure_events(s),
             t in [:circuit_open, :circuit_half_open, :circuit_closed],
-            do: t
+            do: {t, e.cause}
 
-      # Opened by the outage; probes may fail while it lasts and reopen it; the last
-      # probe closes it.
-      assert hd(breaker_events) == :circuit_open
-      assert List.last(breaker_events) == :circuit_closed
+      # Opened by the outage's failures; probes may fail while it lasts and reopen it;
+      # the probes' successes close it.
+      assert hd(breaker_events) == {:circuit_open, :failures}
+      assert List.last(breaker_events) == {:circuit_closed, :probe_successes}
+      breaker_events = Enum.map(breaker_events, &elem(&1, 0))
 
       assert breaker_events
              |> Enum.chunk_every(2, 1, :discard)

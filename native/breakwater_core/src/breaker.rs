@@ -235,11 +235,6 @@ impl Breaker {
         self.window.counts(now_ms, window_ms)
     }
 
-    /// Probes of episode `epoch` holding a slot now (the word counts them too).
-    pub fn probe_slots_in_flight(&self, epoch: u16) -> usize {
-        self.probes.in_flight(epoch)
-    }
-
     // ---- transitions -------------------------------------------------------------------
 
     /// CAS `from` → `to` for `cause`; the winner of a breaker transition does what
@@ -537,6 +532,8 @@ impl Breaker {
         }
     }
 
+    // Out of line, as `record_probe`: the record path inlines only the closed success.
+    #[inline(never)]
     fn record_closed_failure<H: Holder, C: Clock>(
         &self,
         h: &H,
@@ -563,6 +560,7 @@ impl Breaker {
 
     /// An outcome in the half-open episode of `w`: frees the slot of the probe it
     /// answers (the one `ticket` names, or the oldest), then applies it to the word.
+    #[inline(never)]
     fn record_probe<H: Holder, C: Clock>(
         &self,
         h: &H,
