@@ -492,7 +492,7 @@ impl Breaker {
     /// Applies the outcome of a call (`failed`: a failure or a slow call), admitted
     /// with `ticket` when the caller kept it, to the breaker of `w` (see the module doc
     /// for which outcomes count).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn record<H: Holder, C: Clock>(
         &self,
         h: &H,
