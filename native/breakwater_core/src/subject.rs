@@ -554,11 +554,13 @@ impl Subject {
     /// half-open limit, backpressure, low-priority shedding.
     #[inline]
     pub fn admit<C: Clock>(&self, priority: u8, clock: &C, out: &mut Transitions) -> Admission {
-        let w = self.word();
         if priority >= self.hot.bypass_priority.load(Ordering::Relaxed) {
             self.counters.incr(Counter::Bypassed);
-            return Admission::Admit(Ticket::call(w.breaker_epoch()));
+            // A bypass admission does not depend on the word: any moment of the call
+            // names its breaker epoch.
+            return Admission::Admit(Ticket::call(self.word().breaker_epoch()));
         }
+        let w = self.word();
         if w.is_quiet() {
             if let Some(reject) = self.shed(priority) {
                 return reject;
