@@ -45,7 +45,8 @@ defmodule Breakwater.History do
 
   @typedoc """
   Why a transition happened. Breaker: `:failures` (`failure_threshold` consecutive
-  failures), `:failure_rate` (the failure rate over `window_ms`), `:probe_failure`,
+  failures), `:failure_rate` (the failure rate over `window_ms`), `:remote_open` (the
+  same subject's breaker opened on a peer node, `share: :breaker`), `:probe_failure`,
   `:stale_probe` (every probe slot taken and the oldest probe unanswered for
   `call_timeout_ms`), `:open_timeout` (the open time passed), `:probe_successes`
   (`success_threshold` probe successes). Backpressure: `:depth` (a threshold crossed),
@@ -57,6 +58,7 @@ defmodule Breakwater.History do
   @type cause ::
           :failures
           | :failure_rate
+          | :remote_open
           | :probe_failure
           | :stale_probe
           | :open_timeout

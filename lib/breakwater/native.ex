@@ -81,6 +81,8 @@ defmodule Breakwater.Native do
   @doc false
   def force_open(_subject), do: nif_error()
   @doc false
+  def remote_open(_subject), do: nif_error()
+  @doc false
   def disable(_subject), do: nif_error()
   @doc false
   def enable(_subject), do: nif_error()

@@ -26,7 +26,10 @@
 //! stays half-open however quickly their slots are refilled. `force_open` holds it open
 //! until `reset` (its rejections carry the policy's retry hint, `retry_after_ms`, since
 //! no timer ends it); `disable` admits everything and never trips, while still
-//! counting.
+//! counting. `remote_open` (the same subject's breaker opened on a peer node) trips a
+//! closed, enabled breaker as a first trip would, with this node's own open time, and
+//! leaves every other state alone: an open breaker keeps its open time, a half-open
+//! one its probes; from then on this breaker probes and closes on its own.
 //!
 //! # Outcomes belong to their admission
 //!
@@ -157,6 +160,7 @@ struct Counts {
     half_opens: AtomicU64,
     recoveries: AtomicU64,
     stale_probes: AtomicU64,
+    remote_opens: AtomicU64,
 }
 
 /// The breaker's counts at a moment.
@@ -172,6 +176,8 @@ pub struct BreakerCounts {
     pub recoveries: u64,
     /// Half-open → open because the oldest probe went unanswered.
     pub stale_probes: u64,
+    /// Closed → open because a peer node's breaker opened (a part of `opens`).
+    pub remote_opens: u64,
 }
 
 /// The breaker-only state of one subject (the rest is in the state word).
@@ -227,6 +233,7 @@ impl Breaker {
             half_opens: self.counts.half_opens.load(Ordering::Relaxed),
             recoveries: self.counts.recoveries.load(Ordering::Relaxed),
             stale_probes: self.counts.stale_probes.load(Ordering::Relaxed),
+            remote_opens: self.counts.remote_opens.load(Ordering::Relaxed),
         }
     }
 
@@ -270,8 +277,14 @@ impl Breaker {
                     self.window.clear();
                 }
                 self.counts.opens.fetch_add(1, Ordering::Relaxed);
-                if cause == Cause::StaleProbe {
-                    self.counts.stale_probes.fetch_add(1, Ordering::Relaxed);
+                match cause {
+                    Cause::StaleProbe => {
+                        self.counts.stale_probes.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Cause::RemoteOpen => {
+                        self.counts.remote_opens.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {}
                 }
             }
             BreakerState::HalfOpen => {
@@ -383,21 +396,36 @@ impl Breaker {
         }
     }
 
-    /// Opens the breaker, for `cause`, if it is still closed and enabled.
+    /// Opens the breaker, for `cause`, if it is still closed and enabled; true when
+    /// this call's CAS opened it.
     fn trip_closed<H: Holder, C: Clock>(
         &self,
         h: &H,
         cause: Cause,
         now: &Now<C>,
         out: &mut Transitions,
-    ) {
+    ) -> bool {
         let mut w = h.word();
         while w.breaker() == BreakerState::Closed && !w.disabled() {
             match self.transition(h, w, Self::tripped(w), cause, now, out) {
-                Ok(()) => return,
+                Ok(()) => return true,
                 Err(actual) => w = actual,
             }
         }
+        false
+    }
+
+    /// A peer node's breaker for the same subject opened: trips this breaker if it is
+    /// closed and enabled, as a first trip (no growth of the open time), with cause
+    /// [`Cause::RemoteOpen`]; every other state is left alone. True when it opened it
+    /// (and counted it in `remote_opens` as well as `opens`).
+    pub(crate) fn remote_open<H: Holder, C: Clock>(
+        &self,
+        h: &H,
+        now: &Now<C>,
+        out: &mut Transitions,
+    ) -> bool {
+        self.trip_closed(h, Cause::RemoteOpen, now, out)
     }
 
     // ---- admission ---------------------------------------------------------------------

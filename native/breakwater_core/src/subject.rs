@@ -205,6 +205,9 @@ pub struct Snapshot {
     pub stale_probes: u64,
     /// Breaker opens.
     pub opens: u64,
+    /// Breaker opens because a peer's breaker opened ([`Subject::remote_open`]); a
+    /// part of `opens`.
+    pub remote_opens: u64,
     /// Entries into half-open.
     pub recovery_attempts: u64,
     /// Half-open → closed.
@@ -1000,6 +1003,17 @@ impl Subject {
         self.breaker.force_open(self, &Now::new(clock), out);
     }
 
+    /// Opens a closed breaker because the same subject's breaker opened on a peer
+    /// node (the layer above relays that). The open is an ordinary trip from closed:
+    /// one compare-and-swap, the open time of this subject's own policy (first trip:
+    /// no growth), and from then on this breaker probes and closes on its own. A
+    /// breaker that is not closed (open, forced open, or half-open: already probing on
+    /// its own) or is disabled is left as it is. Returns true when it opened the
+    /// breaker, and counts that in `remote_opens` (and `opens`).
+    pub fn remote_open<C: Clock>(&self, clock: &C, out: &mut Transitions) -> bool {
+        self.breaker.remote_open(self, &Now::new(clock), out)
+    }
+
     /// Disables (`true`) or enables (`false`) the subject: while disabled it admits
     /// everything and never trips, and still counts.
     pub fn set_disabled<C: Clock>(&self, disabled: bool, clock: &C, out: &mut Transitions) {
@@ -1061,6 +1075,7 @@ impl Subject {
             counters: self.counters.snapshot(),
             stale_probes: b.stale_probes,
             opens: b.opens,
+            remote_opens: b.remote_opens,
             recovery_attempts: b.half_opens,
             successful_recoveries: b.recoveries,
             breaker_transitions: self.rare.breaker_transitions.load(Ordering::Relaxed),

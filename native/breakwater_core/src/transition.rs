@@ -27,6 +27,9 @@ pub enum Cause {
     /// Closed → open: the failure rate over `window_ms` reached
     /// `failure_rate_threshold` (with at least `minimum_calls` calls).
     FailureRate,
+    /// Closed → open: the same subject's breaker opened on a peer node (a subject
+    /// shared with `share: :breaker`).
+    RemoteOpen,
     /// Half-open → open: a probe failed (an error or a slow call).
     ProbeFailure,
     /// Half-open → open: every probe slot taken and the oldest probe unanswered for
@@ -57,9 +60,10 @@ pub enum Cause {
 
 impl Cause {
     /// Every cause, in declaration order.
-    pub const ALL: [Cause; 14] = [
+    pub const ALL: [Cause; 15] = [
         Cause::Failures,
         Cause::FailureRate,
+        Cause::RemoteOpen,
         Cause::ProbeFailure,
         Cause::StaleProbe,
         Cause::OpenTimeout,
@@ -79,6 +83,7 @@ impl Cause {
         match self {
             Cause::Failures => "failures",
             Cause::FailureRate => "failure_rate",
+            Cause::RemoteOpen => "remote_open",
             Cause::ProbeFailure => "probe_failure",
             Cause::StaleProbe => "stale_probe",
             Cause::OpenTimeout => "open_timeout",

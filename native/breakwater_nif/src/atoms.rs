@@ -36,6 +36,7 @@ rustler::atoms! {
     // name manual actions)
     failures,
     failure_rate,
+    remote_open,
     probe_failure,
     stale_probe,
     open_timeout,

@@ -114,6 +114,19 @@ fn force_open<'a>(env: Env<'a>, subject_name: Term<'a>) -> NifResult<Term<'a>> {
     })
 }
 
+/// Opens a closed breaker because a peer's opened (never creates the subject):
+/// `ok` (with the transition when it opened) or `{error, unknown_subject}`.
+#[rustler::nif]
+fn remote_open<'a>(env: Env<'a>, subject_name: Term<'a>) -> NifResult<Term<'a>> {
+    let (inst, s) = match existing(subject_name)? {
+        (inst, Some(s)) => (inst, s),
+        (_, None) => return Ok(unknown_subject(env)),
+    };
+    let mut out = Transitions::new();
+    s.remote_open(inst.registry.clock(), &mut out);
+    Ok(encode::with_transitions(env, atoms::ok().encode(env), &out))
+}
+
 /// Admit everything, never trip, keep counting.
 #[rustler::nif]
 fn disable<'a>(env: Env<'a>, subject_name: Term<'a>) -> NifResult<Term<'a>> {

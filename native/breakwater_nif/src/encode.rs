@@ -66,6 +66,7 @@ pub fn cause(c: Cause) -> Atom {
     match c {
         Cause::Failures => atoms::failures(),
         Cause::FailureRate => atoms::failure_rate(),
+        Cause::RemoteOpen => atoms::remote_open(),
         Cause::ProbeFailure => atoms::probe_failure(),
         Cause::StaleProbe => atoms::stale_probe(),
         Cause::OpenTimeout => atoms::open_timeout(),
@@ -188,6 +189,7 @@ pub fn counter_pairs(s: &Snapshot) -> Vec<(&'static str, u64)> {
         ("probe_failures", c(Counter::ProbeFailures)),
         ("stale_probes", s.stale_probes),
         ("circuit_opens", s.opens),
+        ("remote_opens", s.remote_opens),
         ("recovery_attempts", s.recovery_attempts),
         ("successful_recoveries", s.successful_recoveries),
         ("breaker_transitions", s.breaker_transitions),
