@@ -145,9 +145,16 @@ defmodule Breakwater do
   @spec put_policy(binary, map) :: :ok | {:error, [term]}
   def put_policy(subject, policy) do
     case Native.configure(subject, Policy.to_native(policy), PolicyStore.encode(policy)) do
-      {:error, {:too_many_subjects, _} = reason} -> {:error, [reason]}
-      {:error, reasons} -> {:error, reasons}
-      result -> History.observe(subject, result)
+      {:error, {:too_many_subjects, _} = reason} ->
+        {:error, [reason]}
+
+      {:error, reasons} ->
+        {:error, reasons}
+
+      result ->
+        # Joins or leaves the subject's cluster group (`share`), soon.
+        Breakwater.Cluster.refresh(subject)
+        History.observe(subject, result)
     end
   end
 
@@ -536,8 +543,9 @@ defmodule Breakwater do
   `subject`'s state: `:status` (`:inactive | :warning | :active`), `:breaker`,
   `:backpressure`, `:queue_depth`, `:counters`, `:accounting`, `:forced_open`,
   `:retry_after_ms` (the hint a check would give now: 0 unless active; while forced
-  open, the policy's `retry_after_seconds`, since no timer ends it) and more (see
-  `docs/operations.md`). `{:error, :unknown_subject}` for a subject that does not
+  open, the policy's `retry_after_seconds`, since no timer ends it), `:opened_by` (the
+  peer node whose breaker opening opened this one, while it stays open from that; else
+  `nil`, see `Breakwater.Cluster`) and more (see `docs/operations.md`). `{:error, :unknown_subject}` for a subject that does not
   exist (nothing is created).
 
   `:accounting` sums up where every event offered to `enqueue/3` is, and holds at
@@ -564,11 +572,15 @@ defmodule Breakwater do
         status
         |> Map.put(:accounting, accounting)
         |> Map.put(:ledger, Breakwater.Ledger.Worker.info(subject))
+        |> Map.put(:opened_by, opened_by(subject, status))
 
       error ->
         error
     end
   end
+
+  defp opened_by(subject, %{breaker: :open}), do: History.opened_by(subject)
+  defp opened_by(_subject, _status), do: nil
 
   @doc """
   Every subject's state, as a `Breakwater.StatusTable` that `iex` prints as an aligned
@@ -583,6 +595,57 @@ defmodule Breakwater do
           do: row
 
     %Breakwater.StatusTable{rows: rows}
+  end
+
+  @doc """
+  Every node's state, gathered from the nodes running Breakwater in this cluster (see
+  `Breakwater.Cluster`) with one `:erpc.call/5` per node, all at once, under one
+  timeout (see `Breakwater.Cluster.Status` for why not `:erpc.multicall/5`), as a
+  `Breakwater.ClusterTable` that `iex` prints as an aligned table: per node and
+  subject the router status, breaker, backpressure, depth, the overload signals,
+  `remote_opens` and `opened_by`. Nodes that do not answer in time are listed as
+  `:timeout`, disconnected ones as `:down`, ones connected but not running Breakwater
+  as `:stopped`; none is waited on past the timeout. On a node that is not
+  distributed it shows this node alone.
+
+  With a subject: that subject on every node. Otherwise each node's worst subjects.
+  Options: `timeout:` (ms, default 1_000), `max_subjects:` (per node, default 100).
+
+      iex> %Breakwater.ClusterTable{nodes: [%{node: node, state: :up}]} = Breakwater.cluster_status()
+      iex> node == node()
+      true
+  """
+  @spec cluster_status(subject | keyword) :: Breakwater.ClusterTable.t()
+  def cluster_status(subject_or_opts \\ [])
+
+  def cluster_status(opts) when is_list(opts),
+    do: Breakwater.Cluster.Status.gather(:all, cluster_opts!(opts))
+
+  def cluster_status(subject), do: cluster_status(subject, [])
+
+  @doc "`cluster_status/1` of `subject`, with the options of `cluster_status/1`."
+  @spec cluster_status(subject, keyword) :: Breakwater.ClusterTable.t()
+  def cluster_status(subject, opts) do
+    subject = Subject.normalize!(subject)
+    opts = cluster_opts!(opts)
+    Breakwater.Cluster.Status.gather(subject, opts)
+  end
+
+  @cluster_opts [timeout: 1..0xFFFFFFFF, max_subjects: 0..16_777_216]
+
+  defp cluster_opts!(opts) do
+    opts = keyword!(opts, [:timeout, :max_subjects], "cluster_status/1,2")
+
+    for {key, value} <- opts do
+      first..last = Keyword.fetch!(@cluster_opts, key)
+
+      unless is_integer(value) and value in first..last do
+        raise ArgumentError,
+              "#{key} must be an integer from #{first} to #{last}, got: #{inspect(value, limit: 5)}"
+      end
+    end
+
+    Map.to_list(opts)
   end
 
   @doc """

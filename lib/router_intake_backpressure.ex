@@ -90,6 +90,7 @@ defmodule :router_intake_backpressure do
       reported_depth: native.reported_depth,
       high_watermark: native.high_watermark,
       open_remaining_ms: native.open_remaining_ms,
+      opened_by: if(native.breaker == :open, do: History.opened_by(subject)),
       thresholds: %{
         warning: policy.warning_threshold,
         critical: policy.critical_threshold,
@@ -103,6 +104,27 @@ defmodule :router_intake_backpressure do
       alerts: for(a <- Breakwater.alerts(), a.subject == subject, do: a.alert)
     })
   end
+
+  @doc ~S"""
+  Every node's state in this cluster, as `Breakwater.cluster_status/0` gathers it (one
+  call per node running Breakwater, under a timeout of 1 s; a node that does not answer
+  is listed, never waited on): `#{nodes => [#{node, state, since, reason,
+  subject_count}], rows => [#{node, subject, status, breaker, backpressure,
+  queue_depth, opened_by, remote_opens, circuit_opens, shared, ...}]}`, with `state` one
+  of `up | down | stopped | timeout | error`. Each node shows its 100 worst subjects;
+  `'Elixir.Breakwater':cluster_status([{timeout, Ms}, {max_subjects, N}])` takes
+  options (and returns the same data as an Elixir struct, with `nil` for none).
+  """
+  @spec get_cluster_backpressure_status() :: map
+  def get_cluster_backpressure_status, do: cluster(Breakwater.cluster_status())
+
+  @doc "As `get_cluster_backpressure_status/0`, for `subject` only, on every node."
+  @spec get_cluster_backpressure_status(subject) :: map
+  def get_cluster_backpressure_status(subject),
+    do: cluster(Breakwater.cluster_status(Subject.normalize!(subject)))
+
+  defp cluster(%Breakwater.ClusterTable{nodes: nodes, rows: rows}),
+    do: erlang(%{nodes: nodes, rows: rows})
 
   @doc "The policy `subject` runs under."
   @spec get_backpressure_policy(subject) :: map

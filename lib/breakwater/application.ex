@@ -11,6 +11,10 @@ defmodule Breakwater.Application do
   ├── Breakwater.Alerts              alert manager (alarm_handler); its state is in ETS
   ├── Breakwater.DiskSpool           disk overflow and replay
   ├── Breakwater.Ticker              timer: time-based transitions, idle sweep, reclamation, log summary
+  ├── Breakwater.Cluster.Supervisor  (rest_for_one) the cluster:
+  │   ├── Breakwater.Cluster.Scope       OTP pg scope: the groups of nodes and shared subjects
+  │   ├── Breakwater.Cluster             receiver: applies the breaker opens of peers
+  │   └── Breakwater.Cluster.Membership  joins the receiver to its groups, watches the nodes
   ├── Breakwater.TaskSupervisor      runs call/3 functions and ledger calls under a timeout
   ├── Breakwater.Ledgers             (rest_for_one) the ledger workers:
   │   ├── Breakwater.Ledger.Names        Registry: subject → worker
@@ -35,6 +39,7 @@ defmodule Breakwater.Application do
   | `Alerts` | transitions cast to it while it was down are re-read from the native state; raised alarms and armed escalations are in ETS |
   | `DiskSpool` | its open files are reopened; events on disk are found again |
   | `Ticker` | one timer visit late; a sweep or summary may come early |
+  | `Cluster.Scope`, `Cluster`, `Cluster.Membership`, their supervisor | the groups are joined again from the policies; a peer's breaker open sent while the receiver was down is missed (this node then opens on its own failures) |
   | `TaskSupervisor` | `call/3` functions and ledger writes running under it fail (recorded as failures; a write's batch is delivered again) |
   | `Ledger.Names` | every ledger worker is restarted (their batches in flight are delivered again) |
   | `Ledger.Supervisor`, a worker | the workers (or that one) are restarted and re-attached; batches in flight are delivered again |
@@ -127,6 +132,7 @@ defmodule Breakwater.Application do
            file_bytes: config.disk_file_bytes,
            max_bytes: config.disk_max_bytes},
           {Breakwater.Ticker, tick_ms: config.tick_ms},
+          Supervisor.child_spec(Breakwater.Cluster.Supervisor, type: :supervisor),
           {Task.Supervisor, name: Breakwater.TaskSupervisor},
           Supervisor.child_spec(Breakwater.Ledgers, type: :supervisor),
           Breakwater.Metrics.Scrape
@@ -157,6 +163,7 @@ defmodule Breakwater.Application do
     # to the room of subjects created by traffic).
     for subject <- Native.subjects(), subject not in configured do
       Native.reset_policy(subject)
+      Breakwater.Cluster.refresh(subject)
     end
 
     with :ok <- each(config.subjects, &configure_subject/1) do

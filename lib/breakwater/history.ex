@@ -128,6 +128,7 @@ defmodule Breakwater.History do
 
     if t.from_breaker != t.to_breaker do
       event(subject, breaker_event(t.to_breaker), now, entry)
+      breaker_moved(subject, t, meta, now)
     end
 
     if from != to do
@@ -140,7 +141,7 @@ defmodule Breakwater.History do
       if recovery?(from, to), do: recovery(subject, from, to, now)
     end
 
-    log_transition(subject, t)
+    log_transition(subject, t, meta)
     Breakwater.Alerts.transition(subject, t, now)
     Breakwater.Telemetry.transition(subject, t)
   end
@@ -150,11 +151,43 @@ defmodule Breakwater.History do
   # is cut off (breaker open) or events are refused (dropping), info otherwise. The
   # alarm a transition raises is not logged again (see Breakwater.Alerts). Lazy:
   # nothing is formatted when the level is off.
-  defp log_transition(subject, t) do
-    if Breakwater.LogLimiter.allow?(subject), do: write_transition_line(subject, t)
+  defp log_transition(subject, t, meta) do
+    if Breakwater.LogLimiter.allow?(subject), do: write_transition_line(subject, t, meta)
   end
 
-  defp write_transition_line(subject, t) do
+  # Who opened the breaker, for the cluster: a remote open (cause `:remote_open`: a
+  # peer's breaker opened, see Breakwater.Cluster) is remembered until the breaker moves
+  # again, for `opened_by/1`; a trip from closed by this node's own rules (`:failures`,
+  # `:failure_rate`) is told to the peers. Nothing else propagates: not a re-trip from
+  # half-open, not `force_open`, never a remote open (no echo).
+  defp breaker_moved(subject, t, meta, now) do
+    case {t.cause, meta} do
+      {:remote_open, %{opened_by: origin}} ->
+        :ets.insert(@counters, {{subject, :opened_by}, origin})
+
+      {cause, _} ->
+        :ets.delete(@counters, {subject, :opened_by})
+
+        if cause in [:failures, :failure_rate] and t.from_breaker == :closed,
+          do: Breakwater.Cluster.breaker_opened(subject, now)
+    end
+  end
+
+  @doc """
+  The peer node whose breaker opening opened `subject`'s breaker here, while it stays
+  open from that; `nil` otherwise.
+  """
+  @spec opened_by(binary) :: node | nil
+  def opened_by(subject) do
+    case :ets.lookup(@counters, {subject, :opened_by}) do
+      [{_, origin}] -> origin
+      [] -> nil
+    end
+  rescue
+    ArgumentError -> nil
+  end
+
+  defp write_transition_line(subject, t, meta) do
     {level, what} =
       cond do
         t.from_breaker != t.to_breaker ->
@@ -169,10 +202,15 @@ defmodule Breakwater.History do
           {:info, "disabled: #{t.disabled}, forced open: #{t.forced_open}"}
       end
 
-    Log.log(level, "breakwater #{inspect(subject)}: #{what} (#{t.cause})", %{
+    Log.log(level, "breakwater #{inspect(subject)}: #{what} (#{cause_text(t, meta)})", %{
       breakwater_subject: subject
     })
   end
+
+  defp cause_text(%{cause: :remote_open}, %{opened_by: origin}),
+    do: "remote_open: opened on peer #{origin}"
+
+  defp cause_text(t, _meta), do: Atom.to_string(t.cause)
 
   defp breaker_event(:open), do: :circuit_open
   defp breaker_event(:half_open), do: :circuit_half_open

@@ -29,7 +29,8 @@ defmodule Breakwater.Lifecycle do
   ## What is forgotten
 
   `forget/1` deletes the subject's history, events and recovery record, its event
-  counts and log-limiter entry, and clears its alerts. Node-wide totals keep what the
+  counts and log-limiter entry, clears its alerts, and leaves its cluster group (a
+  shared subject, see `Breakwater.Cluster`). Node-wide totals keep what the
   subject added to them. History is not kept for removed subjects: subject names come
   from traffic, and keeping history per name ever seen would grow without bound. A
   spool that keeps resources of its own per subject releases them in
@@ -90,6 +91,7 @@ defmodule Breakwater.Lifecycle do
     safely(fn -> Breakwater.History.forget(subject) end)
     safely(fn -> Breakwater.LogLimiter.forget(subject) end)
     safely(fn -> Breakwater.Alerts.forget(subject) end)
+    Breakwater.Cluster.refresh(subject)
     :ok
   end
 

@@ -80,6 +80,7 @@ defmodule Breakwater.Policy do
     :max_segments,
     :overflow,
     :critical,
+    :share,
     :retry_after_seconds,
     :max_retry_attempts,
     :backoff_strategy,
@@ -112,6 +113,7 @@ defmodule Breakwater.Policy do
     max_segments: nil,
     overflow: :drop,
     critical: false,
+    share: :none,
     retry_after_seconds: 30,
     max_retry_attempts: 3,
     backoff_strategy: :exponential,
@@ -158,6 +160,7 @@ defmodule Breakwater.Policy do
           max_segments: pos_integer | nil,
           overflow: :drop | :disk,
           critical: boolean,
+          share: :none | :breaker,
           retry_after_seconds: non_neg_integer,
           max_retry_attempts: non_neg_integer,
           backoff_strategy: :exponential | :linear | :constant,
@@ -597,6 +600,7 @@ defmodule Breakwater.Policy do
   defp check_key(:max_segments = key, value, _valid), do: optional_int(key, value, 1)
   defp check_key(:overflow = key, value, _valid), do: one_of(key, value, [:drop, :disk])
   defp check_key(:critical = key, value, _valid), do: boolean(key, value)
+  defp check_key(:share = key, value, _valid), do: one_of(key, value, [:none, :breaker])
 
   defp check_key(:retry_after_seconds = key, value, _valid),
     do:

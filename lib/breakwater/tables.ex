@@ -21,6 +21,7 @@ defmodule Breakwater.Tables do
   | `breakwater_ledgers` | set | `{subject, module, opts}`: the ledgers attached, re-attached after any restart |
   | `breakwater_log` | set | the per-subject log limiter of `Breakwater.LogLimiter` |
   | `breakwater_metrics` | set | the last rendered `/metrics` body (`Breakwater.Metrics.Scrape`) |
+  | `breakwater_cluster` | set | `{node, state, since_ms}`: the nodes seen running Breakwater (`Breakwater.Cluster`) |
 
   Every table is public (writers are the processes that observe transitions) with
   `read_concurrency`; the per-subject ones are trimmed per subject by
@@ -39,7 +40,8 @@ defmodule Breakwater.Tables do
     breakwater_alerts: :set,
     breakwater_ledgers: :set,
     breakwater_log: :set,
-    breakwater_metrics: :set
+    breakwater_metrics: :set,
+    breakwater_cluster: :set
   ]
 
   @names %{
@@ -51,7 +53,8 @@ defmodule Breakwater.Tables do
     alerts: :breakwater_alerts,
     ledgers: :breakwater_ledgers,
     log: :breakwater_log,
-    metrics: :breakwater_metrics
+    metrics: :breakwater_metrics,
+    cluster: :breakwater_cluster
   }
 
   @keepers [Breakwater.Tables.A, Breakwater.Tables.B]
@@ -67,10 +70,11 @@ defmodule Breakwater.Tables do
           | :ledgers
           | :log
           | :metrics
+          | :cluster
 
   @doc """
   A table's ETS name, by its short name: `:events`, `:history`, `:recovery`,
-  `:counters`, `:alert_pending`, `:alerts`, `:ledgers`, `:log`, `:metrics`.
+  `:counters`, `:alert_pending`, `:alerts`, `:ledgers`, `:log`, `:metrics`, `:cluster`.
   """
   @spec name(table) :: atom
   def name(table), do: Map.fetch!(@names, table)

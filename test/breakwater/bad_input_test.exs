@@ -269,6 +269,9 @@ defmodule Breakwater.BadInputTest do
       {Breakwater, :detach_ledger, [subj]},
       {Breakwater, :ledgers, []},
       {Breakwater, :remove, [subj]},
+      {Breakwater, :cluster_status, []},
+      {Breakwater, :cluster_status, [:proper_types.oneof([subj, opts(ctx)])]},
+      {Breakwater, :cluster_status, [subj, opts(ctx)]},
       {@router, :check_backpressure, [subj]},
       {@router, :get_detailed_backpressure_status, [subj]},
       {@router, :get_backpressure_policy, [subj]},
@@ -283,7 +286,9 @@ defmodule Breakwater.BadInputTest do
       {@router, :check_backpressure_recovery, [subj]},
       {@router, :get_previous_backpressure_status, [subj]},
       {@router, :track_backpressure_recovery, [subj]},
-      {@router, :track_backpressure_status_history, [subj, status]}
+      {@router, :track_backpressure_status_history, [subj, status]},
+      {@router, :get_cluster_backpressure_status, []},
+      {@router, :get_cluster_backpressure_status, [subj]}
     ]
   end
 
@@ -418,6 +423,11 @@ defmodule Breakwater.BadInputTest do
 
   defp shape?(@router, :check_backpressure_recovery, {:not_recovered, s}), do: s in @statuses
   defp shape?(@router, :get_previous_backpressure_status, s), do: s in @statuses
+  defp shape?(Breakwater, :cluster_status, %Breakwater.ClusterTable{nodes: [_ | _]}), do: true
+
+  defp shape?(@router, :get_cluster_backpressure_status, %{nodes: [_ | _], rows: rows}),
+    do: is_list(rows)
+
   defp shape?(_m, _f, _r), do: false
 
   defp contract_holds?({m, f, args}) do
@@ -520,7 +530,12 @@ defmodule Breakwater.BadInputTest do
       {@router, :check_backpressure_recovery, 1},
       {@router, :get_previous_backpressure_status, 1},
       {@router, :track_backpressure_recovery, 1},
-      {@router, :track_backpressure_status_history, 2}
+      {@router, :track_backpressure_status_history, 2},
+      {Breakwater, :cluster_status, 0},
+      {Breakwater, :cluster_status, 1},
+      {Breakwater, :cluster_status, 2},
+      {@router, :get_cluster_backpressure_status, 0},
+      {@router, :get_cluster_backpressure_status, 1}
     ]
 
     for mfa <- spec, do: assert(mfa in covered, "#{inspect(mfa)} is not fuzzed")

@@ -18,7 +18,9 @@ defmodule Breakwater.ModelTest do
   # case takes can never move a time rule across a threshold.
   @tolerance_ms 5_000
 
+  # Shared, so that a peer's breaker open (:remote_open) applies.
   @base [
+    share: :breaker,
     warning_threshold: 10,
     critical_threshold: 20,
     recovery_threshold: 0.5,
@@ -63,7 +65,8 @@ defmodule Breakwater.ModelTest do
             max_open_timeout_ms: max_open,
             half_open_max_calls: probes,
             success_threshold: successes,
-            call_timeout_ms: call_timeout
+            call_timeout_ms: call_timeout,
+            share: :breaker
           ]
       end,
       false
@@ -83,7 +86,8 @@ defmodule Breakwater.ModelTest do
       {1, {:configure, policy()}},
       {3, :check},
       {1, :reset},
-      {1, :force_open}
+      {1, :force_open},
+      {2, :remote_open}
     ])
   end
 
@@ -196,6 +200,7 @@ defmodule Breakwater.ModelTest do
   defp execute(s, :check), do: @router.check_backpressure(s)
   defp execute(s, :reset), do: Breakwater.reset(s)
   defp execute(s, :force_open), do: Breakwater.force_open(s)
+  defp execute(s, :remote_open), do: Breakwater.Cluster.remote_open(s, Model.peer(), 0)
 
   # Runs `cmds` on a fresh subject and on the model, comparing every answer and the
   # subject's status after every command. With `history: true` it also compares, at
@@ -372,6 +377,25 @@ defmodule Breakwater.ModelTest do
         {:report_depth, 5},
         {:advance, 10_000},
         :check
+      ],
+      # a peer's open: from closed only; the breaker then runs on its own
+      [
+        :remote_open,
+        :remote_open,
+        {:admit, 5},
+        {:advance, 100_000},
+        :remote_open,
+        {:admit, 5},
+        {:record, :success},
+        {:record, :success},
+        :remote_open,
+        :force_open,
+        :remote_open,
+        :reset,
+        {:record, :failure},
+        {:record, :failure},
+        {:record, :failure},
+        :remote_open
       ],
       # manual control across both machines
       [

@@ -54,6 +54,8 @@ defmodule Breakwater.SelfHealingTest do
     end)
   end
 
+  # The cluster's processes (the pg scope, the receiver, the membership process and their
+  # supervisor) are registered, so they are targets like the others.
   # Processes not killed here: the disk spool process is being replaced by a native
   # spool on memory-mapped files; until then, killing it fails the writes in flight
   # (counted as dropped, never lost silently), which this test's routers do not expect.
@@ -149,6 +151,9 @@ defmodule Breakwater.SelfHealingTest do
     subjects = for i <- 1..3, do: T.unique("heal-#{i}")
     counter = T.subject([], "heal-counter")
     historic = T.subject(warning_threshold: 10, critical_threshold: 20, stability_ms: 0)
+    # A shared subject: the cluster processes and the pg scope are among the targets, and
+    # after any kill the receiver is a member of the subject's group again.
+    shared = T.subject([share: :breaker], "heal-shared")
 
     for s <- subjects do
       # A quota of one segment: the memory spool is soon full, and events overflow to
@@ -208,6 +213,7 @@ defmodule Breakwater.SelfHealingTest do
         # The application never stopped; what must outlive any process did.
         assert Process.whereis(Breakwater.Supervisor) == top
         assert Breakwater.ledgers() == ledgers
+        wait_until(fn -> cluster_joined?(shared) end, 10_000)
 
         for s <- subjects do
           assert %{warning_threshold: @warning, critical_threshold: @critical} =
@@ -295,6 +301,18 @@ defmodule Breakwater.SelfHealingTest do
       {:ok, _} = Supervisor.restart_child(Breakwater.Supervisor, Breakwater.DiskSpool)
       {:ok, _} = Supervisor.restart_child(Breakwater.Supervisor, Breakwater.Ledgers)
     end
+  end
+
+  # The receiver runs and is a member of the shared subject's group and of the nodes.
+  defp cluster_joined?(subject) do
+    scope = Breakwater.Cluster.scope()
+    receiver = Process.whereis(Breakwater.Cluster)
+
+    is_pid(receiver) and receiver in :pg.get_members(scope, {:breaker, subject}) and
+      receiver in :pg.get_members(scope, :nodes)
+  rescue
+    # The scope is restarting.
+    ArgumentError -> false
   end
 
   defp liveness do

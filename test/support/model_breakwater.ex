@@ -9,6 +9,12 @@ defmodule Breakwater.ModelBreakwater do
   #   {:report_depth, n} | {:record, :success | :failure} | {:admit, priority}
   #   | {:admit_token, priority} | {:record_token, k, :success | :failure}
   #   | {:advance, ms} | {:configure, overrides} | :check | :reset | :force_open
+  #   | :remote_open
+  #
+  # `:remote_open` is a peer node's breaker opening for the subject (what the cluster
+  # receiver applies): a closed breaker opens as on a first trip, counted in
+  # `remote_opens`; every other state is left alone. `opened_by` is the peer while the
+  # breaker stays open from that.
   #
   # `{:admit_token, p}` is `admit/2` with `token: true`; the tokens it hands out are
   # numbered 0, 1, ... in order. `{:record_token, k, outcome}` records `outcome` with
@@ -39,6 +45,7 @@ defmodule Breakwater.ModelBreakwater do
   @bypass_priority 8
   @low_priority_max 2
   @shed_ratio 0.8
+  @peer :peer@model
 
   @counters [
     :accepted,
@@ -54,6 +61,7 @@ defmodule Breakwater.ModelBreakwater do
     :probe_failures,
     :stale_probes,
     :circuit_opens,
+    :remote_opens,
     :recovery_attempts,
     :successful_recoveries,
     :breaker_transitions,
@@ -86,6 +94,7 @@ defmodule Breakwater.ModelBreakwater do
       backpressure: :normal,
       depth: 0,
       calm_since: nil,
+      opened_by: nil,
       counters: Map.new(@counters, &{&1, 0}),
       log: []
     }
@@ -153,7 +162,7 @@ defmodule Breakwater.ModelBreakwater do
     # a breaker transition starts a new breaker epoch and ends the probes in flight
     to =
       if breaker_changed,
-        do: %{to | epoch: m.epoch + 1, in_flight: [], probe_successes: 0},
+        do: %{to | epoch: m.epoch + 1, in_flight: [], probe_successes: 0, opened_by: nil},
         else: to
 
     if breaker_changed or bp_changed or to.forced != m.forced do
@@ -327,6 +336,19 @@ defmodule Breakwater.ModelBreakwater do
   def step(m, :check), do: check(m)
   def step(m, :reset), do: {:ok, reset(m)}
   def step(m, :force_open), do: {:ok, force_open(m)}
+
+  def step(m, :remote_open) do
+    if m.breaker == :closed do
+      m = m |> trip(:closed, :remote_open) |> bump(:remote_opens)
+      {true, %{m | opened_by: @peer}}
+    else
+      {false, m}
+    end
+  end
+
+  @doc false
+  # The peer the model's remote opens come from.
+  def peer, do: @peer
 
   # An outcome, bare (`ticket` nil) or with the ticket of its admission.
   defp record(m, outcome, ticket) do
@@ -540,6 +562,7 @@ defmodule Breakwater.ModelBreakwater do
       trip_streak: m.streak,
       consecutive_failures: m.consecutive,
       queue_depth: m.depth,
+      opened_by: m.opened_by,
       counters: m.counters
     }
   end
@@ -557,7 +580,8 @@ defmodule Breakwater.ModelBreakwater do
       :probe_successes,
       :trip_streak,
       :consecutive_failures,
-      :queue_depth
+      :queue_depth,
+      :opened_by
     ])
     |> Map.put(:counters, Map.take(real.counters, @counters))
   end
