@@ -15,8 +15,10 @@ defmodule Breakwater.Metrics do
 
   Every metric family has `# HELP` and `# TYPE` lines (also when it has no sample
   yet); families are sorted by name and samples by their label values (as text,
-  before escaping), so equal states give equal text. Per-subject metrics carry a
-  `subject` label; `breakwater_circuit_state` is 0 closed, 1 half_open, 2 open;
+  before escaping), so equal states give equal text. Every series carries a `node`
+  label (this node's name, e.g. `node="router1@host"`; `nonode@nohost` on a node that
+  is not distributed), so that a cluster's series can be aggregated across nodes (see
+  "Cluster" in docs/operations.md). Per-subject metrics carry a `subject` label; `breakwater_circuit_state` is 0 closed, 1 half_open, 2 open;
   `breakwater_backpressure_state` is 0 normal, 1 pressure, 2 dropping, 3 recovery;
   `breakwater_backpressure_status` is the router status, 0 inactive, 1 warning,
   2 active. `metric_names/0` lists every family with its type and help text.
@@ -112,8 +114,11 @@ defmodule Breakwater.Metrics do
      {:counter, :failures}},
     {"breakwater_slow_calls_total", :counter, "Calls slower than slow_call_ms.",
      {:counter, :slow_calls}},
-    {"breakwater_circuit_opens_total", :counter, "Times the breaker opened.",
-     {:counter, :circuit_opens}},
+    {"breakwater_circuit_opens_total", :counter,
+     "Times the breaker opened (remote opens included).", {:counter, :circuit_opens}},
+    {"breakwater_remote_opens_total", :counter,
+     "Times the breaker opened because the subject's breaker opened on a peer node (share: :breaker).",
+     {:counter, :remote_opens}},
     {"breakwater_recovery_attempts_total", :counter, "Times the breaker entered half_open.",
      {:counter, :recovery_attempts}},
     {"breakwater_successful_recoveries_total", :counter,
@@ -219,7 +224,11 @@ defmodule Breakwater.Metrics do
       {"breakwater_subjects_recovery_total", :counter, "Every subject: recoveries."},
       {"breakwater_subjects_rejected_total", :counter, "Every subject: " <> @rejected_help},
       {"breakwater_subjects_detailed", :gauge,
-       "Subjects with series of their own in this exposition (at most metrics_max_subjects, the worst first)."}
+       "Subjects with series of their own in this exposition (at most metrics_max_subjects, the worst first)."},
+      {"breakwater_cluster_nodes", :gauge,
+       "Nodes running Breakwater as this node sees them, by state: up, down (disconnected), stopped (connected, Breakwater not running); this node included."},
+      {"breakwater_cluster_opens_sent_total", :counter,
+       "Breaker opens told to peer nodes, by result: sent, busy (distribution channel busy: not sent), not_connected."}
     ]
 
     Enum.sort(subject ++ global ++ totals ++ states ++ others)
@@ -278,29 +287,39 @@ defmodule Breakwater.Metrics do
         {"breakwater_subjects_recovery_total", [{[], safe(&History.node_recovery_count/0, 0)}]},
         {"breakwater_subjects_rejected_total",
          for({reason, key} <- @rejected_reasons, do: {[reason: reason], total(totals, key)})},
-        {"breakwater_subjects_detailed", [{[], length(subjects)}]}
+        {"breakwater_subjects_detailed", [{[], length(subjects)}]},
+        {"breakwater_cluster_nodes", cluster_node_samples()},
+        {"breakwater_cluster_opens_sent_total",
+         for(
+           {result, n} <- Breakwater.Cluster.sent_counts(),
+           do: {[result: Atom.to_string(result)], n}
+         )}
       ] ++ per_subject ++ global ++ total_samples ++ state_samples
+
+    # Every series carries this node's name, so that series of every node of a cluster
+    # can be told apart and aggregated (e.g. breakers open on more than half the nodes).
+    node_label = [node: Atom.to_string(node())]
 
     families
     |> Enum.sort_by(&elem(&1, 0))
     |> Enum.map(fn {name, samples} ->
       {type, text} = Map.fetch!(help, name)
-      family(name, type, text, samples)
+      family(name, type, text, samples, node_label)
     end)
     |> IO.iodata_to_binary()
   end
 
-  defp family(name, type, help, samples) do
+  defp family(name, type, help, samples, node_label) do
     [
       ["# HELP ", name, ?\s, help, ?\n],
       ["# TYPE ", name, ?\s, Atom.to_string(type), ?\n],
       samples
       |> Enum.sort_by(fn {labels, _} -> Keyword.values(labels) end)
-      |> Enum.map(fn {labels, value} -> [name, labels(labels), ?\s, number(value), ?\n] end)
+      |> Enum.map(fn {labels, value} ->
+        [name, labels(node_label ++ labels), ?\s, number(value), ?\n]
+      end)
     ]
   end
-
-  defp labels([]), do: []
 
   defp labels(labels) do
     inner =
@@ -346,6 +365,15 @@ defmodule Breakwater.Metrics do
         n = safe(fn -> History.recovery_count(status.subject) end, 0),
         n > 0,
         do: {[subject: label], n}
+  end
+
+  defp cluster_node_samples do
+    counts =
+      safe(&Breakwater.Cluster.nodes/0, [%{state: :up}])
+      |> Enum.frequencies_by(& &1.state)
+
+    for state <- [:up, :down, :stopped],
+        do: {[state: Atom.to_string(state)], Map.get(counts, state, 0)}
   end
 
   defp node_event_samples do
@@ -414,6 +442,7 @@ defmodule Breakwater.Metrics do
   @doc """
   The health summary served as JSON at `/health`:
 
+    * `node` - this node's name;
     * `status` - `"ok"`, or `"degraded"` while any subject's status is not inactive
       (breaker open or half-open, backpressure other than normal) or any alert is
       active;
@@ -428,6 +457,7 @@ defmodule Breakwater.Metrics do
     * `alerts` - the number of active alerts (`Breakwater.alerts/0`).
   """
   @spec health(keyword) :: %{
+          node: String.t(),
           status: String.t(),
           ready: boolean,
           subjects: [map],
@@ -463,6 +493,7 @@ defmodule Breakwater.Metrics do
     ready = critical_open() == []
 
     %{
+      node: Atom.to_string(node()),
       status: if(degraded, do: "degraded", else: "ok"),
       ready: ready,
       subjects: Enum.sort_by(subjects, & &1.subject),

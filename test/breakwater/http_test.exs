@@ -250,7 +250,7 @@ defmodule Breakwater.HTTPTest do
       assert String.to_integer(headers["content-length"]) == byte_size(body)
       assert String.starts_with?(body, "# HELP ")
       assert body =~ "# TYPE breakwater_circuit_state gauge\n"
-      assert body =~ ~s(breakwater_queue_depth{subject="#{s}"} 7\n)
+      assert body =~ ~s(breakwater_queue_depth{node="#{node()}",subject="#{s}"} 7\n)
 
       # The query string is ignored.
       assert {200, _, _} = get(port, "/metrics?a=1&b=2")

@@ -186,7 +186,28 @@ defmodule Breakwater.MetricsTest do
 
   # The exposition with `subjects` in detail (by default only the worst
   # metrics_max_subjects are, and these tests look at subjects at rest).
-  defp scrape(subjects), do: Exposition.parse!(Metrics.prometheus(subjects: subjects)) |> elem(0)
+  defp scrape(subjects), do: Metrics.prometheus(subjects: subjects) |> parse_local!() |> elem(0)
+
+  # Parses an exposition of this node: every sample's first label must be
+  # `node="<this node>"`, which is then left out, so the assertions below name the
+  # labels that differ between samples.
+  defp parse_local!(text) do
+    {families, order} = Exposition.parse!(text)
+    node = Atom.to_string(node())
+
+    families =
+      Map.new(families, fn {name, f} ->
+        samples =
+          for {labels, v} <- f.samples do
+            assert [{"node", ^node} | rest] = labels, "#{name}: no node label first"
+            {rest, v}
+          end
+
+        {name, %{f | samples: samples}}
+      end)
+
+    {families, order}
+  end
 
   defp value(families, name, labels) do
     samples = Map.fetch!(families, name).samples
@@ -228,7 +249,7 @@ defmodule Breakwater.MetricsTest do
       on_exit(fn -> Breakwater.reset(hd(subjects)) end)
 
       text = Metrics.prometheus()
-      {families, order} = Exposition.parse!(text)
+      {families, order} = parse_local!(text)
 
       assert order == Enum.sort(order)
       assert order == Enum.map(Metrics.metric_names(), &elem(&1, 0))
@@ -394,7 +415,27 @@ defmodule Breakwater.MetricsTest do
       assert value(families, "router_backpressure_recovery_total", %{"subject" => s}) == 1
     end
 
-    test "ring pool and registry gauges have no labels" do
+    test "remote opens are counted per subject; the cluster's nodes and opens sent per node" do
+      s = TestSubjects.subject(share: :breaker, open_timeout_ms: 60_000)
+      assert value(scrape([s]), "breakwater_remote_opens_total", %{"subject" => s}) == 0
+      assert Breakwater.Cluster.remote_open(s, :peer@host, 0)
+      families = scrape([s])
+      assert value(families, "breakwater_remote_opens_total", %{"subject" => s}) == 1
+      assert value(families, "breakwater_circuit_opens_total", %{"subject" => s}) == 1
+      assert value(families, "breakwater_circuit_state", %{"subject" => s}) == 2
+      assert [{[], total}] = families["breakwater_subjects_remote_opens_total"].samples
+      assert total >= 1
+      assert value(families, "breakwater_cluster_nodes", %{"state" => "up"}) >= 1
+
+      for result <- ~w(sent busy not_connected) do
+        n = value(families, "breakwater_cluster_opens_sent_total", %{"result" => result})
+        assert is_integer(n) and n >= 0
+      end
+
+      :ok = Breakwater.reset(s)
+    end
+
+    test "ring pool and registry gauges have no label but node" do
       TestSubjects.subject()
       families = scrape([])
       info = Breakwater.Native.pool_info()
@@ -427,7 +468,7 @@ defmodule Breakwater.MetricsTest do
       calm = for _ <- 1..3, do: TestSubjects.subject()
       active = TestSubjects.subject(warning_threshold: 10, critical_threshold: 20)
       :ok = Breakwater.report_depth(active, 25)
-      {families, _} = Exposition.parse!(Metrics.prometheus(max_subjects: 1))
+      {families, _} = parse_local!(Metrics.prometheus(max_subjects: 1))
       assert [{[{"subject", shown}], 2}] = families["breakwater_backpressure_status"].samples
       # The worst subject of the node: active (this one, or another test's).
       assert shown == active or Breakwater.status(shown).status == :active

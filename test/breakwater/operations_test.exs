@@ -110,14 +110,15 @@ defmodule Breakwater.OperationsTest do
     max = :persistent_term.get({Breakwater, :config}).metrics_max_subjects
     assert max == 1_000
     {200, body} = get_body(port, "/metrics")
+    n = Regex.escape(~s(node="#{node()}"))
 
     detailed =
-      ~r/^breakwater_queue_depth\{subject="((?:[^"\\]|\\.)*)"\}/m
+      ~r/^breakwater_queue_depth\{#{n},subject="((?:[^"\\]|\\.)*)"\}/m
       |> Regex.scan(body)
       |> Enum.map(fn [_, s] -> s end)
 
     assert length(detailed) <= max
-    assert body =~ ~r/^breakwater_subjects_detailed #{length(detailed)}$/m
+    assert body =~ ~r/^breakwater_subjects_detailed\{#{n}\} #{length(detailed)}$/m
 
     # Worst first: every active and warning subject of this test is in the detail
     # (the node holds fewer than a thousand restless subjects of other tests).
@@ -128,11 +129,11 @@ defmodule Breakwater.OperationsTest do
     assert totals.subjects >= 10_000
 
     assert body =~
-             ~r/^breakwater_subjects_by_status\{status="active"\} #{totals.by_status.active}$/m
+             ~r/^breakwater_subjects_by_status\{#{n},status="active"\} #{totals.by_status.active}$/m
 
     assert totals.by_status.active >= 50
-    assert body =~ ~r/^breakwater_subjects_queue_depth \d+$/m
-    assert body =~ ~r/^breakwater_subjects_rejected_total\{reason="circuit_open"\} \d+$/m
+    assert body =~ ~r/^breakwater_subjects_queue_depth\{#{n}\} \d+$/m
+    assert body =~ ~r/^breakwater_subjects_rejected_total\{#{n},reason="circuit_open"\} \d+$/m
     assert body =~ ~r/^# TYPE breakwater_subjects_events_total counter$/m
     assert byte_size(body) < 4_000_000
   end
