@@ -1,4 +1,5 @@
-# Breakwater: `make demo` runs the demo, `make test` runs every test. Both install what
+# Breakwater: `make demo` runs the demo (`make demo-cluster` on three nodes), `make test`
+# runs every test. Both install what
 # is missing first (Erlang/OTP 25, Elixir 1.14 and PropEr from Debian's packages); the
 # only thing a machine needs beforehand is a Rust toolchain.
 
@@ -11,7 +12,7 @@ export ERL_AFLAGS ?= -kernel shell_history disabled
 APT_PACKAGES := erlang-nox erlang-dev elixir erlang-proper
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps native dist test test-rust test-elixir test-ship lint bench bench-core bench-beam demo clean
+.PHONY: all deps native dist test test-rust test-elixir test-ship lint bench bench-core bench-beam demo demo-cluster clean
 
 all: test
 
@@ -83,6 +84,12 @@ bench-beam: deps
 
 demo: deps
 	MIX_ENV=dev mix run -e 'Breakwater.Demo.main()'
+
+# The demo on three local nodes (this one and two peers started with OTP's peer module;
+# epmd is started if it does not run): one node's ledger outage opens every node's
+# breaker, and each node closes on its own.
+demo-cluster: deps
+	MIX_ENV=dev mix run -e 'Breakwater.Demo.Cluster.main()'
 
 clean:
 	cargo clean

@@ -266,6 +266,12 @@ defmodule Breakwater.ClusterTest do
     end)
   end
 
+  test "make demo-cluster's scenario passes its own checks (at a small scale)" do
+    report = Breakwater.Demo.Cluster.run(scale: 0.3, quiet: true)
+    assert report.problems == []
+    assert length(report.delays_ms) == 2
+  end
+
   # ---- a peer frozen, killed, disconnected ----------------------------------------------------
 
   test "a peer frozen, killed or disconnected mid-propagation: no call waits, it is marked down, it rejoins",
