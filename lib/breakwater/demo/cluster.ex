@@ -276,7 +276,7 @@ defmodule Breakwater.Demo.Cluster do
       end)
 
     # In time order; within a millisecond, a node's own open before the opens it caused.
-    new_lines = Enum.sort_by(new_lines, fn {at, text} -> {at, text =~ "remote"} end)
+    new_lines = Enum.sort_by(new_lines, fn {at, text} -> {at, text =~ "remote_open"} end)
     if ctx.progress == :lines, do: Enum.each(new_lines, fn {at, t} -> IO.puts(line(at, t)) end)
     breakers = Enum.reverse(breakers)
 
@@ -296,9 +296,10 @@ defmodule Breakwater.Demo.Cluster do
     %{state | seen: seen, log: Enum.reverse(new_lines) ++ state.log, outage: outage}
   end
 
-  defp cause(ctx, %{opened_by: origin, peer_opened_at: at, timestamp: ts}),
-    do: "  (remote: opened on #{ctx.label[origin] || origin}, +#{ts - at} ms)"
+  defp cause(ctx, %{cause: :remote_open, opened_by: origin, peer_opened_at: at, timestamp: ts}),
+    do: ": remote_open (opened on #{ctx.label[origin] || origin}, +#{ts - at} ms)"
 
+  defp cause(_ctx, %{cause: cause}), do: ": #{cause}"
   defp cause(_ctx, _entry), do: ""
 
   # ---- results ------------------------------------------------------------------------------
@@ -310,7 +311,8 @@ defmodule Breakwater.Demo.Cluster do
 
     remote =
       for n <- [n2, n3] do
-        {n, Enum.find(histories[n], &match?(%{breaker: {:closed, :open}, cause: :remote}, &1))}
+        {n,
+         Enum.find(histories[n], &match?(%{breaker: {:closed, :open}, cause: :remote_open}, &1))}
       end
 
     delays = for {_, %{timestamp: ts, peer_opened_at: at}} <- remote, do: ts - at
