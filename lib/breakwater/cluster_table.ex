@@ -5,7 +5,8 @@ defmodule Breakwater.ClusterTable do
   answer (or has no subject to show). `:nodes` holds one map per node (`node`, `state`:
   `:up | :down | :stopped | :timeout | :error`, `since`, `reason`, `subject_count`);
   `:rows` one map per node and subject (`node`, `subject`, `status`, `breaker`,
-  `backpressure`, `queue_depth`, the node's overload signals when it has them,
+  `backpressure`, `queue_depth`, the node's overload signals when it reports them
+  (`latency_p95_ms`, `inflight`, `overloaded`: the list of signals overloaded),
   `opened_by`, `remote_opens`, `circuit_opens`, `shared`).
 
       iex> Breakwater.cluster_status("ledger")
@@ -27,11 +28,13 @@ defmodule Breakwater.ClusterTable do
     {"backpressure", :left, :backpressure},
     {"depth", :right, :queue_depth},
     {"p95 ms", :right, :latency_p95_ms},
-    {"in-flight", :right, :inflight},
+    {"inflight", :right, :inflight},
+    {"overloaded", :left, :overloaded},
     {"remote_opens", :right, :remote_opens},
     {"opened_by", :left, :opened_by}
   ]
-  @optional [:latency_p95_ms, :inflight]
+  # The overload signals beside depth: shown once a node reports them.
+  @optional [:latency_p95_ms, :inflight, :overloaded]
 
   @doc "The table as text lines (header first)."
   @spec lines(t) :: [String.t()]
@@ -87,6 +90,12 @@ defmodule Breakwater.ClusterTable do
   defp node_state(state, _entry, _asked), do: Atom.to_string(state)
 
   defp text(nil), do: ""
+  # The overloaded signals (`[:depth, :latency]`), `-` for none.
+  defp text([]), do: "-"
+
+  defp text([signal | _] = signals) when is_atom(signal),
+    do: Enum.map_join(signals, ",", &Atom.to_string/1)
+
   defp text(value) when is_binary(value), do: printable(value)
   defp text(value) when is_atom(value), do: Atom.to_string(value)
   defp text(value) when is_integer(value), do: Integer.to_string(value)

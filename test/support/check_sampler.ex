@@ -101,4 +101,12 @@ defmodule Breakwater.TestCheckSampler do
       _ -> :infinity
     end
   end
+
+  # Run on a peer (by `:peer.cast/4` over its control connection): cuts this node off
+  # from `nodes` and stops its OS process, in one step, so that nobody connects again
+  # in between. `kill -CONT` brings it back.
+  def isolate(nodes) do
+    Enum.each(nodes, &:erlang.disconnect_node/1)
+    :os.cmd(~c"kill -STOP " ++ :os.getpid())
+  end
 end

@@ -24,7 +24,9 @@ defmodule Breakwater.Cluster.Status do
   @default_timeout_ms 1_000
   @default_max_subjects 100
   # Overload signals beside depth, taken from `status/1` when the node has them.
-  @signal_keys [:latency_p95_ms, :inflight, :in_flight, :overloaded]
+  # (The names `Breakwater.status/1` gives them: p95 latency, calls in flight, and the
+  # list of the signals overloaded.)
+  @signal_keys [:latency_p95_ms, :inflight, :overloaded]
 
   @doc false
   @spec gather(:all | binary, keyword) :: ClusterTable.t()
