@@ -5,6 +5,7 @@ defmodule Breakwater.ClusterTest do
   # module's duration and stops it again: async: false.
   use ExUnit.Case, async: false
 
+  require Logger
   alias Breakwater.Demo.Nodes
   alias Breakwater.TestCheckSampler, as: Sampler
   alias Breakwater.TestSubjects, as: T
@@ -259,6 +260,35 @@ defmodule Breakwater.ClusterTest do
       on(node(), :pg, :get_members, [Breakwater.Cluster.scope(), {:breaker, mixed}])
       |> Enum.map(&node/1) == [node()]
     end)
+  end
+
+  test "a remote open is logged with its cause and the peer it came from", %{a: a} do
+    s = T.unique("logged")
+    nodes = [node(), a.node]
+    configure_all(nodes, s, share: :breaker, failure_threshold: 1, open_timeout_ms: 60_000)
+    wait_joined(nodes, s, false)
+
+    # The test configuration logs errors only; this module's lines are wanted here.
+    Logger.put_module_level(Breakwater.History, :warning)
+    on_exit(fn -> Logger.delete_module_level(Breakwater.History) end)
+
+    log =
+      ExUnit.CaptureLog.capture_log([level: :warning], fn ->
+        :ok = on(a.node, Breakwater, :record, [s, :failure])
+        wait_breaker(node(), s, :open)
+        # The line is written by the receiver, after the transition: give it the time.
+        wait_until(fn -> Breakwater.History.events(s) != [] end)
+        Logger.flush()
+      end)
+
+    assert log =~
+             "breakwater #{inspect(s)}: breaker closed -> open " <>
+               "(remote_open: opened on peer #{a.node})"
+
+    assert [%{cause: :remote_open, opened_by: origin}] =
+             for(%{breaker: {:closed, :open}} = e <- Breakwater.History.history(s), do: e)
+
+    assert origin == a.node
   end
 
   test "make demo-cluster's scenario passes its own checks (at a small scale)" do
