@@ -17,9 +17,11 @@
 //! when the machine has them) and the scaling factor.
 
 use breakwater_core::clock::ManualClock;
-use breakwater_core::policy::{Policy, PoolConfig};
+use breakwater_core::policy::{Overflow, Policy, PoolConfig};
 use breakwater_core::registry::{Registry, RegistryConfig};
+use breakwater_core::spool::Taken;
 use breakwater_core::state::{BackpressureState, Status};
+use breakwater_core::store::{Durability, StoreConfig};
 use breakwater_core::subject::{Admission, Enqueued, Outcome, Reason, Subject};
 use breakwater_core::transition::Transitions;
 use criterion::measurement::WallTime;
@@ -135,7 +137,7 @@ fn drop_path(c: &mut Criterion) {
         max_event_bytes: EVENT_BYTES as u32,
     });
     let clock = reg.clock();
-    let pool = reg.pool();
+    let pool = reg.store();
     let full = reg.subject(b"full").unwrap();
     let event = [7u8; EVENT_BYTES];
     let mut out = Transitions::new();
@@ -266,89 +268,418 @@ fn recovery(c: &mut Criterion) {
 
 // ---- the spool -------------------------------------------------------------------------
 
+/// A fresh spool directory for a bench (removed when dropped).
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let p =
+            std::env::temp_dir().join(format!("breakwater-bench-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        Self(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A policy for the spool benches: thresholds far above any depth reached, the whole
+/// pool as quota, overflow to files.
+fn spool_policy(pool: &PoolConfig) -> Policy {
+    Policy {
+        warning_threshold: 1 << 40,
+        critical_threshold: 1 << 41,
+        max_segments: Some(pool.segments),
+        overflow: Overflow::Disk,
+        ..Policy::default()
+    }
+}
+
+/// A registry whose spool is `durability` in `dir` (none: memory only).
+fn spool_registry(dir: Option<&TempDir>, durability: Durability) -> Reg {
+    let pool = PoolConfig::default();
+    let config = RegistryConfig {
+        max_subjects: 64,
+        pool,
+        default_policy: spool_policy(&pool),
+    };
+    let store = StoreConfig {
+        dir: dir.map(|d| d.0.clone()),
+        durability,
+        owner: b"bench".to_vec(),
+        adopt: Vec::new(),
+        disk_max_bytes: 1 << 40,
+    };
+    let reg = Registry::open(config, store, ManualClock::default()).expect("a valid config");
+    let (reports, _) = reg.store().take_reports();
+    assert!(
+        reports
+            .iter()
+            .all(|r| r.kind == "recovered" || r.kind == "spool_available"),
+        "{reports:?}"
+    );
+    reg
+}
+
+/// Drains and acks everything pending; returns the events taken. The payloads are
+/// copied out, as the NIF copies them into binaries.
 fn drain_all(s: &Subject, reg: &Reg, sink: &mut Vec<u8>) -> u64 {
     let mut n = 0;
-    while let Some((batch, _)) = s.drain(u64::MAX, u64::MAX, 1, |_, pieces| {
-        for piece in pieces {
-            sink.clear();
-            sink.extend_from_slice(piece.data);
+    loop {
+        let mut out = Transitions::new();
+        let taken = s.drain(
+            reg.store(),
+            u64::MAX,
+            DRAIN_MAX_BYTES,
+            1,
+            reg.clock(),
+            &mut out,
+            |b, events| {
+                sink.clear();
+                for e in events {
+                    sink.extend_from_slice(e);
+                }
+                b.id
+            },
+        );
+        match taken {
+            Taken::Batch(batch, id) => {
+                s.ack(reg.store(), id, reg.clock(), &mut Transitions::new())
+                    .unwrap();
+                n += batch.len();
+            }
+            Taken::NeedsLoad => {
+                s.load(reg.store());
+            }
+            Taken::Empty => return n,
         }
-    }) {
-        s.ack(reg.pool(), batch.id, reg.clock(), &mut Transitions::new())
-            .unwrap();
-        n += batch.len();
     }
-    n
+}
+
+/// One event per iteration into subject `s` of `reg`; drained (untimed) every BATCH.
+fn bench_enqueue(b: &mut criterion::Bencher<'_>, reg: &Reg, s: &Subject, sink: &mut Vec<u8>) {
+    let event = [42u8; EVENT_BYTES];
+    let clock = reg.clock();
+    let store = reg.store();
+    b.iter_custom(|iters| {
+        let mut total = Duration::ZERO;
+        let mut done = 0;
+        while done < iters {
+            let n = (iters - done).min(BATCH);
+            let start = Instant::now();
+            for _ in 0..n {
+                let mut out = Transitions::new();
+                let r = black_box(s).enqueue(store, black_box(&event), clock, &mut out);
+                debug_assert_eq!(r, Ok(Enqueued::Accepted));
+                black_box(r).ok();
+            }
+            total += start.elapsed();
+            assert_eq!(drain_all(s, reg, sink), n);
+            done += n;
+        }
+        total
+    })
 }
 
 fn spool(c: &mut Criterion) {
-    let reg = default_registry();
-    let clock = reg.clock();
-    let pool = reg.pool();
+    let dir = TempDir::new("spool");
+    let crash = spool_registry(Some(&dir), Durability::Crash);
+    let memory = spool_registry(None, Durability::Memory);
     let event = [42u8; EVENT_BYTES];
     let mut sink = Vec::with_capacity(DRAIN_MAX_BYTES as usize + EVENT_BYTES);
 
     let mut g = c.benchmark_group("spool");
     configure(&mut g);
 
-    // One event per iteration; the spool is drained (untimed) every BATCH events so
-    // the pool never fills.
-    let s = reg.subject(b"enqueue").unwrap();
+    // One event per iteration, the two durabilities side by side.
     g.throughput(Throughput::Elements(1));
-    g.bench_function("enqueue_256B", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            let mut done = 0;
-            while done < iters {
-                let n = (iters - done).min(BATCH);
-                let start = Instant::now();
-                for _ in 0..n {
-                    let mut out = Transitions::new();
-                    let r = black_box(s).enqueue(pool, black_box(&event), clock, &mut out);
-                    debug_assert_eq!(r, Ok(Enqueued::Accepted));
-                    black_box(r).ok();
-                }
-                total += start.elapsed();
-                assert_eq!(drain_all(s, &reg, &mut sink), n);
-                done += n;
-            }
-            total
-        })
+    let s = crash.subject(b"enqueue").unwrap();
+    g.bench_function("enqueue_256B_crash", |b| {
+        bench_enqueue(b, &crash, s, &mut sink)
+    });
+    let s = memory.subject(b"enqueue").unwrap();
+    g.bench_function("enqueue_256B_memory", |b| {
+        bench_enqueue(b, &memory, s, &mut sink)
     });
 
     // One batch of BATCH events per iteration: drain (copying the events out, as the
-    // NIF does into one binary per segment piece) and ack. Filled untimed.
-    let s = reg.subject(b"drain").unwrap();
-    g.throughput(Throughput::Elements(BATCH));
-    g.bench_function("drain_ack_batch_1000x256B", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                for _ in 0..BATCH {
-                    s.enqueue(pool, &event, clock, &mut Transitions::new())
-                        .unwrap();
-                }
-                let start = Instant::now();
-                let (batch, events) = s
-                    .drain(BATCH, DRAIN_MAX_BYTES, 1, |_, pieces| {
-                        let mut events = 0u64;
-                        for piece in pieces {
+    // NIF does into one binary) and ack. Filled untimed.
+    for (name, reg) in [("crash", &crash), ("memory", &memory)] {
+        let s = reg.subject(b"drain").unwrap();
+        g.throughput(Throughput::Elements(BATCH));
+        g.bench_function(format!("drain_ack_batch_1000x256B_{name}"), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    for _ in 0..BATCH {
+                        s.enqueue(reg.store(), &event, reg.clock(), &mut Transitions::new())
+                            .unwrap();
+                    }
+                    let start = Instant::now();
+                    let mut out = Transitions::new();
+                    let taken = s.drain(
+                        reg.store(),
+                        BATCH,
+                        DRAIN_MAX_BYTES,
+                        1,
+                        reg.clock(),
+                        &mut out,
+                        |_, events| {
                             sink.clear();
-                            sink.extend_from_slice(piece.data);
-                            events += piece.event_ranges().count() as u64;
-                        }
-                        events
-                    })
-                    .expect("a batch");
-                let mut out = Transitions::new();
-                s.ack(pool, batch.id, clock, &mut out).unwrap();
-                total += start.elapsed();
-                assert_eq!((batch.len(), events), (BATCH, BATCH));
-            }
-            total
+                            let mut n = 0u64;
+                            for e in events {
+                                sink.extend_from_slice(e);
+                                n += 1;
+                            }
+                            n
+                        },
+                    );
+                    let Taken::Batch(batch, events) = taken else {
+                        panic!("a batch");
+                    };
+                    s.ack(reg.store(), batch.id, reg.clock(), &mut out).unwrap();
+                    total += start.elapsed();
+                    assert_eq!((batch.len(), events), (BATCH, BATCH));
+                }
+                total
+            })
+        });
+    }
+    g.finish();
+}
+
+// ---- recovery --------------------------------------------------------------------------
+
+/// Events in the recovery bench's spool.
+const RECOVERY_EVENTS: u64 = 1_000_000;
+
+fn recovery_bench(c: &mut Criterion) {
+    let dir = TempDir::new("recovery");
+    {
+        let reg = spool_registry(Some(&dir), Durability::Crash);
+        let s = reg.subject(b"ledger").unwrap();
+        let mut event = [0u8; EVENT_BYTES];
+        for i in 0..RECOVERY_EVENTS {
+            event[..8].copy_from_slice(&i.to_le_bytes());
+            let r = s.enqueue(reg.store(), &event, reg.clock(), &mut Transitions::new());
+            assert_eq!(r, Ok(Enqueued::Accepted));
+        }
+        // Dropped without any shutdown work: as after a crash.
+    }
+    let mut g = c.benchmark_group("recovery");
+    g.warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(4))
+        .sample_size(10);
+    g.throughput(Throughput::Elements(RECOVERY_EVENTS));
+    g.bench_function("open_1M_events_256B", |b| {
+        b.iter(|| {
+            let reg = spool_registry(Some(&dir), Durability::Crash);
+            let st = reg.subject(b"ledger").unwrap().spool_stats();
+            assert_eq!(st.spooled_events, RECOVERY_EVENTS);
+            assert_eq!(st.lost_total(), 0);
+            black_box(reg)
         })
     });
     g.finish();
+}
+
+// ---- enqueue into one subject from several threads: stripes against a shared claim ----
+
+/// The alternative to per-thread stripes, for comparison: one log per subject in a
+/// file mapping, where a writer claims space with one atomic add on a shared tail,
+/// writes its record (stamped by its position, checksummed like the spool's) and
+/// publishes it by storing its length last, as Aeron's log buffers do. The claim gives
+/// one order for all writers, and no lock, but every writer's add hits the same cache
+/// line. (Written here, not in the crate: it is measured, not used.)
+struct SharedClaimLog {
+    map: memmap2::MmapMut,
+    tail: crossbeam_utils::CachePadded<std::sync::atomic::AtomicU64>,
+}
+
+impl SharedClaimLog {
+    fn new(dir: &TempDir, bytes: usize) -> Self {
+        std::fs::create_dir_all(&dir.0).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.0.join("claim.log"))
+            .unwrap();
+        f.set_len(bytes as u64).unwrap();
+        // SAFETY: a file of the bench's own, sized before mapping, never truncated.
+        let map = unsafe { memmap2::MmapOptions::new().len(bytes).map_mut(&f).unwrap() };
+        Self {
+            map,
+            tail: Default::default(),
+        }
+    }
+
+    #[inline]
+    fn append(&self, payload: &[u8]) -> bool {
+        use std::sync::atomic::Ordering;
+        let size = breakwater_core::record::size(payload.len());
+        let at = self.tail.fetch_add(size as u64, Ordering::Relaxed) as usize;
+        if at + size > self.map.len() {
+            return false;
+        }
+        // SAFETY: the claimed range is this writer's alone, aligned (records are
+        // multiples of 8), within the mapping.
+        unsafe {
+            let p = self.map.as_ptr().add(at) as *mut u8;
+            breakwater_core::record::write(p, at as u64, payload, true);
+        }
+        true
+    }
+
+    fn reset(&self) {
+        use std::sync::atomic::Ordering;
+        let used = (self.tail.swap(0, Ordering::Relaxed) as usize).min(self.map.len());
+        // SAFETY: no writer runs during a reset (between rounds).
+        unsafe { std::ptr::write_bytes(self.map.as_ptr() as *mut u8, 0, used) };
+    }
+}
+
+/// Events per thread per round of the scaling measurement (the spool is drained and
+/// the shared log reset between rounds, untimed).
+const SCALING_ROUND: u64 = 40_000;
+
+/// Aggregate Mops/s of `threads` threads each appending `iters` 256-byte events, in
+/// rounds, with `reset` run untimed after each round; best of five.
+fn append_mops(threads: usize, iters: u64, op: &(dyn Fn() + Sync), reset: &dyn Fn()) -> f64 {
+    (0..5)
+        .map(|_| {
+            let mut total = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let n = left.min(SCALING_ROUND);
+                total += on_threads(threads, n, op);
+                reset();
+                left -= n;
+            }
+            (threads as u64 * iters) as f64 / total.as_secs_f64() / 1e6
+        })
+        .fold(0.0, f64::max)
+}
+
+fn spool_scaling(c: &mut Criterion) {
+    let dir = TempDir::new("scaling");
+    let reg = spool_registry(Some(&dir), Durability::Crash);
+    let s = reg.subject(b"shared").unwrap();
+    let claim_dir = TempDir::new("claim");
+    let log = SharedClaimLog::new(&claim_dir, 2 * SCALING_ROUND as usize * 16 * 272);
+    let event = [42u8; EVENT_BYTES];
+    let stripes = || {
+        let mut out = Transitions::new();
+        let r = black_box(s).enqueue(reg.store(), black_box(&event), reg.clock(), &mut out);
+        debug_assert_eq!(r, Ok(Enqueued::Accepted));
+        black_box(r).ok();
+    };
+    let claim = || {
+        let ok = log.append(black_box(&event));
+        debug_assert!(ok);
+        black_box(ok);
+    };
+    let mut sink = Vec::new();
+    let drain = std::cell::RefCell::new(&mut sink);
+    let reset_spool = || {
+        drain_all(s, &reg, &mut drain.borrow_mut());
+    };
+    let reset_log = || log.reset();
+    let mut g = c.benchmark_group("spool_scaling");
+    g.warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(20);
+    for threads in thread_counts() {
+        g.throughput(Throughput::Elements(threads as u64));
+        g.bench_function(format!("stripes/{threads}_threads"), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                let mut left = iters;
+                while left > 0 {
+                    let n = left.min(SCALING_ROUND);
+                    total += on_threads(threads, n, &stripes);
+                    reset_spool();
+                    left -= n;
+                }
+                total
+            })
+        });
+        g.bench_function(format!("shared_claim/{threads}_threads"), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                let mut left = iters;
+                while left > 0 {
+                    let n = left.min(SCALING_ROUND);
+                    total += on_threads(threads, n, &claim);
+                    reset_log();
+                    left -= n;
+                }
+                total
+            })
+        });
+    }
+    g.finish();
+}
+
+/// Prints the stripes-against-shared-claim table (not part of criterion's statistics).
+fn spool_scaling_report() {
+    let dir = TempDir::new("scaling-report");
+    let reg = spool_registry(Some(&dir), Durability::Crash);
+    let s = reg.subject(b"shared").unwrap();
+    let claim_dir = TempDir::new("claim-report");
+    let log = SharedClaimLog::new(&claim_dir, 2 * SCALING_ROUND as usize * 16 * 272);
+    let event = [42u8; EVENT_BYTES];
+    let stripes = || {
+        let mut out = Transitions::new();
+        let r = black_box(s).enqueue(reg.store(), black_box(&event), reg.clock(), &mut out);
+        debug_assert_eq!(r, Ok(Enqueued::Accepted));
+        black_box(r).ok();
+    };
+    let claim = || {
+        let ok = log.append(black_box(&event));
+        debug_assert!(ok);
+        black_box(ok);
+    };
+    let counts = thread_counts();
+    println!();
+    println!("enqueue 256 B into one subject (crash durability), aggregate throughput (best of 5)");
+    print!("{:<16}", "design");
+    for t in &counts {
+        print!("{:>16}", format!("{t} thr Mops/s"));
+    }
+    for t in &counts[1..] {
+        print!("{:>12}", format!("x{t}/x1"));
+    }
+    println!();
+    let mut sink = Vec::new();
+    let cell = std::cell::RefCell::new(&mut sink);
+    let reset_spool = || {
+        drain_all(s, &reg, &mut cell.borrow_mut());
+    };
+    let reset_log = || log.reset();
+    type Design<'a> = (&'a str, &'a (dyn Fn() + Sync), &'a dyn Fn());
+    let designs: [Design; 2] = [
+        ("stripes", &stripes, &reset_spool),
+        ("shared_claim", &claim, &reset_log),
+    ];
+    for (name, op, reset) in designs {
+        let results: Vec<f64> = counts
+            .iter()
+            .map(|&t| append_mops(t, 4 * SCALING_ROUND, op, reset))
+            .collect();
+        print!("{name:<16}");
+        for r in &results {
+            print!("{r:>16.1}");
+        }
+        for r in &results[1..] {
+            print!("{:>12.2}", r / results[0]);
+        }
+        println!();
+    }
 }
 
 // ---- scaling across threads ------------------------------------------------------------
@@ -481,7 +812,16 @@ fn scaling_report() {
     }
 }
 
-criterion_group!(benches, normal_state, drop_path, recovery, spool, scaling);
+criterion_group!(
+    benches,
+    normal_state,
+    drop_path,
+    recovery,
+    spool,
+    spool_scaling,
+    recovery_bench,
+    scaling
+);
 
 fn main() {
     benches();
@@ -493,9 +833,10 @@ fn main() {
         .iter()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
-        .any(|f| !"scaling".contains(f.as_str()));
+        .any(|f| !"scaling".contains(f.as_str()) && !"spool_scaling".contains(f.as_str()));
     if !quick && !filtered_out {
         scaling_report();
+        spool_scaling_report();
     }
     Criterion::default().configure_from_args().final_summary();
 }

@@ -83,10 +83,12 @@ defmodule Breakwater do
 
   ## Spool
 
-  `enqueue/3` puts an event (a binary) in the subject's spool, a chain of segments from
-  a pool shared by every subject; `drain/2` takes the oldest events as a batch that is
+  `enqueue/3` puts an event (a binary) in the subject's spool: segment files in
+  `spool_dir`, mapped into memory from a pool shared by every subject, so that what
+  `enqueue/3` accepted survives a crash of the VM (`durability`, see
+  `docs/configuration.md`); `drain/2` takes the oldest events as a batch that is
   `ack/2`ed when delivered or `nack/2`ed to be delivered again (a batch whose taker
-  dies is delivered again too).
+  dies, or that was in flight when the VM died, is delivered again too).
 
   The Erlang router module `:router_intake_backpressure` offers the same state through
   the router's vocabulary. Maps returned here say `nil` for "none" (e.g. a policy's
@@ -452,13 +454,20 @@ defmodule Breakwater do
   @doc """
   Puts `event` (a binary of at most the pool's `max_event_bytes`) in `subject`'s spool.
 
-  Returns `:ok`; `{:reject, :pool_exhausted, retry_after_ms}` when the pool has no
-  room and the policy is `drop_newest` (the event is counted as dropped);
-  `drop_oldest` makes room by discarding the oldest pending events and returns `:ok`.
-  An event over `max_event_bytes` gives `{:error, {:event_too_large, bytes, max}}`.
+  Returns `:ok` once the event is in the spool's files (in the kernel's page cache,
+  with the default `durability: :crash`); `{:reject, :pool_exhausted, retry_after_ms}`
+  when the pool has no room and the policy is `drop_newest`, or the subject's overflow
+  files reached `disk_max_bytes` (the event is counted as dropped);
+  `{:reject, :spool_unavailable, retry_after_ms}` when the spool cannot store it (a full
+  disk, an unwritable `spool_dir`, a failing write: counted, and logged once per
+  incident); `drop_oldest` makes room by discarding the oldest pending events and
+  returns `:ok`. An event over `max_event_bytes` gives
+  `{:error, {:event_too_large, bytes, max}}`.
   """
   @spec enqueue(subject, binary, keyword) ::
-          :ok | {:reject, :pool_exhausted, non_neg_integer} | {:error, term}
+          :ok
+          | {:reject, :pool_exhausted | :spool_unavailable, non_neg_integer}
+          | {:error, term}
   def enqueue(subject, event, opts \\ [])
 
   def enqueue(subject, event, []) when is_binary(subject) and is_binary(event),
@@ -488,15 +497,20 @@ defmodule Breakwater do
     reject
   end
 
-  defp spooled(subject, event, :overflow), do: Breakwater.DiskSpool.append(subject, event)
+  defp spooled(subject, _event, {:reject, :spool_unavailable, _} = reject) do
+    History.dropped(subject, 1)
+    Breakwater.Telemetry.rejected(subject, :spool_unavailable)
+    reject
+  end
+
   defp spooled(_subject, _event, other), do: other
 
   @doc """
   Takes at most `max` (1..10_000) of `subject`'s oldest pending events as a batch:
   `{:ok, batch_id, events}`, or `:empty`. The batch is delivered again unless acked;
-  if the caller dies first, it is returned to the spool. When memory holds nothing
-  pending and events wait in the disk spool, the oldest of them are moved into memory
-  first, so batches come in order.
+  if the caller dies first, or the VM dies, it is returned to the spool. Events in
+  overflow files are read back first when needed (on a dirty I/O scheduler), so
+  batches come in order.
   """
   @spec drain(subject, pos_integer) :: {:ok, non_neg_integer, [binary]} | :empty | too_many
   def drain(subject, max) do
@@ -506,16 +520,22 @@ defmodule Breakwater do
       raise ArgumentError, "max must be an integer in 1..10000, got: #{inspect(max)}"
     end
 
-    case Native.drain(subject, max) do
-      :empty -> if refill(subject, max) > 0, do: Native.drain(subject, max), else: :empty
-      other -> other
-    end
+    drain_loaded(subject, max, 3)
   end
 
-  defp refill(subject, max) do
-    if Breakwater.DiskSpool.pending?(subject),
-      do: Breakwater.DiskSpool.refill(subject, max),
-      else: 0
+  # `:load`: the next events are in overflow files not read back yet.
+  defp drain_loaded(subject, max, tries) do
+    case observe(subject, Native.drain(subject, max)) do
+      :load when tries > 0 ->
+        _ = Native.load(subject)
+        drain_loaded(subject, max, tries - 1)
+
+      :load ->
+        :empty
+
+      other ->
+        other
+    end
   end
 
   @doc "Acknowledges a batch: its events are delivered and their memory returns to the pool."
@@ -549,10 +569,14 @@ defmodule Breakwater do
   exist (nothing is created).
 
   `:accounting` sums up where every event offered to `enqueue/3` is, and holds at
-  every moment: `enqueued = delivered + spooled_memory + spooled_disk + dropped`
-  (`enqueued` includes events found in the disk spool at start). `redelivered` counts
-  events handed out again after a failed or unacknowledged attempt: the most that
-  at-least-once delivery can have duplicated.
+  every moment and across restarts and crashes of the VM:
+  `enqueued = delivered + spooled_memory + spooled_disk + dropped + lost`.
+  `spooled_memory` counts events in pool segments, `spooled_disk` in overflow files;
+  `dropped` counts refusals and discards (by reason in `:counters`); `lost` counts
+  accepted events the spool could not keep, with `lost_by_reason`
+  (`corrupt`, `truncated`, `missing`, `memory`, `unreadable`). `redelivered` counts
+  events handed out again after a failed or unacknowledged attempt, or after a crash:
+  the most that at-least-once delivery can have duplicated.
   """
   @spec status(subject) :: map | {:error, :unknown_subject}
   def status(subject) do
@@ -561,11 +585,19 @@ defmodule Breakwater do
     case Native.status(subject) do
       %{counters: c} = status ->
         accounting = %{
-          enqueued: c.offered_events + c.disk_recovered_events,
+          enqueued: c.offered_events,
           delivered: c.delivered_events,
-          spooled_memory: c.spooled_events,
-          spooled_disk: c.disk_pending_events,
+          spooled_memory: c.spooled_events - c.spooled_disk_events,
+          spooled_disk: c.spooled_disk_events,
           dropped: c.dropped_events,
+          lost: c.lost_events,
+          lost_by_reason: %{
+            corrupt: c.lost_corrupt,
+            truncated: c.lost_truncated,
+            missing: c.lost_missing,
+            memory: c.lost_memory,
+            unreadable: c.lost_unreadable
+          },
           redelivered: c.redelivered_events
         }
 

@@ -2,14 +2,16 @@ defmodule Breakwater.Application do
   @moduledoc """
   Starts Breakwater: validates the application environment (an invalid `sys.config`
   stops the start with a message naming each key, value and expectation), creates or
-  reconfigures the native registry, then starts the supervision tree:
+  reconfigures the native registry (at the VM's first start, opening the spool and
+  recovering what `spool_dir` holds, and logging what recovery found), then starts the
+  supervision tree:
 
   ```text
   Breakwater.Supervisor (one_for_one)
   ├── Breakwater.Tables.A            ETS keeper: owns the tables, or is their heir
   ├── Breakwater.Tables.B            ETS keeper: the other one
   ├── Breakwater.Alerts              alert manager (alarm_handler); its state is in ETS
-  ├── Breakwater.DiskSpool           disk overflow and replay
+  ├── Breakwater.Spool.Keeper       spool upkeep: fsync, released files, pool retries
   ├── Breakwater.Ticker              timer: time-based transitions, idle sweep, reclamation, log summary
   ├── Breakwater.Cluster.Supervisor  (rest_for_one) the cluster:
   │   ├── Breakwater.Cluster.Scope       OTP pg scope: the groups of nodes and shared subjects
@@ -37,7 +39,7 @@ defmodule Breakwater.Application do
   |---|---|
   | a table keeper | nothing: the other keeper holds every table (owner or heir), and the restarted one becomes the heir |
   | `Alerts` | transitions cast to it while it was down are re-read from the native state; raised alarms and armed escalations are in ETS |
-  | `DiskSpool` | its open files are reopened; events on disk are found again |
+  | `Spool.Keeper` | a round of upkeep late (the spool itself lives in the native layer) |
   | `Ticker` | one timer visit late; a sweep or summary may come early |
   | `Cluster.Scope`, `Cluster`, `Cluster.Membership`, their supervisor | the groups are joined again from the policies; a peer's breaker open sent while the receiver was down is missed (this node then opens on its own failures) |
   | `TaskSupervisor` | `call/3` functions and ledger writes running under it fail (recorded as failures; a write's batch is delivered again) |
@@ -53,8 +55,9 @@ defmodule Breakwater.Application do
   disk.
 
   On stop, the ledger workers are stopped first (their batches in flight go back to
-  the spool) and every memory spool is written to the disk spool, to be replayed on
-  the next start. Each step is guarded: a missing process never stops the others.
+  the spool); nothing needs writing out, since every event accepted is in the spool's
+  files already (with `{:fsync, _}` durability they are synced to disk once more).
+  Each step is guarded: a missing process never stops the others.
   """
   use Application
   require Breakwater.Log, as: Log
@@ -97,11 +100,21 @@ defmodule Breakwater.Application do
       max_subjects: config.max_subjects,
       ring_pool: Map.new(config.ring_pool),
       default_policy: Policy.to_native(config.default_policy),
-      reclaim_grace_ms: config.reclaim_grace_ms
+      reclaim_grace_ms: config.reclaim_grace_ms,
+      spool: %{
+        dir: config.spool_dir,
+        durability: config.durability,
+        owner: config.spool_owner || default_owner(),
+        adopt: config.spool_adopt,
+        disk_max_bytes: config.disk_max_bytes
+      }
     }
 
     case Native.init(native) do
-      :ok ->
+      {:ok, {reports, suppressed}} ->
+        Breakwater.Spool.Keeper.log_reports(reports, suppressed)
+
+      {:ok, []} ->
         :ok
 
       {:error, reasons} ->
@@ -112,6 +125,20 @@ defmodule Breakwater.Application do
         Log.error(message)
         {:error, {:invalid_configuration, message}}
     end
+  end
+
+  # Whose spool files these are: this node and the application embedding Breakwater
+  # (the release's name, or the Mix project's), so that two nodes or two projects that
+  # share a directory never replay each other's events.
+  defp default_owner do
+    app =
+      System.get_env("RELEASE_NAME") ||
+        if(Code.ensure_loaded?(Mix.Project) and Mix.Project.get() != nil,
+          do: Mix.Project.config()[:app],
+          else: :breakwater
+        )
+
+    "#{node()}/#{app}"
   end
 
   defp start_tree(config) do
@@ -127,10 +154,7 @@ defmodule Breakwater.Application do
       Breakwater.Tables.child_specs() ++
         [
           Breakwater.Alerts,
-          {Breakwater.DiskSpool,
-           dir: config.spool_dir,
-           file_bytes: config.disk_file_bytes,
-           max_bytes: config.disk_max_bytes},
+          {Breakwater.Spool.Keeper, interval_ms: keeper_interval(config.durability)},
           {Breakwater.Ticker, tick_ms: config.tick_ms},
           Supervisor.child_spec(Breakwater.Cluster.Supervisor, type: :supervisor),
           {Task.Supervisor, name: Breakwater.TaskSupervisor},
@@ -149,6 +173,9 @@ defmodule Breakwater.Application do
       name: Breakwater.Supervisor
     )
   end
+
+  defp keeper_interval({:fsync, ms}), do: ms
+  defp keeper_interval(_durability), do: 1_000
 
   # The HTTP endpoint (off unless `http` is configured) starts last, once everything it
   # reports on is up.
@@ -283,10 +310,12 @@ defmodule Breakwater.Application do
     # Ledger workers first: their batches in flight go back to the spool...
     guarded("stop the ledger workers", &Breakwater.Ledgers.stop_all/0)
 
-    # ...then every memory spool goes to disk, to be replayed on the next start.
-    guarded("flush the spools", fn ->
-      flushed = Breakwater.DiskSpool.flush_all()
-      if flushed > 0, do: Log.info("breakwater flushed #{flushed} spooled events to disk")
+    # ...and with fsync durability, the spool files are written to disk once more.
+    guarded("sync the spool", fn ->
+      with {:fsync, _} <- :persistent_term.get({Breakwater, :config}).durability,
+           {:error, message} <- Native.spool_sync() do
+        Log.error("breakwater could not sync its spool at stop: #{message}")
+      end
     end)
 
     state

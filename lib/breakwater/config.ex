@@ -27,9 +27,14 @@ defmodule Breakwater.Config do
       of the application's own), `http` (nil = off; `port`, `ip`), `ledgers`
       (subject → module or `{module, opts}`), `tick_ms` (100), `history_limit` and
       `events_limit` (1_000);
-    * `disk_file_bytes` (16 MiB: size of one disk spool file), `disk_max_bytes`
-      (1 GiB: disk spool per subject), `depth_escalate_after_ms` (120_000: how long
-      the depth may stay above critical before the alert escalates);
+    * `durability` (`:crash`: what `enqueue/3` accepted survives a crash of the VM;
+      `{:fsync, interval_ms}`: also a power cut, up to the interval; `:memory`: the
+      pool is memory only, opt-in), `spool_owner` (nil = `"<node>/<application>"`:
+      written into every spool file; files of another owner are never replayed),
+      `spool_adopt` (owners whose spool files this node takes over, `[]`);
+    * `disk_max_bytes` (1 GiB: overflow files per subject), `depth_escalate_after_ms`
+      (120_000: how long the depth may stay above critical before the alert
+      escalates);
     * `subject_idle_ms` (nil: subjects never expire), `metrics_max_subjects` (1_000:
       subjects shown in detail by `/metrics`), `log_interval_ms` (1_000: at most one
       transition line per subject per interval), `reclaim_grace_ms` (10_000: how long a
@@ -60,7 +65,9 @@ defmodule Breakwater.Config do
     :tick_ms,
     :history_limit,
     :events_limit,
-    :disk_file_bytes,
+    :durability,
+    :spool_owner,
+    :spool_adopt,
     :disk_max_bytes,
     :depth_escalate_after_ms,
     :subject_idle_ms,
@@ -120,7 +127,9 @@ defmodule Breakwater.Config do
           tick_ms: pos_integer,
           history_limit: pos_integer,
           events_limit: pos_integer,
-          disk_file_bytes: pos_integer,
+          durability: :crash | :memory | {:fsync, pos_integer},
+          spool_owner: nil | String.t(),
+          spool_adopt: [String.t()],
           disk_max_bytes: pos_integer,
           depth_escalate_after_ms: pos_integer,
           subject_idle_ms: nil | pos_integer,
@@ -238,8 +247,9 @@ defmodule Breakwater.Config do
       tick_ms: int([:tick_ms], Map.get(env, :tick_ms, 100), 10, 60_000),
       history_limit: int([:history_limit], Map.get(env, :history_limit, 1_000), 1, 1_000_000),
       events_limit: int([:events_limit], Map.get(env, :events_limit, 1_000), 1, 1_000_000),
-      disk_file_bytes:
-        int([:disk_file_bytes], Map.get(env, :disk_file_bytes, 16 * 1024 * 1024), 4_096, 1 <<< 40),
+      durability: load_durability(Map.get(env, :durability, :crash)),
+      spool_owner: load_owner(Map.get(env, :spool_owner)),
+      spool_adopt: load_adopt(Map.get(env, :spool_adopt, [])),
       disk_max_bytes:
         int([:disk_max_bytes], Map.get(env, :disk_max_bytes, 1024 * 1024 * 1024), 4_096, 1 <<< 50),
       depth_escalate_after_ms:
@@ -408,8 +418,9 @@ defmodule Breakwater.Config do
 
       capacity = int([:ring_pool, :segment_capacity], get.(:segment_capacity), 1, 1_048_576)
 
-      bytes = int([:ring_pool, :segment_bytes], get.(:segment_bytes), 1, 1_073_741_824)
+      bytes = int([:ring_pool, :segment_bytes], get.(:segment_bytes), 64, 1_073_741_824)
 
+      # Each event takes a 16-byte record header and up to 7 bytes of padding.
       max_event =
         case bytes do
           {:ok, b} ->
@@ -417,8 +428,8 @@ defmodule Breakwater.Config do
               [:ring_pool, :max_event_bytes],
               get.(:max_event_bytes),
               1,
-              b,
-              "an integer from 1 to segment_bytes (#{b})"
+              b - 24,
+              "an integer from 1 to segment_bytes - 24 (#{b - 24})"
             )
 
           {:error, _} ->
@@ -516,6 +527,47 @@ defmodule Breakwater.Config do
        do: bounded_charlist(rest, limit - 1, [c | acc])
 
   defp bounded_charlist(_other, _limit, _acc), do: :error
+
+  ## durability, spool owner
+
+  @durability_expected ":crash, :memory or {:fsync, interval_ms} with interval_ms " <>
+                         "an integer from 1 to 3600000"
+
+  defp load_durability(d) when d in [:crash, :memory], do: {:ok, d}
+
+  defp load_durability({:fsync, ms} = d) when is_integer(ms) and ms >= 1 and ms <= 3_600_000,
+    do: {:ok, d}
+
+  defp load_durability(other), do: {:error, [{[:durability], other, @durability_expected}]}
+
+  @owner_expected "nil (default: \"<node>/<application>\") or a string of 1 to 512 bytes"
+
+  defp load_owner(nil), do: {:ok, nil}
+
+  defp load_owner(owner) when is_binary(owner) do
+    if byte_size(owner) in 1..512 and String.valid?(owner),
+      do: {:ok, owner},
+      else: {:error, [{[:spool_owner], owner, @owner_expected}]}
+  end
+
+  defp load_owner(other), do: {:error, [{[:spool_owner], other, @owner_expected}]}
+
+  @adopt_expected "a list of at most 64 spool owners (strings of 1 to 512 bytes, " <>
+                    "as other nodes' spool_owner)"
+
+  defp load_adopt(list) when is_list(list) do
+    case Policy.proper_list(list) do
+      {:ok, owners} when length(owners) <= 64 ->
+        if Enum.all?(owners, &(is_binary(&1) and byte_size(&1) in 1..512)),
+          do: {:ok, owners},
+          else: {:error, [{[:spool_adopt], list, @adopt_expected}]}
+
+      _ ->
+        {:error, [{[:spool_adopt], list, @adopt_expected}]}
+    end
+  end
+
+  defp load_adopt(other), do: {:error, [{[:spool_adopt], other, @adopt_expected}]}
 
   ## http
 

@@ -101,13 +101,11 @@ defmodule Breakwater.Native do
   @doc false
   def advance_clock(_ms), do: nif_error()
   @doc false
-  def set_disk_pending(_subject, _pending), do: nif_error()
+  def load(_subject), do: nif_error()
   @doc false
-  def evacuate(_subject, _batch_id), do: nif_error()
+  def spool_maintain, do: nif_error()
   @doc false
-  def refill(_subject, _event), do: nif_error()
+  def spool_sync, do: nif_error()
   @doc false
-  def disk_dropped(_subject, _events, _bytes), do: nif_error()
-  @doc false
-  def disk_recovered(_subject, _events), do: nif_error()
+  def spool_info, do: nif_error()
 end

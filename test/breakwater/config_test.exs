@@ -36,7 +36,9 @@ defmodule Breakwater.ConfigTest do
                tick_ms: 100,
                history_limit: 1_000,
                events_limit: 1_000,
-               disk_file_bytes: 16_777_216,
+               durability: :crash,
+               spool_owner: nil,
+               spool_adopt: [],
                disk_max_bytes: 1_073_741_824,
                depth_escalate_after_ms: 120_000,
                subject_idle_ms: nil,
@@ -225,7 +227,7 @@ defmodule Breakwater.ConfigTest do
           segments: 1_048_576,
           segment_capacity: 1,
           segment_bytes: 1_073_741_824,
-          max_event_bytes: 1_073_741_824
+          max_event_bytes: 1_073_741_824 - 24
         }
       ]
 
@@ -242,6 +244,7 @@ defmodule Breakwater.ConfigTest do
             segment_capacity: 0,
             segment_capacity: 1_048_577,
             segment_bytes: 0,
+            segment_bytes: 63,
             segment_bytes: 1_073_741_825,
             max_event_bytes: 0,
             max_event_bytes: :big
@@ -250,16 +253,19 @@ defmodule Breakwater.ConfigTest do
       end
     end
 
-    test "max_event_bytes must fit in a segment" do
+    test "max_event_bytes must fit in a segment with its record header" do
       assert [
                {[:ring_pool, :max_event_bytes], 2_048,
-                "an integer from 1 to segment_bytes (1024)"}
+                "an integer from 1 to segment_bytes - 24 (1000)"}
              ] = errors(ring_pool: [segment_bytes: 1_024, max_event_bytes: 2_048])
 
-      assert [{[:ring_pool, :max_event_bytes], 262_145, _}] =
-               errors(ring_pool: [max_event_bytes: 262_145])
+      assert [{[:ring_pool, :max_event_bytes], 262_121, _}] =
+               errors(ring_pool: [max_event_bytes: 262_121])
 
-      assert {:ok, _} = Config.load(ring_pool: [segment_bytes: 1_024, max_event_bytes: 1_024])
+      assert [{[:ring_pool, :max_event_bytes], 1_024, _}] =
+               errors(ring_pool: [segment_bytes: 1_024, max_event_bytes: 1_024])
+
+      assert {:ok, _} = Config.load(ring_pool: [segment_bytes: 1_024, max_event_bytes: 1_000])
     end
 
     test "unknown keys and wrong shapes" do
@@ -289,6 +295,42 @@ defmodule Breakwater.ConfigTest do
     test "subjects with invalid policies still count" do
       reasons = errors(max_subjects: 1, subjects: [a: [window_ms: 1], b: []])
       assert Enum.any?(reasons, &match?({[:max_subjects], 1, _}, &1))
+    end
+  end
+
+  describe "durability, spool_owner, spool_adopt" do
+    test "valid values" do
+      for d <- [:crash, :memory, {:fsync, 1}, {:fsync, 3_600_000}] do
+        assert {:ok, %{durability: ^d}} = Config.load(durability: d)
+      end
+
+      assert {:ok, %{spool_owner: "n@h/app"}} = Config.load(spool_owner: "n@h/app")
+      assert {:ok, %{spool_adopt: ["a@h/x", "b"]}} = Config.load(spool_adopt: ["a@h/x", "b"])
+    end
+
+    test "bad values name the key, the value and what is expected" do
+      for bad <- [:disk, {:fsync, 0}, {:fsync, 3_600_001}, {:fsync, :often}, "crash", nil] do
+        assert [{[:durability], ^bad, expected}] = errors(durability: bad)
+        assert expected =~ "{:fsync, interval_ms}"
+      end
+
+      for bad <- ["", :node, String.duplicate("x", 513), <<255>>] do
+        assert [{[:spool_owner], ^bad, _}] = errors(spool_owner: bad)
+      end
+
+      too_many = for i <- 1..65, do: "n#{i}"
+
+      for bad <- [:all, ["ok", :atom], [""], too_many, ["a" | "b"]] do
+        assert [{[:spool_adopt], ^bad, _}] = errors(spool_adopt: bad)
+      end
+
+      assert Config.format_errors(errors(durability: :disk)) ==
+               "durability: got :disk, expected :crash, :memory or {:fsync, interval_ms} " <>
+                 "with interval_ms an integer from 1 to 3600000"
+    end
+
+    test "disk_file_bytes is gone: overflow files are segments" do
+      assert [{:unknown_key, [:disk_file_bytes]}] = errors(disk_file_bytes: 4_096)
     end
   end
 

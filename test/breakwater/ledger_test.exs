@@ -1,7 +1,6 @@
 defmodule Breakwater.LedgerTest do
   # Restarts the application and measures wall-clock detection: not beside async tests.
   use ExUnit.Case, async: false
-  import Bitwise, only: [<<<: 2]
 
   alias Breakwater.Ledger.Simulated, as: Ledger
   alias Breakwater.TestSubjects
@@ -30,7 +29,7 @@ defmodule Breakwater.LedgerTest do
 
   defp balanced?(s) do
     a = Breakwater.status(s).accounting
-    a.enqueued == a.delivered + a.spooled_memory + a.spooled_disk + a.dropped
+    a.enqueued == a.delivered + a.spooled_memory + a.spooled_disk + a.dropped + a.lost
   end
 
   defp events(range, tag), do: Enum.map(range, &"#{tag}-#{&1}")
@@ -83,7 +82,8 @@ defmodule Breakwater.LedgerTest do
                  delivered: 400,
                  spooled_memory: 0,
                  spooled_disk: 0,
-                 dropped: 0
+                 dropped: 0,
+                 lost: 0
              }
 
       breaker_events =
@@ -248,8 +248,8 @@ defmodule Breakwater.LedgerTest do
   end
 
   describe "disk overflow" do
-    test "events the pool cannot hold go to disk and come back in order" do
-      # One segment of 256 events in memory; the rest overflows to disk.
+    test "events the pool cannot hold go to overflow files and come back in order" do
+      # One segment of 256 events from the pool; the rest goes to overflow files.
       s = subject(overflow: :disk, max_segments: 1)
       all = events(1..1_000, s)
       for e <- all, do: assert(:ok == Breakwater.enqueue(s, e))
@@ -257,16 +257,20 @@ defmodule Breakwater.LedgerTest do
       assert st.accounting.spooled_memory == 256
       assert st.accounting.spooled_disk == 744
       assert st.disk_pending
+      assert st.counters.overflow_segments == 3
       assert balanced?(s)
-      assert %{events: 744} = Breakwater.DiskSpool.info()[s]
 
       :ok = Breakwater.attach_ledger(s, Ledger, batch_size: 100)
       wait_until(fn -> Breakwater.status(s).accounting.delivered == 1_000 end)
       assert Ledger.received(s) == all
       st = Breakwater.status(s)
       refute st.disk_pending
-      assert st.accounting == %{st.accounting | spooled_memory: 0, spooled_disk: 0, dropped: 0}
-      assert Breakwater.DiskSpool.info()[s].files == 0
+
+      assert st.accounting ==
+               %{st.accounting | spooled_memory: 0, spooled_disk: 0, dropped: 0, lost: 0}
+
+      assert st.counters.overflow_segments == 0
+      assert st.segments == 0
     end
 
     test "events waiting on disk count in the depth, so intake still pushes back" do
@@ -287,11 +291,12 @@ defmodule Breakwater.LedgerTest do
       refute Breakwater.status(s).backpressure in [:dropping, :pressure]
     end
 
-    test "while events wait on disk, new ones follow them there" do
+    test "while events wait in overflow files, new ones are delivered after them" do
       s = subject(overflow: :disk, max_segments: 1)
       first = events(1..300, "#{s}-a")
       for e <- first, do: :ok = Breakwater.enqueue(s, e)
-      # Drain memory only: the pool has room again, but the disk still holds older events.
+      # Drain the pool segment only: the pool has room again, but older events wait
+      # in an overflow file; the new ones follow them.
       {:ok, id, batch} = Breakwater.Native.drain(s, 256)
       :ok = Breakwater.ack(s, id)
       later = events(1..10, "#{s}-b")
@@ -302,42 +307,62 @@ defmodule Breakwater.LedgerTest do
       assert batch ++ rest == first ++ later
     end
 
-    test "a failed disk write drops the event, counted and reported" do
+    test "a file that cannot be created refuses with spool_unavailable: counted, logged once" do
       s = subject(overflow: :disk, max_segments: 1)
       for e <- events(1..256, s), do: :ok = Breakwater.enqueue(s, e)
-      # Make the subject's spool directory impossible to create.
-      dir = :persistent_term.get({Breakwater, :config}).spool_dir
+      # No overflow file can be created: a file stands where the directory was.
+      dir = Path.join(:persistent_term.get({Breakwater, :config}).spool_dir, "overflow")
+      aside = dir <> ".aside"
+      File.rename!(dir, aside)
+      File.write!(dir, "in the way")
 
-      File.write!(
-        Path.join(dir, Base.encode16(:crypto.hash(:sha256, s), case: :lower)),
-        "in the way"
-      )
+      log =
+        try do
+          ExUnit.CaptureLog.capture_log(fn ->
+            results = for i <- 1..5, do: Breakwater.enqueue(s, "lost-#{i}")
+            send(self(), {:results, results})
+            :ok = Breakwater.Spool.Keeper.run_now()
+          end)
+        after
+          File.rm!(dir)
+          File.rename!(aside, dir)
+        end
 
-      assert {:reject, :pool_exhausted, _} = Breakwater.enqueue(s, "lost")
+      assert_received {:results, results}
+      assert Enum.all?(results, &match?({:reject, :spool_unavailable, retry} when retry > 0, &1))
       st = Breakwater.status(s)
-      assert st.counters.disk_dropped_events == 1
-      assert st.accounting.dropped == 1
+      assert st.counters.rejected_spool_unavailable == 5
+      assert st.accounting.dropped == 5
+      assert st.accounting.spooled_memory == 256
       assert balanced?(s)
+      # One line for the outage, with the OS error; not one per event.
+      assert [_] = Regex.scan(~r/spool unavailable: cannot create overflow file/, log)
+      assert log =~ ~r/not a directory/i
 
       assert :events_dropped in Enum.map(
                :router_intake_backpressure.get_backpressure_events(s),
                & &1.event_type
              )
-    end
 
-    test "an unwritable spool_dir stops the disk spool with a clear reason" do
-      file =
-        Path.join(System.tmp_dir!(), "breakwater-not-a-dir-#{System.unique_integer([:positive])}")
+      # Once the directory is back (and the retry time has passed), files are created
+      # again, and the end of the outage is logged (a warning; the test configuration
+      # logs errors only).
+      Process.sleep(600)
+      Logger.put_module_level(Breakwater.Spool.Keeper, :warning)
+      on_exit(fn -> Logger.delete_module_level(Breakwater.Spool.Keeper) end)
 
-      File.write!(file, "")
-      dir = Path.join(file, "spool")
+      log =
+        ExUnit.CaptureLog.capture_log(fn ->
+          assert :ok = Breakwater.enqueue(s, "back")
+          :ok = Breakwater.Spool.Keeper.run_now()
+        end)
 
-      assert {:stop, {:spool_dir_not_writable, ^dir, :enotdir}} =
-               Breakwater.DiskSpool.init(dir: dir, file_bytes: 65_536, max_bytes: 1 <<< 20)
+      assert log =~ "spool available again"
+      assert log =~ "5 events were refused"
     end
   end
 
-  test "restarting the application keeps every event spooled in memory and on disk" do
+  test "restarting the application keeps every event spooled in pool segments and files" do
     s = subject(overflow: :disk, max_segments: 1)
     all = events(1..700, s)
     for e <- all, do: :ok = Breakwater.enqueue(s, e)
@@ -346,13 +371,12 @@ defmodule Breakwater.LedgerTest do
 
     on_exit(fn -> Application.ensure_all_started(:breakwater) end)
     :ok = Application.stop(:breakwater)
-    # The memory spool went to disk at stop.
-    assert Breakwater.Native.status(s).counters.spooled_events == 0
+    # Nothing is written out at stop: every event is in the spool's files already.
+    assert Breakwater.Native.status(s).counters.spooled_events == 700
     {:ok, _} = Application.ensure_all_started(:breakwater)
     Ledger.set_mode(s, :up)
 
-    after_restart = Breakwater.status(s).accounting
-    assert after_restart.spooled_memory + after_restart.spooled_disk == 700
+    assert Breakwater.status(s).accounting == before
     assert balanced?(s)
 
     :ok = Breakwater.attach_ledger(s, Ledger, batch_size: 128)
@@ -383,28 +407,32 @@ defmodule Breakwater.LedgerTest do
     {:ok, _} = Application.ensure_all_started(:breakwater)
   end
 
-  test "a full disk spool refuses further events: counted, reported, never silent" do
-    # Two spool files of 4 KiB: room for a few dozen 100-byte events on disk.
-    restart_with(disk_file_bytes: 4_096, disk_max_bytes: 8_192)
+  test "a subject at disk_max_bytes refuses further events: counted, reported, never silent" do
+    # Overflow files of one segment (4 KiB header + 64 KiB of records) each: room for
+    # two of them, 512 events, on disk.
+    restart_with(disk_max_bytes: 140_000)
+    # The test configuration logs errors only; reaching the cap is a warning.
+    Logger.put_module_level(Breakwater.Spool.Keeper, :warning)
+    on_exit(fn -> Logger.delete_module_level(Breakwater.Spool.Keeper) end)
     s = subject(overflow: :disk, max_segments: 1)
     for e <- events(1..256, s), do: :ok = Breakwater.enqueue(s, e)
 
     log =
-      ExUnit.CaptureLog.capture_log(fn ->
-        results =
-          for i <- 1..300, do: Breakwater.enqueue(s, "#{s}-d#{i}-" <> String.duplicate("x", 80))
-
+      ExUnit.CaptureLog.capture_log([level: :warning], fn ->
+        results = for i <- 1..600, do: Breakwater.enqueue(s, "#{s}-d#{i}")
         send(self(), {:results, results})
+        :ok = Breakwater.Spool.Keeper.run_now()
       end)
 
     assert_received {:results, results}
     stored = Enum.count(results, &(&1 == :ok))
     refused = Enum.count(results, &match?({:reject, :pool_exhausted, _}, &1))
-    assert stored > 0 and refused > 0 and stored + refused == 300
-    assert log =~ "disk_full"
+    assert {stored, refused} == {512, 88}
+    assert log =~ "reached disk_max_bytes"
+    assert [_] = Regex.scan(~r/reached disk_max_bytes/, log)
 
     st = Breakwater.status(s)
-    assert st.counters.disk_dropped_events == refused
+    assert st.counters.dropped_disk_full_events == refused
     assert st.accounting.spooled_disk == stored
     assert st.accounting.dropped == refused
     assert balanced?(s)
@@ -413,50 +441,6 @@ defmodule Breakwater.LedgerTest do
              :router_intake_backpressure.get_backpressure_events(s),
              & &1.event_type
            )
-  end
-
-  test "a torn disk spool file is repaired at start; what it lost is counted as dropped" do
-    s = subject(overflow: :disk, max_segments: 1)
-    all = events(1..600, s)
-    for e <- all, do: :ok = Breakwater.enqueue(s, e)
-    on_exit(fn -> Application.ensure_all_started(:breakwater) end)
-    :ok = Application.stop(:breakwater)
-
-    # Tear the newest spool file in the middle of an item, as a crash mid-write would.
-    dir = :persistent_term.get({Breakwater, :config}).spool_dir
-    sub_dir = Path.join(dir, Base.encode16(:crypto.hash(:sha256, s), case: :lower))
-
-    [newest | _] = sub_dir |> Path.join("*.log") |> Path.wildcard() |> Enum.sort(:desc)
-
-    size = File.stat!(newest).size
-    {:ok, f} = :file.open(String.to_charlist(newest), [:read, :write, :raw, :binary])
-    {:ok, _} = :file.position(f, size - 7)
-    :ok = :file.truncate(f)
-    :ok = :file.close(f)
-
-    # The test configuration logs errors only; the repair is a warning.
-    Logger.put_module_level(Breakwater.DiskSpool, :warning)
-    on_exit(fn -> Logger.delete_module_level(Breakwater.DiskSpool) end)
-
-    log =
-      ExUnit.CaptureLog.capture_log(fn ->
-        {:ok, _} = Application.ensure_all_started(:breakwater)
-        send(self(), {:accounting, Breakwater.status(s).accounting})
-      end)
-
-    assert log =~ ~r/events of #{Regex.escape(inspect(s))} counted on disk are missing/
-    assert_received {:accounting, a}
-    assert a.dropped >= 1
-    assert balanced?(s)
-
-    :ok = Breakwater.attach_ledger(s, Ledger, batch_size: 100)
-    wait_until(fn -> Breakwater.status(s).accounting.spooled_disk == 0 end)
-    wait_until(fn -> Breakwater.status(s).accounting.spooled_memory == 0 end)
-    received = Ledger.received(s)
-    # What arrived is in order, and with what was dropped accounts for every event.
-    assert received == Enum.filter(all, &(&1 in received))
-    assert length(received) + Breakwater.status(s).accounting.dropped == 600
-    assert balanced?(s)
   end
 
   test "bypass admission latency does not rise while the breaker is open" do

@@ -54,18 +54,13 @@ defmodule Breakwater.SelfHealingTest do
     end)
   end
 
-  # The cluster's processes (the pg scope, the receiver, the membership process and their
-  # supervisor) are registered, so they are targets like the others.
-  # Processes not killed here: the disk spool process is being replaced by a native
-  # spool on memory-mapped files; until then, killing it fails the writes in flight
-  # (counted as dropped, never lost silently), which this test's routers do not expect.
-  @not_targets [Breakwater.DiskSpool]
-
-  # What a kill targets: every registered process of the tree, and each ledger worker
-  # (registered through the Registry, not by name). Processes that come and go (the
-  # tasks of the task supervisor) are not targets.
+  # What a kill targets: every registered process of the tree (the spool's keeper
+  # among them: the spool itself lives in the native layer; the cluster's processes,
+  # the pg scope, the receiver, the membership process and their supervisor, too), and
+  # each ledger worker (registered through the Registry, not by name). Processes that
+  # come and go (the tasks of the task supervisor) are not targets.
   defp targets(subjects) do
-    for(name <- named(Breakwater.Supervisor), name not in @not_targets, do: {:name, name}) ++
+    for(name <- named(Breakwater.Supervisor), do: {:name, name}) ++
       Enum.map(subjects, &{:worker, &1})
   end
 
@@ -156,8 +151,8 @@ defmodule Breakwater.SelfHealingTest do
     shared = T.subject([share: :breaker], "heal-shared")
 
     for s <- subjects do
-      # A quota of one segment: the memory spool is soon full, and events overflow to
-      # the disk spool while the ledger is down.
+      # A quota of one segment: the pool is soon out of reach, and events overflow to
+      # overflow files while the ledger is down.
       :ok =
         Breakwater.configure(s,
           warning_threshold: @warning,
@@ -184,6 +179,7 @@ defmodule Breakwater.SelfHealingTest do
     ledgers = Enum.sort(for s <- subjects, do: {s, Ledger})
 
     routers = for s <- subjects, do: router(s, counter)
+    overflow = overflow_watch(subjects)
     wait_until(fn -> delivered(subjects) > 1_000 end, 20_000)
     top = Process.whereis(Breakwater.Supervisor)
 
@@ -252,9 +248,9 @@ defmodule Breakwater.SelfHealingTest do
       wait_until(fn -> Breakwater.status(s).accounting.delivered >= n end, 120_000)
       a = Breakwater.status(s).accounting
       assert a.enqueued == n
-      assert a.dropped == 0
+      assert a.dropped == 0 and a.lost == 0
       assert a.spooled_memory == 0 and a.spooled_disk == 0
-      assert a.enqueued == a.delivered + a.spooled_memory + a.spooled_disk + a.dropped
+      assert a.enqueued == a.delivered + a.spooled_memory + a.spooled_disk + a.dropped + a.lost
       assert a.delivered == n
 
       # Every event accepted reached the ledger (at least once).
@@ -264,8 +260,10 @@ defmodule Breakwater.SelfHealingTest do
       assert Ledger.writes(s) - n <= a.redelivered
     end
 
-    # The disk spool took part.
-    assert Enum.sum(for s <- subjects, do: Breakwater.status(s).counters.overflow_events) > 0
+    # Overflow files took part: events waited in them at some point.
+    send(overflow, {:max, self()})
+    assert_receive {:max_spooled_disk, max}, 5_000
+    assert max > 0, "no event ever waited in an overflow file"
 
     # Counters are exact: every admission a router saw accepted was counted once.
     admitted = Enum.sum(for {_, _, a} <- routed, do: a)
@@ -291,14 +289,14 @@ defmodule Breakwater.SelfHealingTest do
   end
 
   test "prep_stop never crashes, whatever is missing" do
-    # The ledger subtree and the disk spool gone: stopping must still go through.
+    # The ledger subtree and the spool keeper gone: stopping must still go through.
     :ok = Supervisor.terminate_child(Breakwater.Supervisor, Breakwater.Ledgers)
-    :ok = Supervisor.terminate_child(Breakwater.Supervisor, Breakwater.DiskSpool)
+    :ok = Supervisor.terminate_child(Breakwater.Supervisor, Breakwater.Spool.Keeper)
 
     try do
       assert Breakwater.Application.prep_stop(:state) == :state
     after
-      {:ok, _} = Supervisor.restart_child(Breakwater.Supervisor, Breakwater.DiskSpool)
+      {:ok, _} = Supervisor.restart_child(Breakwater.Supervisor, Breakwater.Spool.Keeper)
       {:ok, _} = Supervisor.restart_child(Breakwater.Supervisor, Breakwater.Ledgers)
     end
   end
@@ -313,6 +311,25 @@ defmodule Breakwater.SelfHealingTest do
   rescue
     # The scope is restarting.
     ArgumentError -> false
+  end
+
+  # Samples the subjects' events in overflow files until asked for the most seen.
+  defp overflow_watch(subjects) do
+    spawn_link(fn ->
+      loop = fn loop, max ->
+        receive do
+          {:max, to} -> send(to, {:max_spooled_disk, max})
+        after
+          10 ->
+            now =
+              Enum.sum(for s <- subjects, do: Breakwater.status(s).counters.spooled_disk_events)
+
+            loop.(loop, max(max, now))
+        end
+      end
+
+      loop.(loop, 0)
+    end)
   end
 
   defp liveness do

@@ -4,7 +4,7 @@ defmodule Breakwater.Ledger.Worker do
 
   The worker loops: ask the breaker (`admit_write`: the breaker alone decides, since
   draining is what relieves backpressure), take a batch with `Breakwater.drain/2`
-  (memory first; the disk spool refills memory in order when memory is empty), write
+  (overflow files are read back in order when the batch reaches them), write
   it in a supervised task under the policy's `call_timeout_ms`, then `ack` it when the
   ledger returned `:ok` or `nack` it otherwise, and record the outcome with its
   latency and the admission's token, so that the outcome counts for the admission it

@@ -12,8 +12,12 @@
 //! - [`subject`]: a subject's breaker, backpressure, counters and spool together.
 //! - [`counters`]: per-thread striped counters on separate cache lines.
 //! - [`window`]: the optional failure-rate window.
-//! - [`segment`], [`pool`], [`spool`]: event storage, the shared segment budget, and a
-//!   subject's chain with two-phase drain.
+//! - [`record`], [`segment`], [`pool`], [`stripe`], [`spool`]: event storage (records
+//!   in segment files, the pool of mapped segments that is the memory budget, one
+//!   write stripe per scheduler thread) and a subject's spool with two-phase drain;
+//!   [`stamp`] orders events across stripes.
+//! - [`store`], [`meta`], [`recovery`]: the spool directory and its durability, each
+//!   subject's counters and cursors on disk, and recovery at start.
 //! - [`registry`]: all subjects, found by name without a lock; creation, removal and
 //!   idle expiry, in two rooms ([`lifecycle`]); [`table`] is its lock-free name table
 //!   and [`retire`] the grace period before removed memory is freed.
@@ -42,14 +46,20 @@ pub mod breaker;
 pub mod clock;
 pub mod counters;
 pub mod lifecycle;
+pub mod meta;
 pub mod policy;
 pub mod pool;
 pub mod probes;
+pub mod record;
+pub mod recovery;
 pub mod registry;
 pub mod retire;
 pub mod segment;
 pub mod spool;
+pub mod stamp;
 pub mod state;
+pub mod store;
+pub mod stripe;
 pub mod subject;
 pub mod table;
 pub mod transition;

@@ -299,7 +299,8 @@ pub struct PoolConfig {
     pub segments: u32,
     /// Events a segment holds at most.
     pub segment_capacity: u32,
-    /// Bytes of event data a segment holds at most.
+    /// Bytes of records a segment holds at most: each event takes its bytes rounded up
+    /// to 8, plus a 16-byte record header.
     pub segment_bytes: u32,
     /// Largest event accepted.
     pub max_event_bytes: u32,
@@ -316,8 +317,11 @@ impl Default for PoolConfig {
     }
 }
 
-/// Largest segment the pool accepts (the index of an event's end is a `u32`).
+/// Largest segment the pool accepts (offsets within a segment are `u32`).
 pub const MAX_SEGMENT_BYTES: u32 = 1 << 30;
+
+/// Bytes a segment needs beyond its largest event: the record header and padding.
+pub const RECORD_OVERHEAD: u32 = 24;
 
 impl PoolConfig {
     /// Every rule this geometry breaks.
@@ -332,15 +336,17 @@ impl PoolConfig {
         );
         check(
             &mut e,
-            (1..=MAX_SEGMENT_BYTES).contains(&self.segment_bytes),
+            (64..=MAX_SEGMENT_BYTES).contains(&self.segment_bytes),
             "segment_bytes",
-            "an integer in 1..1073741824",
+            "an integer in 64..1073741824",
         );
         check(
             &mut e,
-            self.max_event_bytes >= 1 && self.max_event_bytes <= self.segment_bytes,
+            self.max_event_bytes >= 1
+                && u64::from(self.max_event_bytes) + u64::from(RECORD_OVERHEAD)
+                    <= u64::from(self.segment_bytes),
             "max_event_bytes",
-            "an integer >= 1 and <= segment_bytes",
+            "an integer >= 1 and <= segment_bytes - 24",
         );
         if e.is_empty() {
             Ok(())
@@ -349,10 +355,19 @@ impl PoolConfig {
         }
     }
 
-    /// Bytes the pool allocates: event data plus the per-event end index.
+    /// Bytes the pool allocates (in memory, or in pool files mapped into memory): each
+    /// segment's records plus its header page.
     pub fn footprint_bytes(&self) -> u64 {
         u64::from(self.segments)
-            * (u64::from(self.segment_bytes) + 4 * u64::from(self.segment_capacity))
+            * (u64::from(self.segment_bytes) + crate::segment::HEADER_BYTES as u64)
+    }
+
+    /// A segment's geometry.
+    pub fn geometry(&self) -> crate::segment::Geometry {
+        crate::segment::Geometry {
+            data_bytes: self.segment_bytes,
+            max_records: self.segment_capacity,
+        }
     }
 }
 

@@ -1,4 +1,5 @@
-//! The registry: every subject, found by name without a lock, and the ring pool.
+//! The registry: every subject, found by name without a lock, and the spool's store
+//! (the ring pool and the spool directory).
 //!
 //! Subjects live in a [`NameTable`]: lookups are a hash, a few `Acquire` loads and a
 //! name comparison, with no lock, no reference count and no write to shared memory —
@@ -18,7 +19,7 @@
 //! # Removal and reclamation
 //!
 //! [`Registry::remove`] takes a subject out of the table (a tombstone), after
-//! [`Subject::prepare_removal`] has checked, under the spool's lock, that nothing is
+//! [`Subject::prepare_removal`] has checked, under the spool's locks, that nothing is
 //! spooled and closed the subject so that nothing can be spooled into it any more. The
 //! subject itself is not freed: a lookup that loaded its pointer just before may still
 //! be using it. It is retired ([`crate::retire`]) and dropped after a grace period
@@ -39,7 +40,9 @@ use crate::clock::Clock;
 use crate::lifecycle::Class;
 use crate::policy::{Policy, PolicyError, PoolConfig};
 use crate::pool::RingPool;
+use crate::recovery;
 use crate::retire::Retired;
+use crate::store::{Store, StoreConfig};
 use crate::subject::{Spooled, Subject};
 use crate::table::{NameTable, Named};
 use crate::transition::{Transition, Transitions};
@@ -180,10 +183,10 @@ pub struct RegistryStats {
     pub removed: u64,
 }
 
-/// Every subject and the pool they share.
+/// Every subject and the store they share.
 pub struct Registry<C: Clock> {
     clock: C,
-    pool: RingPool,
+    store: Store,
     table: AtomicPtr<NameTable<Subject>>,
     table_capacity: usize,
     max_subjects: AtomicUsize,
@@ -199,15 +202,52 @@ pub struct Registry<C: Clock> {
 }
 
 impl<C: Clock> Registry<C> {
-    /// Builds a registry (validating `config`) and its whole pool.
+    /// Builds a registry (validating `config`) and its whole pool, in memory (no spool
+    /// directory).
     pub fn new(config: RegistryConfig, clock: C) -> Result<Self, Vec<PolicyError>> {
         config.validate()?;
+        let store = Store::memory(config.pool);
+        Ok(Self::with_store(config, store, clock))
+    }
+
+    /// Builds a registry (validating `config`) on the spool `spool` describes, and
+    /// recovers what its directory holds: the subjects found are created with the
+    /// default policy and get their spools back. What recovery had to say is in the
+    /// store's reports ([`Store::take_reports`]). Blocking file I/O: call it from a
+    /// dirty scheduler or a thread of its own.
+    pub fn open(
+        config: RegistryConfig,
+        spool: StoreConfig,
+        clock: C,
+    ) -> Result<Self, Vec<PolicyError>> {
+        config.validate()?;
+        let opened = recovery::open(config.pool, spool);
+        let reg = Self::with_store(config, opened.store, clock);
+        for (name, recovered) in opened.subjects {
+            match reg.subject(&name) {
+                Ok(s) => s.restore(recovered),
+                Err(e) => reg.store.report(crate::store::Report {
+                    level: crate::store::Level::Error,
+                    kind: "skipped",
+                    subject: Some(name.clone()),
+                    message: format!(
+                        "breakwater spool of {:?} not recovered ({e:?}): its files are left \
+                         as they are",
+                        String::from_utf8_lossy(&name)
+                    ),
+                }),
+            }
+        }
+        Ok(reg)
+    }
+
+    fn with_store(config: RegistryConfig, store: Store, clock: C) -> Self {
         // Two rooms of `max_subjects`, at most half the slots live.
         let capacity = (config.max_subjects * 4).next_power_of_two().max(16);
         let table = Box::new(NameTable::new(capacity));
-        Ok(Self {
+        Self {
             clock,
-            pool: RingPool::new(config.pool),
+            store,
             table: AtomicPtr::new(Box::into_raw(table)),
             table_capacity: capacity,
             max_subjects: AtomicUsize::new(config.max_subjects),
@@ -220,7 +260,7 @@ impl<C: Clock> Registry<C> {
             reclaim_grace_ms: AtomicU64::new(DEFAULT_RECLAIM_GRACE_MS),
             rebuilds: AtomicU64::new(0),
             removed: AtomicU64::new(0),
-        })
+        }
     }
 
     /// The clock.
@@ -230,7 +270,29 @@ impl<C: Clock> Registry<C> {
 
     /// The ring pool.
     pub fn pool(&self) -> &RingPool {
-        &self.pool
+        self.store.pool()
+    }
+
+    /// The spool's store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Writes every subject's spool files to disk (`fsync` durability; a process of its
+    /// own calls this, never a router). Returns the first error.
+    pub fn sync(&self) -> std::io::Result<()> {
+        let mut first = None;
+        for s in self.subjects() {
+            if let Err(e) = s.sync() {
+                first.get_or_insert(e);
+            }
+        }
+        if let Some(d) = self.store.dir() {
+            if let Err(e) = d.sync() {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
     }
 
     #[inline]
@@ -405,7 +467,7 @@ impl<C: Clock> Registry<C> {
             return Err(RegistryError::TooManySubjects { max });
         }
         let policy = policy.unwrap_or_else(|| (*self.default_policy()).clone());
-        let subject = Box::new(Subject::new(name, policy, self.pool.config().segments));
+        let subject = Box::new(Subject::new(name, policy, self.pool().config().segments));
         subject.lifecycle().set_class(class);
         subject.lifecycle().start(self.clock.now_ms());
         let p = Box::into_raw(subject);
@@ -421,7 +483,7 @@ impl<C: Clock> Registry<C> {
     pub fn remove(&self, name: &[u8]) -> Result<(), RemoveError> {
         let _serialised = self.changes.lock();
         let s = self.get(name).ok_or(RemoveError::Unknown)?;
-        s.prepare_removal()
+        s.prepare_removal(&self.store)
             .map_err(|Spooled::Events| RemoveError::Spooled)?;
         self.unlink(name);
         Ok(())
@@ -499,7 +561,7 @@ impl<C: Clock> Registry<C> {
             if s.lifecycle().class() != Class::Dynamic || !s.word().is_quiet() {
                 continue;
             }
-            if s.prepare_removal().is_ok() {
+            if s.prepare_removal(&self.store).is_ok() {
                 self.unlink(&name);
                 removed.push(name);
             }
@@ -538,7 +600,7 @@ impl<C: Clock> Registry<C> {
     pub fn tick<'a>(&'a self, out: &mut Vec<(&'a Subject, Transition)>) {
         for s in self.subjects() {
             let mut t = Transitions::new();
-            s.tick(&self.pool, &self.clock, &mut t);
+            s.tick(&self.store, &self.clock, &mut t);
             out.extend(t.iter().map(|t| (s, *t)));
         }
     }
@@ -657,11 +719,15 @@ mod tests {
         let r = registry(4);
         let s = r.subject(b"s").unwrap();
         let mut t = Transitions::new();
-        s.enqueue(r.pool(), b"e", r.clock(), &mut t).unwrap();
+        s.enqueue(r.store(), b"e", r.clock(), &mut t).unwrap();
         assert_eq!(r.remove(b"s"), Err(RemoveError::Spooled));
-        let (batch, _) = s.drain(10, 1 << 20, 1, |_, _| ()).unwrap();
+        let crate::spool::Taken::Batch(batch, ()) =
+            s.drain(r.store(), 10, 1 << 20, 1, r.clock(), &mut t, |_, _| ())
+        else {
+            panic!("a batch")
+        };
         assert_eq!(r.remove(b"s"), Err(RemoveError::Spooled), "in flight");
-        s.ack(r.pool(), batch.id, r.clock(), &mut t).unwrap();
+        s.ack(r.store(), batch.id, r.clock(), &mut t).unwrap();
         assert_eq!(
             r.pool().free_segments(),
             r.pool().config().segments as usize
@@ -669,7 +735,7 @@ mod tests {
         assert_eq!(r.remove(b"s"), Ok(()));
         // A store on the old reference is refused, not lost.
         assert_eq!(
-            s.enqueue(r.pool(), b"late", r.clock(), &mut t),
+            s.enqueue(r.store(), b"late", r.clock(), &mut t),
             Err(crate::subject::EnqueueError::Removed)
         );
         // The name gets a fresh subject.
@@ -687,7 +753,7 @@ mod tests {
         r.configured(b"configured").unwrap();
         let busy = r.subject(b"busy").unwrap();
         let spooled = r.subject(b"spooled").unwrap();
-        spooled.enqueue(r.pool(), b"e", r.clock(), &mut t).unwrap();
+        spooled.enqueue(r.store(), b"e", r.clock(), &mut t).unwrap();
         let open = r.subject(b"open").unwrap();
         open.force_open(r.clock(), &mut t);
         assert!(

@@ -1,36 +1,72 @@
-//! A subject's spool: its chain of segments, and two-phase, at-least-once drain.
+//! A subject's spool: per-thread stripes on the write side, one merged, two-phase,
+//! at-least-once drain on the read side.
 //!
-//! Every event accepted gets the next sequence number. The spool keeps three cursors,
-//! `head <= take <= tail`:
+//! # Writing
+//!
+//! An enqueue appends a record to the calling thread's stripe ([`crate::stripe`]): the
+//! stripe's lock, a stamp, a copy into the stripe's current segment, and two counter
+//! stores into the subject's meta file. When the segment is full the stripe takes the
+//! next one: from the pool while the subject is under its quota, else an overflow file
+//! (policy `overflow: :disk`), else the drop policy applies. Nothing on this path is
+//! shared with another thread's stripe, with one exception kept rare: the subject's
+//! depth mirror, which a stripe adds to every [`LAZY_BATCH`] events, or at once when the
+//! depth is near the backpressure thresholds (so transitions happen at exactly the
+//! depth they would without batching).
+//!
+//! # Draining
+//!
+//! The drain side (under the spool's drain lock) learns what was written by a **cut**:
+//! it takes every stripe's lock at once, moves each stripe's newly activated segments
+//! into its chain and notes how many records each stripe holds, then lets go. A record
+//! inside the cut was published before the cut; a record after it was stamped after
+//! every record inside it. Records are handed out in `(epoch, stamp)` order across
+//! stripes (a merge; within a stripe they are in order already). Together this keeps
+//! FIFO per producer process: if a process enqueued `a` then `b`, on any schedulers,
+//! `b`'s stamp is not below `a`'s ([`crate::stamp`]), and `b` is inside a cut only if `a`
+//! is.
+//!
+//! Merged records get positions in one *merged sequence*; `runs` map merged positions
+//! back to `(stripe, record)`; `ranges` tile the merged positions handed out so far,
+//! exactly as a single queue's would:
 //!
 //! ```text
-//!   released │ taken at least once: in flight, nacked or done │ never taken │
-//!   ─────────┼────────────────────────────────────────────────┼─────────────┼──▶ seq
-//!          head                                             take          tail
+//!   released │ taken at least once: in flight, nacked or done │ never taken (in stripes)
+//!   ─────────┼────────────────────────────────────────────────┼──────────────────▶
+//!          head                                             take
 //! ```
 //!
-//! `ranges` covers `head..take` exactly, in order, with contiguous ranges that are
-//! [`Kind::InFlight`] (a batch handed out, waiting for ack or nack), [`Kind::Nacked`]
-//! (to be handed out again before anything newer) or [`Kind::Done`] (acknowledged, or
-//! discarded by `drop_oldest`). Whenever the first range is done, `head` moves past it,
-//! and every segment wholly below `head` goes back to the pool.
+//! [`Kind::InFlight`] ranges are batches waiting for ack or nack, [`Kind::Nacked`] ones
+//! are handed out again before anything newer, [`Kind::Done`] ones are acknowledged,
+//! discarded (`drop_oldest`) or lost. When the first range is done, `head` moves past
+//! it: each run it passes moves its stripe's durable cursor (`released`, persisted in
+//! the meta file: the ack cursor, moved after ack only), and a segment whose records
+//! are all released goes back to the pool (or, an overflow file, is deleted).
 //!
-//! Invariants, checked by [`Spool::check_invariants`] in the tests:
-//! - the chain's segments hold `head'..tail` back to back for some `head' <= head`;
-//! - `ranges` tile `head..take`; a batch id names at most one range;
-//! - `stats.spooled_events` = events in `head..tail` not done = in flight + nacked +
-//!   never taken; likewise for bytes;
-//! - accounting: `enqueued = delivered + spooled + dropped_oldest + evacuated` (events
-//!   and bytes), where `evacuated` left memory for the disk spool at application stop.
-//!
-//! The spool is not synchronised; the subject holds it in a mutex.
+//! Invariants (checked by [`Spool::check_invariants`] in the tests):
+//! - `ranges` tile `head..take`; a batch id names at most one range; `runs` cover
+//!   `head..take` in order, and each stripe's runs are in its record order;
+//! - per stripe, `released <= taken <= end`, and `lost` ranges lie in `released..end`;
+//! - accounting: `enqueued = delivered + dropped_oldest + lost + spooled` (events);
+//!   in-flight events are spooled until acked.
 
+use crate::counters::thread_index;
+use crate::meta::{self, live, Counters, LostReason, MetaFile, State, StripeState};
 use crate::policy::{DropPolicy, Overflow};
-use crate::pool::RingPool;
-use crate::segment::{Piece, Segment};
+use crate::record::{self, Parsed};
+use crate::segment::{Kind as SegKind, Segment};
+use crate::store::{Level, Report, Store};
+use crate::stripe::{Stripe, StripeKey, MAX_STRIPES};
+use crossbeam_utils::CachePadded;
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
-/// State of a range of taken events.
+/// Events a stripe appends before it adds them to the subject's depth (when the depth
+/// is far from every threshold).
+pub const LAZY_BATCH: u64 = 64;
+
+/// State of a range of merged positions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     /// Handed out in batch `batch` to `owner`; waiting for ack or nack.
@@ -42,8 +78,19 @@ pub enum Kind {
     },
     /// Handed out, then nacked: delivered again before newer events.
     Nacked,
-    /// Acknowledged or discarded.
-    Done,
+    /// Finished: counted when `head` passes it (with the durable cursor).
+    Done(How),
+}
+
+/// How a range was finished.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum How {
+    /// Acknowledged.
+    Delivered,
+    /// Discarded to make room (`drop_oldest`).
+    Dropped,
+    /// Lost records skipped (counted when found).
+    Skipped,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,85 +98,114 @@ struct Range {
     start: u64,
     end: u64,
     kind: Kind,
+    /// Bytes of its events.
+    bytes: u64,
+}
+
+/// What a run of merged positions holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RunKind {
+    /// Records to read.
+    Data,
+    /// Records already counted (lost, or discarded): nothing to read.
+    Skip,
+}
+
+/// Merged positions `merged .. merged + len` are records `seq .. seq + len` of reader
+/// `reader`, from data offset `offset` of segment `seg_seq` (a data run never crosses a
+/// segment).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Run {
+    merged: u64,
+    len: u64,
+    reader: u32,
+    seq: u64,
+    seg_seq: u64,
+    offset: u32,
+    bytes: u64,
+    kind: RunKind,
 }
 
 /// Exact counts of what happened to a spool's events.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SpoolStats {
-    /// Events accepted into memory.
+    /// Events accepted (appended to a stripe).
     pub enqueued_events: u64,
-    /// Bytes accepted into memory.
+    /// Bytes of those.
     pub enqueued_bytes: u64,
     /// Events acknowledged by a taker.
     pub delivered_events: u64,
-    /// Bytes acknowledged by a taker.
+    /// Bytes of those.
     pub delivered_bytes: u64,
-    /// Events handed out by `take` (redeliveries included).
+    /// Events handed out (redeliveries included).
     pub taken_events: u64,
-    /// Events nacked (each will be handed out again).
+    /// Events handed out again: after a nack, a taker's death, or a crash.
     pub redelivered_events: u64,
-    /// Events refused because the pool had no room (`drop_newest`).
+    /// Events refused for lack of room (`drop_newest`; `pool_exhausted`).
     pub dropped_newest_events: u64,
-    /// Bytes refused because the pool had no room.
+    /// Bytes of those.
     pub dropped_newest_bytes: u64,
-    /// Spooled events discarded to make room (`drop_oldest`).
+    /// Pending events discarded to make room (`drop_oldest`).
     pub dropped_oldest_events: u64,
-    /// Spooled bytes discarded to make room.
+    /// Bytes of those.
     pub dropped_oldest_bytes: u64,
-    /// Events handed back to the caller for the disk spool (`overflow: disk`).
-    pub overflow_events: u64,
-    /// Bytes handed back to the caller for the disk spool.
-    pub overflow_bytes: u64,
-    /// Events in memory now: in flight, nacked or never taken.
+    /// Events refused because the spool could not store them (`spool_unavailable`).
+    pub unavailable_events: u64,
+    /// Bytes of those.
+    pub unavailable_bytes: u64,
+    /// Events refused because the subject's overflow files reached `disk_max_bytes`.
+    pub disk_full_events: u64,
+    /// Bytes of those.
+    pub disk_full_bytes: u64,
+    /// Events lost, by [`LostReason`] index.
+    pub lost_events: [u64; meta::LOST_REASONS],
+    /// Bytes of those, where known.
+    pub lost_bytes: [u64; meta::LOST_REASONS],
+    /// Events spooled now: in flight, nacked or never taken.
     pub spooled_events: u64,
-    /// Bytes in memory now.
+    /// Bytes of those.
     pub spooled_bytes: u64,
+    /// Of the spooled events, those in overflow files.
+    pub spooled_disk_events: u64,
     /// Events in batches waiting for ack or nack.
     pub in_flight_events: u64,
-    /// Segments the spool holds now.
+    /// Pool segments the spool holds.
     pub segments: u32,
-    /// Events moved from memory to the disk spool (application stop).
-    pub evacuated_events: u64,
-    /// Bytes moved from memory to the disk spool.
-    pub evacuated_bytes: u64,
-    /// Events moved from the disk spool back into memory.
-    pub refilled_events: u64,
-    /// Overflow events the disk spool could not store (disk full, write error).
-    pub disk_dropped_events: u64,
-    /// Bytes of those.
-    pub disk_dropped_bytes: u64,
-    /// Events found in the disk spool at start that this node had not counted.
-    pub disk_recovered_events: u64,
+    /// Overflow files the spool holds.
+    pub overflow_segments: u32,
+    /// Stripes (of this run and earlier ones) with records.
+    pub stripes: u32,
 }
 
 impl SpoolStats {
-    /// Events in the disk spool: in by overflow, evacuation and recovery, out by refill
-    /// or a failed write.
-    pub fn disk_pending_events(&self) -> u64 {
-        (self.overflow_events + self.evacuated_events + self.disk_recovered_events)
-            .saturating_sub(self.disk_dropped_events + self.refilled_events)
-    }
-
-    /// Events offered by callers of `push` (refills from disk excluded).
+    /// Events offered to `enqueue` (accepted or refused).
     pub fn offered_events(&self) -> u64 {
-        self.enqueued_events - self.refilled_events
+        self.enqueued_events
             + self.dropped_newest_events
-            + self.overflow_events
+            + self.unavailable_events
+            + self.disk_full_events
     }
 
-    /// Events dropped for good, by every cause.
+    /// Events dropped: refused for lack of room, discarded, refused by the disk.
     pub fn dropped_events(&self) -> u64 {
-        self.dropped_newest_events + self.dropped_oldest_events + self.disk_dropped_events
+        self.dropped_newest_events
+            + self.dropped_oldest_events
+            + self.unavailable_events
+            + self.disk_full_events
     }
-}
 
-/// How an acknowledged batch left memory.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Release {
-    /// Delivered to the ledger.
-    Delivered,
-    /// Written to the disk spool (application stop).
-    Evacuated,
+    /// Bytes dropped.
+    pub fn dropped_bytes(&self) -> u64 {
+        self.dropped_newest_bytes
+            + self.dropped_oldest_bytes
+            + self.unavailable_bytes
+            + self.disk_full_bytes
+    }
+
+    /// Events lost, every reason.
+    pub fn lost_total(&self) -> u64 {
+        self.lost_events.iter().sum()
+    }
 }
 
 /// What became of an event offered to [`Spool::push`].
@@ -144,11 +220,17 @@ pub enum PushOutcome {
         /// Bytes discarded.
         bytes: u64,
     },
-    /// No room: refused and counted as dropped (`drop_newest`, or `drop_oldest` when the
-    /// oldest segment is pinned by a batch in flight).
+    /// No room: refused and counted (`drop_newest`, or `drop_oldest` with nothing that
+    /// could be discarded).
     Refused,
-    /// No room: the caller must put the event on the disk spool (`overflow: disk`).
-    Overflow,
+    /// The spool cannot store it (disk full, unwritable, a failing write): refused,
+    /// counted.
+    Unavailable,
+    /// The subject's overflow files reached `disk_max_bytes`: refused, counted.
+    DiskFull,
+    /// The spool was closed ([`Spool::close`]: its subject is being removed): nothing
+    /// stored, nothing counted.
+    Removed,
 }
 
 /// Whether a push obtained a segment or found none.
@@ -158,8 +240,20 @@ pub enum SegmentEvent {
     None,
     /// A segment was obtained from the pool.
     Acquired,
-    /// No segment could be had: quota reached or pool empty.
+    /// No pool segment could be had: quota reached or pool empty (an overflow file
+    /// may have been used instead).
     Exhausted,
+}
+
+/// The result of a push.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Push {
+    /// What became of the event.
+    pub outcome: PushOutcome,
+    /// Whether a segment was obtained or missed.
+    pub segment: SegmentEvent,
+    /// The depth mirror after this push, when it changed.
+    pub depth: Option<u64>,
 }
 
 /// A batch handed out by [`Spool::take`].
@@ -167,11 +261,11 @@ pub enum SegmentEvent {
 pub struct Batch {
     /// Id to ack or nack it with.
     pub id: u64,
-    /// First sequence number.
+    /// First merged position.
     pub start: u64,
-    /// Sequence number after the last.
+    /// Merged position after the last.
     pub end: u64,
-    /// Bytes in the batch.
+    /// Bytes of its events.
     pub bytes: u64,
 }
 
@@ -194,321 +288,383 @@ pub enum BatchError {
     UnknownBatch,
 }
 
-/// A subject's chain of segments and its drain cursors.
-pub struct Spool {
-    chain: VecDeque<Box<Segment>>,
+/// What [`Spool::take`] found.
+pub enum Taken<R> {
+    /// A batch, and what `read` returned.
+    Batch(Batch, R),
+    /// Nothing pending.
+    Empty,
+    /// The next events are in overflow files not read back yet: call
+    /// [`Spool::load`] (blocking I/O, off the routers' paths), then take again.
+    NeedsLoad,
+}
+
+/// A stripe of an earlier run, as recovery rebuilt it.
+pub struct RecoveredStripe {
+    /// Its name.
+    pub key: StripeKey,
+    /// Its segments, in order (gaps are in `lost`).
+    pub chain: Vec<Box<Segment>>,
+    /// Records it appended.
+    pub end: u64,
+    /// Every record below is released.
+    pub released: u64,
+    /// Every record below was handed out before the crash.
+    pub taken: u64,
+    /// Records known lost (counted), ascending, disjoint, within `released..end`.
+    pub lost: Vec<(u64, u64)>,
+}
+
+/// A subject's spool as recovery rebuilt it.
+pub struct Recovered {
+    /// Its meta file (its state already rewritten for this run).
+    pub meta: Option<MetaFile>,
+    /// Counters, losses found at recovery included.
+    pub counters: Counters,
+    /// Its stripes.
+    pub stripes: Vec<RecoveredStripe>,
+}
+
+/// Where a reader's next record is.
+#[derive(Clone, Copy, Debug)]
+struct Cursor {
+    seq: u64,
+    seg_seq: u64,
+    offset: usize,
+}
+
+/// What a reader has next.
+enum Head {
+    /// Nothing (as of the last cut).
+    None,
+    /// Records up to this sequence are known lost: skip them.
+    Lost(u64),
+    /// Records up to this sequence are not where they should be (a segment is gone,
+    /// or ends early): count them lost, then skip them.
+    Gap(u64, LostReason),
+    /// The segment holding the next record must be read back first.
+    Load,
+    /// A record.
+    Record {
+        stamp: u64,
+        len: usize,
+        size: usize,
+        seg_seq: u64,
+        offset: usize,
+    },
+}
+
+/// A reader's next record, in a merge: its order key `(epoch, stamp, reader)` and
+/// place.
+#[derive(Clone, Copy)]
+struct HeadAt {
+    key: (u32, u64, u32),
+    len: usize,
+    size: usize,
+    seg_seq: u64,
+    offset: usize,
+}
+
+/// The drain side's view of one stripe.
+struct Reader {
+    key: StripeKey,
+    /// The live stripe (this run's), else null.
+    stripe: *const Stripe,
+    live_slot: Option<u16>,
+    chain: VecDeque<Arc<Segment>>,
+    /// Records known (as of the last cut, for a live stripe).
+    end: u64,
+    /// Sequence of the segment that was open at the last cut, and its readable bytes.
+    open_seg: Option<(u64, usize)>,
+    released: u64,
+    taken: u64,
+    redeliver_until: u64,
+    lost: VecDeque<(u64, u64)>,
+    cursor: Option<Cursor>,
+}
+
+// SAFETY: `stripe` points at a stripe owned by the same spool, freed only when the
+// spool is dropped (after the drain state).
+unsafe impl Send for Reader {}
+
+impl Reader {
+    fn new(key: StripeKey, stripe: *const Stripe, live_slot: Option<u16>) -> Self {
+        Self {
+            key,
+            stripe,
+            live_slot,
+            chain: VecDeque::new(),
+            end: 0,
+            open_seg: None,
+            released: 0,
+            taken: 0,
+            redeliver_until: 0,
+            lost: VecDeque::new(),
+            cursor: None,
+        }
+    }
+
+    fn live(&self) -> bool {
+        !self.stripe.is_null()
+    }
+
+    fn seg_index(&self, seg_seq: u64) -> Option<usize> {
+        let i = self.chain.partition_point(|s| s.seg_seq() < seg_seq);
+        (i < self.chain.len() && self.chain[i].seg_seq() == seg_seq).then_some(i)
+    }
+
+    /// Sequence after the last record of chain segment `i` (the cut's end for the
+    /// segment open at the cut).
+    fn seg_end(&self, i: usize) -> u64 {
+        let s = &self.chain[i];
+        match s.sealed() {
+            Some(n) => (s.first_seq() + n).min(self.end.max(s.first_seq())),
+            None => self.end,
+        }
+    }
+
+    fn data<'a>(&self, s: &'a Segment) -> Option<&'a [u8]> {
+        let len = match self.open_seg {
+            Some((seq, bytes)) if seq == s.seg_seq() => bytes,
+            _ => s.geometry().data_bytes as usize,
+        };
+        s.data(len)
+    }
+
+    /// The segment holding record `seq`, if the chain has it.
+    fn find(&self, seq: u64) -> Option<usize> {
+        let i = self.chain.partition_point(|s| s.first_seq() <= seq);
+        if i == 0 {
+            return None;
+        }
+        let i = i - 1;
+        (seq < self.seg_end(i)).then_some(i)
+    }
+
+    fn head(&mut self) -> Head {
+        if self.taken >= self.end {
+            return Head::None;
+        }
+        if let Some(&(a, b)) = self.lost.front() {
+            if a <= self.taken {
+                return Head::Lost(b.min(self.end).max(self.taken + 1));
+            }
+        }
+        let stop = self
+            .lost
+            .front()
+            .map_or(self.end, |&(a, _)| a.min(self.end));
+        let Some(i) = self.find(self.taken) else {
+            // Not in any segment: up to the next segment (or the end) is gone.
+            let next = self.chain.partition_point(|s| s.first_seq() <= self.taken);
+            let until = self
+                .chain
+                .get(next)
+                .map_or(stop, |s| s.first_seq().min(stop));
+            return Head::Gap(until.max(self.taken + 1), LostReason::Missing);
+        };
+        let seg = &self.chain[i];
+        let Some(data) = self.data(seg) else {
+            return Head::Load;
+        };
+        let (mut seq, mut off) = match self.cursor {
+            Some(c) if c.seg_seq == seg.seg_seq() && c.seq <= self.taken => (c.seq, c.offset),
+            _ => (seg.first_seq(), 0),
+        };
+        let seg_end = self.seg_end(i);
+        loop {
+            match record::parse(data.get(off..).unwrap_or(&[]), false) {
+                Parsed::Valid {
+                    stamp,
+                    payload,
+                    size,
+                } => {
+                    if seq == self.taken {
+                        self.cursor = Some(Cursor {
+                            seq,
+                            seg_seq: seg.seg_seq(),
+                            offset: off,
+                        });
+                        return Head::Record {
+                            stamp,
+                            len: payload.len(),
+                            size,
+                            seg_seq: seg.seg_seq(),
+                            offset: off,
+                        };
+                    }
+                    seq += 1;
+                    off += size;
+                }
+                Parsed::Corrupt { size } => {
+                    seq += 1;
+                    off += size;
+                }
+                Parsed::End | Parsed::Truncated => {
+                    // The segment ends before the records it should hold.
+                    return Head::Gap(seg_end.min(stop).max(self.taken + 1), LostReason::Truncated);
+                }
+            }
+        }
+    }
+
+    fn advance(&mut self, seg_seq: u64, offset: usize, size: usize) {
+        self.taken += 1;
+        self.cursor = Some(Cursor {
+            seq: self.taken,
+            seg_seq,
+            offset: offset + size,
+        });
+        // At a segment's end, the next record is in the next segment.
+        if let Some(i) = self.seg_index(seg_seq) {
+            if self.taken >= self.seg_end(i) {
+                self.cursor = None;
+            }
+        }
+    }
+
+    fn add_lost(&mut self, a: u64, b: u64) {
+        let i = self.lost.partition_point(|&(s, _)| s < a);
+        self.lost.insert(i, (a, b));
+        // Merge neighbours.
+        let mut merged: VecDeque<(u64, u64)> = VecDeque::with_capacity(self.lost.len());
+        for &(s, e) in &self.lost {
+            match merged.back_mut() {
+                Some(last) if s <= last.1 => last.1 = last.1.max(e),
+                _ => merged.push_back((s, e)),
+            }
+        }
+        self.lost = merged;
+    }
+
+    fn is_lost(&self, seq: u64) -> bool {
+        self.lost.iter().any(|&(a, b)| a <= seq && seq < b)
+    }
+}
+
+/// The drain side of a spool, under its lock.
+struct Drain {
+    readers: Vec<Option<Reader>>,
+    /// Reader index of each live stripe slot.
+    live: [Option<u32>; MAX_STRIPES],
+    runs: VecDeque<Run>,
+    ranges: VecDeque<Range>,
     head: u64,
     take: u64,
-    tail: u64,
-    ranges: VecDeque<Range>,
     next_batch: u64,
-    stats: SpoolStats,
+    counters: Counters,
+    in_flight: u64,
+    meta: Option<MetaFile>,
+    meta_failed: bool,
 }
 
-impl Default for Spool {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Spool {
-    /// An empty spool holding no segment.
-    pub fn new() -> Self {
+impl Drain {
+    fn new() -> Self {
         Self {
-            chain: VecDeque::new(),
+            readers: Vec::new(),
+            live: [None; MAX_STRIPES],
+            runs: VecDeque::new(),
+            ranges: VecDeque::new(),
             head: 0,
             take: 0,
-            tail: 0,
-            ranges: VecDeque::new(),
             next_batch: 1,
-            stats: SpoolStats::default(),
+            counters: Counters::default(),
+            in_flight: 0,
+            meta: None,
+            meta_failed: false,
         }
     }
 
-    /// Events waiting for the ledger: spooled in memory (in flight included) plus
-    /// waiting in the disk spool. This is the spool's part of the subject's depth.
-    pub fn waiting_events(&self) -> u64 {
-        self.stats.spooled_events + self.stats.disk_pending_events()
+    fn reader(&self, i: u32) -> &Reader {
+        self.readers[i as usize].as_ref().expect("a reader in use")
     }
 
-    /// The spool's counts.
-    pub fn stats(&self) -> SpoolStats {
-        SpoolStats {
-            segments: self.chain.len() as u32,
-            ..self.stats
+    fn reader_mut(&mut self, i: u32) -> &mut Reader {
+        self.readers[i as usize].as_mut().expect("a reader in use")
+    }
+
+    fn add_reader(&mut self, r: Reader) -> u32 {
+        if let Some(i) = self.readers.iter().position(Option::is_none) {
+            self.readers[i] = Some(r);
+            i as u32
+        } else {
+            self.readers.push(Some(r));
+            (self.readers.len() - 1) as u32
         }
     }
 
-    /// Segments held.
-    pub fn segments(&self) -> usize {
-        self.chain.len()
-    }
-
-    /// Offers `event` to the spool. `quota` is the most segments this spool may hold.
-    pub fn push(
-        &mut self,
-        pool: &RingPool,
-        event: &[u8],
-        quota: u32,
-        drop_policy: DropPolicy,
-        overflow: Overflow,
-    ) -> (PushOutcome, SegmentEvent) {
-        if let Some(seg) = self.chain.back_mut() {
-            if seg.try_push(event) {
-                self.accepted(event.len());
-                return (PushOutcome::Accepted, SegmentEvent::None);
-            }
-        }
-        if self.chain.len() < quota as usize {
-            if let Some(seg) = pool.take() {
-                self.append_segment(seg, event);
-                return (PushOutcome::Accepted, SegmentEvent::Acquired);
-            }
-        }
-        let outcome = match (overflow, drop_policy) {
-            (Overflow::Disk, _) => self.overflow(event),
-            (Overflow::Drop, DropPolicy::DropOldest) => match self.drop_front_pending() {
-                Some((seg, events, bytes)) => {
-                    self.append_segment(seg, event);
-                    PushOutcome::AcceptedAfterDrop { events, bytes }
+    /// The cut: every live stripe's lock at once; new segments into the chains, record
+    /// counts noted, depth deltas collected. Returns the depth delta.
+    fn cut(&mut self) -> u64 {
+        let mut guards: Vec<(u32, MutexGuard<'_, crate::stripe::Writer>)> = Vec::new();
+        for (i, r) in self.readers.iter().enumerate() {
+            if let Some(r) = r {
+                if r.live() {
+                    // SAFETY: live stripes outlive the drain state (see Reader).
+                    let stripe = unsafe { &*r.stripe };
+                    guards.push((i as u32, stripe.w.lock()));
                 }
-                None => self.refuse(event),
-            },
-            (Overflow::Drop, DropPolicy::DropNewest) => self.refuse(event),
-        };
-        (outcome, SegmentEvent::Exhausted)
-    }
-
-    /// Puts an event read back from the disk spool into memory, if a segment has room
-    /// (never discarding anything, never overflowing). Returns false when it did not fit.
-    pub fn refill(&mut self, pool: &RingPool, event: &[u8], quota: u32) -> (bool, SegmentEvent) {
-        if self.chain.back_mut().is_some_and(|seg| seg.try_push(event)) {
-            self.accepted(event.len());
-            self.stats.refilled_events += 1;
-            return (true, SegmentEvent::None);
-        }
-        if self.chain.len() < quota as usize {
-            if let Some(seg) = pool.take() {
-                self.append_segment(seg, event);
-                self.stats.refilled_events += 1;
-                return (true, SegmentEvent::Acquired);
             }
         }
-        (false, SegmentEvent::None)
+        let mut delta = 0;
+        let mut updates = Vec::with_capacity(guards.len());
+        for (i, w) in guards.iter_mut() {
+            delta += std::mem::take(&mut w.depth_delta);
+            let open = w.current.as_ref().map(|s| (s.seg_seq(), w.offset));
+            updates.push((*i, std::mem::take(&mut w.handoff), w.end, open));
+        }
+        drop(guards);
+        for (i, handoff, end, open) in updates {
+            let r = self.reader_mut(i);
+            r.chain.extend(handoff);
+            r.end = end;
+            r.open_seg = open;
+            // Sealed overflow segments not being read are unmapped: memory holds the
+            // pool, the segments being written and those in use, nothing more.
+            let n = r.chain.len();
+            let (released, taken) = (r.released, r.taken);
+            for k in 0..n.saturating_sub(1) {
+                let first = r.chain[k].first_seq();
+                let in_use = {
+                    let end_k = r.seg_end(k);
+                    end_k > released && first <= taken
+                };
+                let seg = &mut r.chain[k];
+                if !in_use && seg.mapped() && matches!(seg.kind(), SegKind::Overflow(_)) {
+                    if let Some(s) = Arc::get_mut(seg) {
+                        s.unmap();
+                    }
+                }
+            }
+        }
+        delta
     }
 
-    /// Counts overflow events the disk spool failed to store.
-    pub fn disk_dropped(&mut self, events: u64, bytes: u64) {
-        self.stats.disk_dropped_events += events;
-        self.stats.disk_dropped_bytes += bytes;
+    fn live_readers(&self) -> impl Iterator<Item = &Reader> {
+        self.readers.iter().flatten()
     }
 
-    /// Counts events found in the disk spool at start that this node had not counted.
-    pub fn disk_recovered(&mut self, events: u64) {
-        self.stats.disk_recovered_events += events;
-    }
+    // ---- ranges --------------------------------------------------------------------
 
-    /// Counts `event` as handed to the disk spool without offering it to memory (the
-    /// subject's older events are on disk already).
-    pub fn overflow(&mut self, event: &[u8]) -> PushOutcome {
-        self.stats.overflow_events += 1;
-        self.stats.overflow_bytes += event.len() as u64;
-        PushOutcome::Overflow
-    }
-
-    fn refuse(&mut self, event: &[u8]) -> PushOutcome {
-        self.stats.dropped_newest_events += 1;
-        self.stats.dropped_newest_bytes += event.len() as u64;
-        PushOutcome::Refused
-    }
-
-    fn accepted(&mut self, bytes: usize) {
-        self.tail += 1;
-        self.stats.enqueued_events += 1;
-        self.stats.enqueued_bytes += bytes as u64;
-        self.stats.spooled_events += 1;
-        self.stats.spooled_bytes += bytes as u64;
-    }
-
-    fn append_segment(&mut self, mut seg: Box<Segment>, event: &[u8]) {
-        seg.reset(self.tail);
-        // The pool refuses geometries whose max event does not fit an empty segment and
-        // the subject refuses larger events, so this push cannot fail.
-        let fits = seg.try_push(event);
-        debug_assert!(
-            fits,
-            "an event of {} bytes did not fit an empty segment",
-            event.len()
-        );
-        self.chain.push_back(seg);
-        self.accepted(event.len());
-    }
-
-    fn segment_index(&self, seq: u64) -> usize {
-        self.chain.partition_point(|s| s.end_seq() <= seq)
-    }
-
-    /// Bytes of events `from..to`.
-    fn bytes_between(&self, from: u64, to: u64) -> u64 {
-        self.pieces(from, to).map(|p| p.data.len() as u64).sum()
-    }
-
-    /// Events `from..to` as contiguous pieces, one per segment they span.
-    pub fn pieces(&self, from: u64, to: u64) -> impl Iterator<Item = Piece<'_>> + '_ {
-        let first = self.segment_index(from);
-        self.chain
-            .range(first..)
-            .take_while(move |s| s.first_seq() < to)
-            .map(move |s| s.piece(from.max(s.first_seq()), to.min(s.end_seq())))
-            .filter(|p| !p.is_empty())
-    }
-
-    /// Ensures a range boundary at `seq` (which lies in `head..=take`).
-    fn split_at(&mut self, seq: u64) {
+    fn split_at(&mut self, pos: u64) {
         if let Some(i) = self
             .ranges
             .iter()
-            .position(|r| r.start < seq && seq < r.end)
+            .position(|r| r.start < pos && pos < r.end)
         {
             let r = self.ranges[i];
-            self.ranges[i].end = seq;
-            self.ranges.insert(i + 1, Range { start: seq, ..r });
+            let head_bytes = self.bytes_between(r.start, pos);
+            self.ranges[i].end = pos;
+            self.ranges[i].bytes = head_bytes;
+            self.ranges.insert(
+                i + 1,
+                Range {
+                    start: pos,
+                    bytes: r.bytes.saturating_sub(head_bytes),
+                    ..r
+                },
+            );
         }
-    }
-
-    /// Moves `head` past done ranges and returns wholly released segments to the pool.
-    /// Returns how many segments went back.
-    fn release(&mut self, pool: &RingPool) -> usize {
-        while let Some(r) = self.ranges.front() {
-            if r.kind != Kind::Done {
-                break;
-            }
-            self.head = r.end;
-            self.ranges.pop_front();
-        }
-        let mut released = 0;
-        while self.chain.front().is_some_and(|s| s.end_seq() <= self.head) {
-            if let Some(seg) = self.chain.pop_front() {
-                pool.give(seg);
-                released += 1;
-            }
-        }
-        released
-    }
-
-    /// Discards every pending (nacked or never taken) event of the oldest segment. If that
-    /// releases the segment, returns it (for reuse by the caller, so that no other
-    /// subject can take it in between) with the events and bytes discarded. Returns
-    /// `None`, discarding nothing, when a batch in flight pins the oldest segment.
-    fn drop_front_pending(&mut self) -> Option<(Box<Segment>, u64, u64)> {
-        let seg_end = self.chain.front()?.end_seq();
-        let pinned = self
-            .ranges
-            .iter()
-            .any(|r| r.start < seg_end && matches!(r.kind, Kind::InFlight { .. }));
-        if pinned {
-            return None;
-        }
-        let fresh_end = seg_end.min(self.tail).max(self.take);
-        if fresh_end > self.take {
-            self.ranges.push_back(Range {
-                start: self.take,
-                end: fresh_end,
-                kind: Kind::Nacked,
-            });
-            self.take = fresh_end;
-        }
-        self.split_at(seg_end.min(self.take));
-        let mut events = 0;
-        let mut bytes = 0;
-        let mut discard = Vec::new();
-        for r in self.ranges.iter_mut() {
-            if r.start >= seg_end {
-                break;
-            }
-            if r.kind == Kind::Nacked {
-                r.kind = Kind::Done;
-                discard.push((r.start, r.end));
-            }
-        }
-        for (s, e) in discard {
-            events += e - s;
-            bytes += self.bytes_between(s, e);
-        }
-        self.stats.dropped_oldest_events += events;
-        self.stats.dropped_oldest_bytes += bytes;
-        self.stats.spooled_events -= events;
-        self.stats.spooled_bytes -= bytes;
-        while let Some(r) = self.ranges.front() {
-            if r.kind != Kind::Done {
-                break;
-            }
-            self.head = r.end;
-            self.ranges.pop_front();
-        }
-        debug_assert!(self.head >= seg_end);
-        let seg = self.chain.pop_front()?;
-        Some((seg, events, bytes))
-    }
-
-    /// Hands out the oldest pending events, at most `max_events` and, beyond the first,
-    /// at most `max_bytes`, as a batch owned by `owner`. Nacked events come first, then
-    /// never-taken ones; each batch is one contiguous run of sequence numbers.
-    pub fn take(&mut self, max_events: u64, max_bytes: u64, owner: u64) -> Option<Batch> {
-        if max_events == 0 {
-            return None;
-        }
-        let (start, limit) = match self.ranges.iter().find(|r| r.kind == Kind::Nacked) {
-            Some(r) => (r.start, r.end),
-            None if self.take < self.tail => (self.take, self.tail),
-            None => return None,
-        };
-        // Saturating: `max_events` may be anything up to u64::MAX ("everything").
-        let end = self.cut(
-            start,
-            limit.min(start.saturating_add(max_events)),
-            max_bytes,
-        );
-        let bytes = self.bytes_between(start, end);
-        let id = self.next_batch;
-        self.next_batch += 1;
-        let kind = Kind::InFlight { batch: id, owner };
-        if start < self.take {
-            self.split_at(end);
-            if let Some(r) = self.ranges.iter_mut().find(|r| r.start == start) {
-                r.kind = kind;
-            }
-        } else {
-            self.ranges.push_back(Range { start, end, kind });
-            self.take = end;
-        }
-        let n = end - start;
-        self.stats.taken_events += n;
-        self.stats.in_flight_events += n;
-        Some(Batch {
-            id,
-            start,
-            end,
-            bytes,
-        })
-    }
-
-    /// The end of the longest run from `start` (at most to `limit`) whose bytes stay
-    /// within `max_bytes`; at least one event.
-    fn cut(&self, start: u64, limit: u64, max_bytes: u64) -> u64 {
-        let mut end = start;
-        let mut bytes = 0u64;
-        for p in self.pieces(start, limit) {
-            for r in p.event_ranges() {
-                let b = r.len() as u64;
-                if end > start && bytes + b > max_bytes {
-                    return end;
-                }
-                bytes += b;
-                end += 1;
-            }
-        }
-        end
     }
 
     fn find_batch(&self, id: u64) -> Option<usize> {
@@ -517,444 +673,1416 @@ impl Spool {
             .position(|r| matches!(r.kind, Kind::InFlight { batch, .. } if batch == id))
     }
 
-    /// Acknowledges batch `id`: its events are delivered and their segments can go back.
-    /// Returns how many segments went back to the pool.
-    pub fn ack(&mut self, pool: &RingPool, id: u64) -> Result<usize, BatchError> {
-        self.release_batch(pool, id, Release::Delivered)
+    fn run_index(&self, pos: u64) -> usize {
+        self.runs.partition_point(|r| r.merged + r.len <= pos)
     }
 
-    /// Releases batch `id` as delivered or as evacuated to disk. Returns how many
-    /// segments went back to the pool.
-    pub fn release_batch(
+    /// Calls `f(payload)` for each event of merged positions `from..to`.
+    fn for_each_event<'a>(&'a self, from: u64, to: u64, mut f: impl FnMut(&'a [u8])) {
+        let mut i = self.run_index(from);
+        let mut pos = from;
+        while pos < to && i < self.runs.len() {
+            let run = self.runs[i];
+            if run.kind == RunKind::Data {
+                let r = self.reader(run.reader);
+                let seg = r.seg_index(run.seg_seq).map(|k| &r.chain[k]);
+                let data = seg.and_then(|s| r.data(s));
+                if let Some(data) = data {
+                    let mut off = run.offset as usize;
+                    let mut at = run.merged;
+                    let stop = (run.merged + run.len).min(to);
+                    while at < stop {
+                        match record::parse(&data[off..], false) {
+                            Parsed::Valid { payload, size, .. } => {
+                                if at >= pos {
+                                    f(payload);
+                                }
+                                off += size;
+                            }
+                            Parsed::Corrupt { size } => off += size,
+                            Parsed::End | Parsed::Truncated => break,
+                        }
+                        at += 1;
+                    }
+                }
+            }
+            pos = run.merged + run.len;
+            i += 1;
+        }
+    }
+
+    fn bytes_between(&self, from: u64, to: u64) -> u64 {
+        let mut b = 0;
+        self.for_each_event(from, to, |p| b += p.len() as u64);
+        b
+    }
+
+    /// The end of the longest run of events from `start` (at most to `limit`) whose
+    /// bytes stay within `max_bytes`; at least one event.
+    fn cut_by_bytes(&self, start: u64, limit: u64, max_bytes: u64) -> u64 {
+        let mut end = start;
+        let mut bytes = 0u64;
+        let mut stop = false;
+        self.for_each_event(start, limit, |p| {
+            if stop {
+                return;
+            }
+            let b = p.len() as u64;
+            if end > start && bytes + b > max_bytes {
+                stop = true;
+                return;
+            }
+            bytes += b;
+            end += 1;
+        });
+        end.max(start + 1).min(limit)
+    }
+
+    /// Whether every segment holding merged positions `from..to` is readable now.
+    fn readable(&self, from: u64, to: u64) -> bool {
+        let mut i = self.run_index(from);
+        while i < self.runs.len() && self.runs[i].merged < to {
+            let run = self.runs[i];
+            if run.kind == RunKind::Data {
+                let r = self.reader(run.reader);
+                match r.seg_index(run.seg_seq) {
+                    Some(k) if r.chain[k].readable() => {}
+                    _ => return false,
+                }
+            }
+            i += 1;
+        }
+        true
+    }
+
+    // ---- the merge -----------------------------------------------------------------
+
+    fn push_run(&mut self, run: Run) {
+        if let Some(last) = self.runs.back_mut() {
+            if last.kind == run.kind
+                && last.reader == run.reader
+                && last.seg_seq == run.seg_seq
+                && last.seq + last.len == run.seq
+                && last.merged + last.len == run.merged
+            {
+                last.len += run.len;
+                last.bytes += run.bytes;
+                return;
+            }
+        }
+        self.runs.push_back(run);
+    }
+
+    /// Skips records `taken..until` of reader `i` (already counted): a done run.
+    fn skip(&mut self, i: u32, until: u64) {
+        let r = self.reader_mut(i);
+        let seq = r.taken;
+        let n = until - seq;
+        r.taken = until;
+        r.cursor = None;
+        while r.lost.front().is_some_and(|&(_, b)| b <= until) {
+            r.lost.pop_front();
+        }
+        if let Some(front) = r.lost.front_mut() {
+            if front.0 < until {
+                front.0 = until;
+            }
+        }
+        let merged = self.take;
+        self.push_run(Run {
+            merged,
+            len: n,
+            reader: i,
+            seq,
+            seg_seq: u64::MAX,
+            offset: 0,
+            bytes: 0,
+            kind: RunKind::Skip,
+        });
+        self.ranges.push_back(Range {
+            start: merged,
+            end: merged + n,
+            kind: Kind::Done(How::Skipped),
+            bytes: 0,
+        });
+        self.take += n;
+    }
+
+    /// Counts records `a..b` of reader `i` as lost for `reason`, once.
+    fn count_lost(&mut self, i: u32, a: u64, b: u64, reason: LostReason, spool: &Spool) -> u64 {
+        let r = self.reader_mut(i);
+        let already: u64 = r
+            .lost
+            .iter()
+            .map(|&(x, y)| y.min(b).saturating_sub(x.max(a)))
+            .sum();
+        let n = (b - a) - already;
+        r.add_lost(a, b);
+        self.counters.lost[reason as usize] += n;
+        spool.depth.fetch_sub(
+            n.min(spool.depth.load(Ordering::Relaxed)),
+            Ordering::Relaxed,
+        );
+        n
+    }
+
+    /// Merges up to `max_events` (beyond the first, `max_bytes`) new records into the
+    /// merged sequence, after `take`. Returns the events merged, their bytes, and
+    /// whether a segment must be loaded first.
+    fn merge(
         &mut self,
-        pool: &RingPool,
-        id: u64,
-        how: Release,
-    ) -> Result<usize, BatchError> {
-        let i = self.find_batch(id).ok_or(BatchError::UnknownBatch)?;
-        let Range { start, end, .. } = self.ranges[i];
-        let (n, bytes) = (end - start, self.bytes_between(start, end));
-        self.ranges[i].kind = Kind::Done;
-        match how {
-            Release::Delivered => {
-                self.stats.delivered_events += n;
-                self.stats.delivered_bytes += bytes;
-            }
-            Release::Evacuated => {
-                self.stats.evacuated_events += n;
-                self.stats.evacuated_bytes += bytes;
+        spool: &Spool,
+        store: &Store,
+        max_events: u64,
+        max_bytes: u64,
+        subject: &[u8],
+        handing_out: bool,
+    ) -> (u64, u64, bool) {
+        let mut events = 0u64;
+        let mut bytes = 0u64;
+        let start = self.take;
+        // Heads of readers: (epoch, stamp, reader), with the record's place.
+        let mut heads: Vec<HeadAt> = Vec::new();
+        let mut i = 0;
+        while i < self.readers.len() {
+            let Some(r) = self.readers[i].as_mut() else {
+                i += 1;
+                continue;
+            };
+            let epoch = r.key.epoch;
+            match r.head() {
+                Head::None => i += 1,
+                Head::Lost(until) => {
+                    self.skip(i as u32, until);
+                }
+                Head::Gap(until, reason) => {
+                    let a = self.reader(i as u32).taken;
+                    let n = self.count_lost(i as u32, a, until, reason, spool);
+                    if n > 0 {
+                        store.report(Report {
+                            level: Level::Warning,
+                            kind: reason.name(),
+                            subject: Some(subject.to_vec()),
+                            message: format!(
+                                "breakwater spool of {}: {n} events ({}) not found where they \
+                                 were written; counted as lost ({})",
+                                String::from_utf8_lossy(subject),
+                                reason.name(),
+                                reason.name()
+                            ),
+                        });
+                    }
+                    self.skip(i as u32, until);
+                }
+                Head::Load => return (0, 0, true),
+                Head::Record {
+                    stamp,
+                    len,
+                    size,
+                    seg_seq,
+                    offset,
+                } => {
+                    heads.push(HeadAt {
+                        key: (epoch, stamp, i as u32),
+                        len,
+                        size,
+                        seg_seq,
+                        offset,
+                    });
+                    i += 1;
+                }
             }
         }
-        self.stats.spooled_events -= n;
-        self.stats.spooled_bytes -= bytes;
-        self.stats.in_flight_events -= n;
-        Ok(self.release(pool))
+        let merged_base = self.take;
+        debug_assert_eq!(merged_base, start + (self.take - start));
+        while !heads.is_empty() && events < max_events {
+            let (k, _) = heads
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, h)| h.key)
+                .expect("non-empty");
+            let HeadAt {
+                key: (_, _, ri),
+                len,
+                size,
+                seg_seq,
+                offset,
+            } = heads[k];
+            if events > 0 && bytes + len as u64 > max_bytes {
+                break;
+            }
+            let merged = self.take + events;
+            let r = self.reader_mut(ri);
+            let seq = r.taken;
+            if handing_out && seq < r.redeliver_until {
+                self.counters.redelivered += 1;
+            }
+            let r = self.reader_mut(ri);
+            r.advance(seg_seq, offset, size);
+            self.push_run(Run {
+                merged,
+                len: 1,
+                reader: ri,
+                seq,
+                seg_seq,
+                offset: offset as u32,
+                bytes: len as u64,
+                kind: RunKind::Data,
+            });
+            events += 1;
+            bytes += len as u64;
+            let r = self.reader_mut(ri);
+            let epoch = r.key.epoch;
+            match r.head() {
+                Head::Record {
+                    stamp,
+                    len,
+                    size,
+                    seg_seq,
+                    offset,
+                } => {
+                    heads[k] = HeadAt {
+                        key: (epoch, stamp, ri),
+                        len,
+                        size,
+                        seg_seq,
+                        offset,
+                    }
+                }
+                Head::None => {
+                    heads.swap_remove(k);
+                }
+                // Lost records, a gap, or a segment to load: this reader's next record
+                // may be older than the others' heads; the batch ends here.
+                _ => break,
+            }
+        }
+        (events, bytes, false)
     }
 
-    /// Returns batch `id` to the spool: its events are handed out again before newer ones.
-    pub fn nack(&mut self, id: u64) -> Result<u64, BatchError> {
-        let i = self.find_batch(id).ok_or(BatchError::UnknownBatch)?;
-        Ok(self.nack_at(i))
-    }
-
-    fn nack_at(&mut self, i: usize) -> u64 {
-        let r = &mut self.ranges[i];
-        r.kind = Kind::Nacked;
-        let n = r.end - r.start;
-        self.stats.redelivered_events += n;
-        self.stats.in_flight_events -= n;
-        n
-    }
-
-    /// Nacks every batch in flight to `owner` (e.g. a taker that died). Returns the events
-    /// returned to the spool.
-    pub fn nack_owner(&mut self, owner: u64) -> u64 {
+    /// Discards (as `drop_oldest`) the oldest pending events so that one pool segment
+    /// is released, and returns it with the events and bytes discarded. Nacked events
+    /// go first (they are the oldest pending); then the pending records of the pool
+    /// segment, among the stripes' sealed front segments, whose first pending record is
+    /// oldest. Discarded records need no order among themselves, so a stripe's front
+    /// segment can be discarded alone. Discards nothing and returns `None` when a batch
+    /// in flight pins the oldest records (the durable cursor cannot pass it) or no
+    /// sealed pool segment holds pending records.
+    fn make_room(&mut self, spool: &Spool, store: &Store) -> (Option<Box<Segment>>, u64, u64) {
+        let delta = self.cut();
+        spool.depth.fetch_add(delta, Ordering::Relaxed);
+        if self
+            .ranges
+            .iter()
+            .any(|r| matches!(r.kind, Kind::InFlight { .. }))
+        {
+            return (None, 0, 0);
+        }
+        // The victim: a reader whose front segment is a sealed pool segment.
+        let mut victim: Option<(u32, (u32, u64))> = None;
+        for i in 0..self.readers.len() {
+            let Some(r) = self.readers[i].as_mut() else {
+                continue;
+            };
+            let Some(front) = r.chain.front() else {
+                continue;
+            };
+            if front.sealed().is_none() || matches!(front.kind(), SegKind::Overflow(_)) {
+                continue;
+            }
+            let epoch = r.key.epoch;
+            let key = match r.head() {
+                Head::Record { stamp, .. } => (epoch, stamp),
+                // Nothing pending to read in it (all taken, or lost): it frees once the
+                // nacked ranges are discarded.
+                _ => (0, 0),
+            };
+            if victim.map_or(true, |(_, k)| key < k) {
+                victim = Some((i as u32, key));
+            }
+        }
+        let Some((vi, _)) = victim else {
+            return (None, 0, 0);
+        };
+        let mut events = 0;
+        let mut bytes = 0;
+        for k in 0..self.ranges.len() {
+            if self.ranges[k].kind == Kind::Nacked {
+                let r = self.ranges[k];
+                self.ranges[k].kind = Kind::Done(How::Dropped);
+                events += r.end - r.start;
+                bytes += r.bytes;
+            }
+        }
+        // The victim's never-taken records of its front segment.
+        let start = self.take;
         let mut n = 0;
-        for i in 0..self.ranges.len() {
-            if matches!(self.ranges[i].kind, Kind::InFlight { owner: o, .. } if o == owner) {
-                n += self.nack_at(i);
+        let mut b = 0;
+        loop {
+            let r = self.reader_mut(vi);
+            if r.taken >= r.seg_end(0) {
+                break;
             }
+            match r.head() {
+                Head::Record {
+                    len,
+                    size,
+                    seg_seq,
+                    offset,
+                    ..
+                } => {
+                    let seq = r.taken;
+                    r.advance(seg_seq, offset, size);
+                    self.push_run(Run {
+                        merged: start + n,
+                        len: 1,
+                        reader: vi,
+                        seq,
+                        seg_seq,
+                        offset: offset as u32,
+                        bytes: len as u64,
+                        kind: RunKind::Data,
+                    });
+                    n += 1;
+                    b += len as u64;
+                }
+                Head::Lost(until) | Head::Gap(until, _) => {
+                    // Records not there: count them lost first (a gap), then skip.
+                    if let Head::Gap(until, reason) = self.reader_mut(vi).head() {
+                        let a = self.reader(vi).taken;
+                        self.count_lost(vi, a, until, reason, spool);
+                    }
+                    if n > 0 {
+                        self.ranges.push_back(Range {
+                            start,
+                            end: start + n,
+                            kind: Kind::Done(How::Dropped),
+                            bytes: b,
+                        });
+                        self.take = start + n;
+                        events += n;
+                        bytes += b;
+                    }
+                    return self.finish_room(spool, store, vi, until, events, bytes);
+                }
+                Head::None | Head::Load => break,
+            }
+        }
+        if n > 0 {
+            self.ranges.push_back(Range {
+                start,
+                end: start + n,
+                kind: Kind::Done(How::Dropped),
+                bytes: b,
+            });
+            self.take = start + n;
+            events += n;
+            bytes += b;
+        }
+        let mut freed = Vec::new();
+        self.release(spool, store, Some(&mut freed));
+        let seg = freed.pop();
+        for other in freed {
+            spool.segments_held.fetch_sub(1, Ordering::Relaxed);
+            store.pool().give(other);
+        }
+        self.persist();
+        (seg, events, bytes)
+    }
+
+    /// The end of [`Drain::make_room`] when the victim's segment holds lost records:
+    /// skip them, then release.
+    fn finish_room(
+        &mut self,
+        spool: &Spool,
+        store: &Store,
+        vi: u32,
+        until: u64,
+        events: u64,
+        bytes: u64,
+    ) -> (Option<Box<Segment>>, u64, u64) {
+        self.skip(vi, until);
+        let mut freed = Vec::new();
+        self.release(spool, store, Some(&mut freed));
+        let seg = freed.pop();
+        for other in freed {
+            spool.segments_held.fetch_sub(1, Ordering::Relaxed);
+            store.pool().give(other);
+        }
+        self.persist();
+        (seg, events, bytes)
+    }
+
+    // Boxed: segments move between the pool's queue and `keep` without copying.
+    #[allow(clippy::vec_box)]
+    /// Moves `head` past done ranges, each stripe's `released` with it, and gives back
+    /// every segment whose records are all released. Pool segments go to `keep` when
+    /// given (for `drop_oldest`), else back to the pool. Returns the pool segments
+    /// freed.
+    fn release(
+        &mut self,
+        spool: &Spool,
+        store: &Store,
+        mut keep: Option<&mut Vec<Box<Segment>>>,
+    ) -> usize {
+        while let Some(&r) = self.ranges.front() {
+            let Kind::Done(how) = r.kind else {
+                break;
+            };
+            let n = r.end - r.start;
+            match how {
+                How::Delivered => {
+                    self.counters.delivered += n;
+                    self.counters.delivered_bytes += r.bytes;
+                }
+                How::Dropped => {
+                    self.counters.dropped_oldest += n;
+                    self.counters.dropped_oldest_bytes += r.bytes;
+                }
+                How::Skipped => {}
+            }
+            if how != How::Skipped {
+                spool.depth.fetch_sub(
+                    n.min(spool.depth.load(Ordering::Relaxed)),
+                    Ordering::Relaxed,
+                );
+            }
+            self.head = r.end;
+            self.ranges.pop_front();
+        }
+        let mut touched: Vec<u32> = Vec::new();
+        while let Some(run) = self.runs.front() {
+            if run.merged + run.len > self.head {
+                break;
+            }
+            let run = *run;
+            self.runs.pop_front();
+            let r = self.reader_mut(run.reader);
+            r.released = r.released.max(run.seq + run.len);
+            if !touched.contains(&run.reader) {
+                touched.push(run.reader);
+            }
+        }
+        // A live stripe whose every record is released gives up its open segment, so
+        // that an idle subject holds no pool segment (taking the stripe's lock: drain
+        // lock first, then stripe locks, as in the cut).
+        for (i, r) in self.readers.iter_mut().enumerate() {
+            let Some(r) = r else { continue };
+            if !r.live() || r.released < r.end {
+                continue;
+            }
+            let Some(back) = r.chain.back() else { continue };
+            if back.sealed().is_some() {
+                continue;
+            }
+            // SAFETY: live stripes outlive the drain state.
+            let stripe = unsafe { &*r.stripe };
+            let mut w = stripe.w.lock();
+            let same = w.current.as_ref().is_some_and(|c| Arc::ptr_eq(c, back));
+            if same && w.end == r.end && w.handoff.is_empty() {
+                if let Some(cur) = w.current.take() {
+                    cur.seal(u64::from(w.records));
+                }
+                r.open_seg = None;
+                if !touched.contains(&(i as u32)) {
+                    touched.push(i as u32);
+                }
+            }
+        }
+        let mut freed = 0;
+        for i in touched {
+            let r = self.readers[i as usize].as_mut().expect("a reader");
+            while r.lost.front().is_some_and(|&(_, b)| b <= r.released) {
+                r.lost.pop_front();
+            }
+            while let Some(front) = r.chain.front() {
+                // A live stripe's open segment may still be written.
+                if r.live() && front.sealed().is_none() {
+                    break;
+                }
+                if r.seg_end(0) > r.released {
+                    break;
+                }
+                let arc = r.chain.pop_front().expect("non-empty");
+                match Arc::try_unwrap(arc) {
+                    Ok(mut seg) => {
+                        seg.unload();
+                        match seg.kind() {
+                            SegKind::Overflow(_) => {
+                                spool.disk_bytes.fetch_sub(
+                                    seg.geometry().image_bytes() as u64,
+                                    Ordering::Relaxed,
+                                );
+                                store.discard(seg);
+                            }
+                            SegKind::Pool(_) | SegKind::Anon => {
+                                freed += 1;
+                                match keep.as_deref_mut() {
+                                    Some(k) => k.push(Box::new(seg)),
+                                    None => {
+                                        spool.segments_held.fetch_sub(1, Ordering::Relaxed);
+                                        store.pool().give(Box::new(seg));
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    Err(arc) => {
+                        // Still referenced (cannot happen after a cut; kept for later).
+                        r.chain.push_front(arc);
+                        break;
+                    }
+                }
+            }
+            // A stripe of an earlier run with everything released is forgotten (its
+            // counts are in the base counters already).
+            if !r.live() && r.released >= r.end && r.chain.is_empty() {
+                self.readers[i as usize] = None;
+            }
+        }
+        freed
+    }
+
+    fn persist(&mut self) {
+        let Some(meta) = self.meta.as_mut() else {
+            return;
+        };
+        let state = State {
+            counters: self.counters.clone(),
+            stripes: self
+                .readers
+                .iter()
+                .flatten()
+                .map(|r| StripeState {
+                    epoch: r.key.epoch,
+                    index: r.key.index,
+                    live: r.live_slot,
+                    end: if r.live() { 0 } else { r.end },
+                    released: r.released,
+                    taken: r.taken.max(r.redeliver_until),
+                    lost: r.lost.iter().copied().collect(),
+                })
+                .collect(),
+        };
+        meta.write_state(&state);
+    }
+}
+
+/// A subject's spool.
+pub struct Spool {
+    table: OnceLock<Box<[AtomicPtr<Stripe>]>>,
+    stripes_created: AtomicU32,
+    depth: CachePadded<AtomicU64>,
+    segments_held: AtomicU32,
+    disk_bytes: AtomicU64,
+    disk_full_reported: std::sync::atomic::AtomicBool,
+    /// Set by [`Spool::close`] under every stripe's lock; read under a stripe's lock.
+    closed: std::sync::atomic::AtomicBool,
+    /// Refusals when no stripe could be made (no meta file could be created).
+    orphan: crate::meta::LiveSlot,
+    drain: Mutex<Drain>,
+}
+
+impl Default for Spool {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        if let Some(table) = self.table.get() {
+            for slot in table.iter() {
+                let p = slot.swap(std::ptr::null_mut(), Ordering::AcqRel);
+                if !p.is_null() {
+                    // SAFETY: every stripe pointer comes from `Box::into_raw` in
+                    // `stripe`, and `&mut self` means no reference to it is alive.
+                    drop(unsafe { Box::from_raw(p) });
+                }
+            }
+        }
+    }
+}
+
+impl Spool {
+    /// An empty spool.
+    pub fn new() -> Self {
+        Self {
+            table: OnceLock::new(),
+            stripes_created: AtomicU32::new(0),
+            depth: CachePadded::new(AtomicU64::new(0)),
+            segments_held: AtomicU32::new(0),
+            disk_bytes: AtomicU64::new(0),
+            disk_full_reported: std::sync::atomic::AtomicBool::new(false),
+            closed: std::sync::atomic::AtomicBool::new(false),
+            orphan: crate::meta::LiveSlot::new(),
+            drain: Mutex::new(Drain::new()),
+        }
+    }
+
+    /// The depth mirror: spooled events, as the backpressure rules see them (may lag
+    /// the exact count by up to [`LAZY_BATCH`] per stripe while far below every
+    /// threshold; see [`Spool::stats`] for the exact count).
+    #[inline]
+    pub fn depth(&self) -> u64 {
+        self.depth.load(Ordering::Relaxed)
+    }
+
+    /// Pool segments held.
+    #[inline]
+    pub fn segments(&self) -> u32 {
+        self.segments_held.load(Ordering::Relaxed)
+    }
+
+    /// Installs what recovery found (a fresh spool only).
+    pub fn restore(&self, rec: Recovered) {
+        let mut d = self.drain.lock();
+        debug_assert!(d.readers.is_empty());
+        d.meta = rec.meta;
+        d.counters = rec.counters;
+        let mut pending = 0u64;
+        for s in rec.stripes {
+            let mut r = Reader::new(s.key, std::ptr::null(), None);
+            for seg in s.chain {
+                match seg.kind() {
+                    SegKind::Overflow(_) => {
+                        self.disk_bytes
+                            .fetch_add(seg.geometry().image_bytes() as u64, Ordering::Relaxed);
+                    }
+                    _ => {
+                        self.segments_held.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                r.chain.push_back(Arc::from(seg));
+            }
+            r.end = s.end;
+            r.released = s.released;
+            r.taken = s.released;
+            r.redeliver_until = s.taken.max(s.released);
+            r.lost = s.lost.into_iter().collect();
+            let lost: u64 = r.lost.iter().map(|&(a, b)| b - a).sum();
+            pending += (r.end - r.released).saturating_sub(lost);
+            d.add_reader(r);
+        }
+        self.depth.store(pending, Ordering::Relaxed);
+        d.persist();
+    }
+
+    fn table(&self) -> &[AtomicPtr<Stripe>] {
+        self.table.get_or_init(|| {
+            (0..MAX_STRIPES)
+                .map(|_| AtomicPtr::new(std::ptr::null_mut()))
+                .collect()
+        })
+    }
+
+    /// This thread's stripe, created on first use (with the subject's meta file, when
+    /// there is a directory). `None` when a durable store cannot create the meta file.
+    #[inline]
+    fn stripe(&self, name: &[u8], store: &Store) -> Option<&Stripe> {
+        let idx = thread_index() % MAX_STRIPES;
+        let p = self.table()[idx].load(Ordering::Acquire);
+        if !p.is_null() {
+            // SAFETY: stripes live until the spool is dropped.
+            return Some(unsafe { &*p });
+        }
+        self.create_stripe(idx, name, store)
+    }
+
+    #[cold]
+    fn create_stripe(&self, idx: usize, name: &[u8], store: &Store) -> Option<&Stripe> {
+        let mut d = self.drain.lock();
+        let p = self.table()[idx].load(Ordering::Acquire);
+        if !p.is_null() {
+            // SAFETY: as in `stripe`.
+            return Some(unsafe { &*p });
+        }
+        if self.closed.load(Ordering::Relaxed) {
+            // No stripe (and no meta file) for a closed spool; `push` answers Removed.
+            return None;
+        }
+        if d.meta.is_none() && store.dir().is_some() && (!d.meta_failed || store.may_try()) {
+            match store.create_meta(name) {
+                Ok(m) => {
+                    d.meta = Some(m);
+                    d.meta_failed = false;
+                }
+                Err(_) => d.meta_failed = true,
+            }
+        }
+        if d.meta.is_none() && store.durable() {
+            return None;
+        }
+        let key = StripeKey {
+            epoch: store.epoch(),
+            index: idx as u16,
+        };
+        let claimed = d
+            .meta
+            .as_mut()
+            .and_then(|m| m.claim_slot(key.epoch, key.index));
+        // SAFETY: a claimed slot lives in the meta mapping, owned by the drain state,
+        // which outlives the stripe (freed in Spool's drop, before the fields).
+        let stripe = Box::new(unsafe { Stripe::new(key, claimed.map(|(_, p)| p)) });
+        let p = Box::into_raw(stripe);
+        let mut r = Reader::new(key, p, claimed.map(|(i, _)| i));
+        r.end = 0;
+        let ri = d.add_reader(r);
+        d.live[idx] = Some(ri);
+        d.persist();
+        self.table()[idx].store(p, Ordering::Release);
+        self.stripes_created.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: just stored; lives until the spool is dropped.
+        Some(unsafe { &*p })
+    }
+
+    /// Offers `event` to the spool. `quota` is the most pool segments this spool may
+    /// hold; `lazy_limit` the depth below which the depth mirror may lag (the
+    /// subject's recovery depth: no rule changes the state below it).
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub fn push(
+        &self,
+        name: &[u8],
+        store: &Store,
+        event: &[u8],
+        quota: u32,
+        drop_policy: DropPolicy,
+        overflow: Overflow,
+        lazy_limit: u64,
+    ) -> Push {
+        let Some(stripe) = self.stripe(name, store) else {
+            if self.closed.load(Ordering::Relaxed) {
+                return Push {
+                    outcome: PushOutcome::Removed,
+                    segment: SegmentEvent::None,
+                    depth: None,
+                };
+            }
+            self.orphan.add(live::UNAVAILABLE, 1);
+            self.orphan.add(live::UNAVAILABLE_BYTES, event.len() as u64);
+            store.refused();
+            return Push {
+                outcome: PushOutcome::Unavailable,
+                segment: SegmentEvent::None,
+                depth: None,
+            };
+        };
+        let mut w = stripe.w.lock();
+        if self.closed.load(Ordering::Relaxed) {
+            return Push {
+                outcome: PushOutcome::Removed,
+                segment: SegmentEvent::None,
+                depth: None,
+            };
+        }
+        let mut segment = SegmentEvent::None;
+        if !stripe.try_append(&mut w, event) {
+            match self.roll(stripe, &mut w, name, store, quota, overflow) {
+                Ok(ev) => {
+                    segment = ev;
+                    let fit = stripe.try_append(&mut w, event);
+                    debug_assert!(fit, "an event that fits an empty segment did not");
+                }
+                Err(PushOutcome::Refused) if drop_policy == DropPolicy::DropOldest => {
+                    drop(w);
+                    return self.push_after_drop(stripe, name, store, event, lazy_limit);
+                }
+                Err(outcome) => {
+                    let counter = match outcome {
+                        PushOutcome::Unavailable => {
+                            store.refused();
+                            live::UNAVAILABLE
+                        }
+                        PushOutcome::DiskFull => live::DISK_FULL,
+                        _ => live::REFUSED,
+                    };
+                    stripe.refuse(counter, event.len());
+                    let segment = if outcome == PushOutcome::Unavailable {
+                        SegmentEvent::None
+                    } else {
+                        SegmentEvent::Exhausted
+                    };
+                    return Push {
+                        outcome,
+                        segment,
+                        depth: None,
+                    };
+                }
+            }
+        }
+        let depth = self.flush_depth(&mut w, lazy_limit, segment != SegmentEvent::None);
+        Push {
+            outcome: PushOutcome::Accepted,
+            segment,
+            depth,
+        }
+    }
+
+    #[inline]
+    fn flush_depth(
+        &self,
+        w: &mut crate::stripe::Writer,
+        lazy_limit: u64,
+        force: bool,
+    ) -> Option<u64> {
+        let d = self.depth.load(Ordering::Relaxed);
+        let margin = u64::from(self.stripes_created.load(Ordering::Relaxed)) * LAZY_BATCH;
+        if force || w.depth_delta >= LAZY_BATCH || d + margin >= lazy_limit {
+            let delta = std::mem::take(&mut w.depth_delta);
+            Some(self.depth.fetch_add(delta, Ordering::Relaxed) + delta)
+        } else {
+            None
+        }
+    }
+
+    /// A new segment for `stripe`: from the pool under the quota, else an overflow
+    /// file, else the reason there is none.
+    #[cold]
+    fn roll(
+        &self,
+        stripe: &Stripe,
+        w: &mut crate::stripe::Writer,
+        name: &[u8],
+        store: &Store,
+        quota: u32,
+        overflow: Overflow,
+    ) -> Result<SegmentEvent, PushOutcome> {
+        let r = self.try_roll(stripe, w, name, store, quota, overflow);
+        if r.is_err() {
+            // The writer lets go of its full segment: once its records are released it
+            // can go back to the pool (or be reused by drop_oldest).
+            if let Some(cur) = w.current.take() {
+                cur.seal(u64::from(w.records));
+            }
+        }
+        r
+    }
+
+    fn try_roll(
+        &self,
+        stripe: &Stripe,
+        w: &mut crate::stripe::Writer,
+        name: &[u8],
+        store: &Store,
+        quota: u32,
+        overflow: Overflow,
+    ) -> Result<SegmentEvent, PushOutcome> {
+        let mut incomplete = false;
+        if self.segments_held.fetch_add(1, Ordering::Relaxed) < quota {
+            if let Some(mut seg) = store.pool().take() {
+                seg.activate(&stripe.next_identity(w, store.owner(), name));
+                stripe.install(w, seg);
+                return Ok(SegmentEvent::Acquired);
+            }
+            incomplete = store.durable() && store.pool().missing_segments() > 0;
+        }
+        self.segments_held.fetch_sub(1, Ordering::Relaxed);
+        if overflow == Overflow::Disk && store.dir().is_some() {
+            let image = store.geometry().image_bytes() as u64;
+            let held = self.disk_bytes.load(Ordering::Relaxed);
+            if held + image > store.disk_max_bytes() {
+                if !self.disk_full_reported.swap(true, Ordering::Relaxed) {
+                    store.report(Report {
+                        level: Level::Warning,
+                        kind: "disk_full",
+                        subject: Some(name.to_vec()),
+                        message: format!(
+                            "breakwater spool of {:?} reached disk_max_bytes ({held} bytes of \
+                             overflow files): further events are refused (pool_exhausted, \
+                             counted as dropped) until it drains",
+                            String::from_utf8_lossy(name)
+                        ),
+                    });
+                }
+                return Err(PushOutcome::DiskFull);
+            }
+            self.disk_full_reported.store(false, Ordering::Relaxed);
+            if !store.may_try() {
+                return Err(PushOutcome::Unavailable);
+            }
+            let id = stripe.next_identity(w, store.owner(), name);
+            return match store.create_overflow(&id) {
+                Ok(seg) => {
+                    self.disk_bytes.fetch_add(image, Ordering::Relaxed);
+                    stripe.install(w, seg);
+                    Ok(SegmentEvent::Exhausted)
+                }
+                Err(_) => Err(PushOutcome::Unavailable),
+            };
+        }
+        if incomplete {
+            return Err(PushOutcome::Unavailable);
+        }
+        Err(PushOutcome::Refused)
+    }
+
+    #[cold]
+    fn push_after_drop(
+        &self,
+        stripe: &Stripe,
+        name: &[u8],
+        store: &Store,
+        event: &[u8],
+        lazy_limit: u64,
+    ) -> Push {
+        let (freed, events, bytes) = self.drain.lock().make_room(self, store);
+        let mut w = stripe.w.lock();
+        if self.closed.load(Ordering::Relaxed) {
+            // Closed meanwhile (everything discarded and the subject removed).
+            if let Some(seg) = freed {
+                self.segments_held.fetch_sub(1, Ordering::Relaxed);
+                store.pool().give(seg);
+            }
+            return Push {
+                outcome: PushOutcome::Removed,
+                segment: SegmentEvent::None,
+                depth: None,
+            };
+        }
+        if stripe.try_append(&mut w, event) {
+            if let Some(seg) = freed {
+                self.segments_held.fetch_sub(1, Ordering::Relaxed);
+                store.pool().give(seg);
+            }
+        } else if let Some(mut seg) = freed {
+            seg.activate(&stripe.next_identity(&w, store.owner(), name));
+            stripe.install(&mut w, seg);
+            let fit = stripe.try_append(&mut w, event);
+            debug_assert!(fit);
+        } else {
+            // make_room discards only what frees a segment.
+            debug_assert_eq!(events, 0, "events discarded without room made");
+            stripe.refuse(live::REFUSED, event.len());
+            return Push {
+                outcome: PushOutcome::Refused,
+                segment: SegmentEvent::Exhausted,
+                depth: Some(self.depth()),
+            };
+        }
+        let depth = self.flush_depth(&mut w, lazy_limit, true);
+        Push {
+            outcome: if events > 0 {
+                PushOutcome::AcceptedAfterDrop { events, bytes }
+            } else {
+                PushOutcome::Accepted
+            },
+            segment: SegmentEvent::Exhausted,
+            depth,
+        }
+    }
+
+    /// Hands out the oldest pending events, at most `max_events` and, beyond the first,
+    /// at most `max_bytes`, as a batch owned by `owner`; `read` sees the batch's event
+    /// payloads in order while the spool is locked. Nacked events come first.
+    pub fn take<R>(
+        &self,
+        name: &[u8],
+        store: &Store,
+        max_events: u64,
+        max_bytes: u64,
+        owner: u64,
+        read: impl FnOnce(&Batch, &mut dyn Iterator<Item = &[u8]>) -> R,
+    ) -> Taken<R> {
+        if max_events == 0 {
+            return Taken::Empty;
+        }
+        let mut d = self.drain.lock();
+        let delta = d.cut();
+        self.depth.fetch_add(delta, Ordering::Relaxed);
+        let id = d.next_batch;
+        let kind = Kind::InFlight { batch: id, owner };
+        let (start, end) =
+            if let Some(r) = d.ranges.iter().find(|r| r.kind == Kind::Nacked).copied() {
+                if !d.readable(r.start, r.end) {
+                    return Taken::NeedsLoad;
+                }
+                let end = d.cut_by_bytes(
+                    r.start,
+                    r.end.min(r.start.saturating_add(max_events)),
+                    max_bytes,
+                );
+                d.split_at(end);
+                if let Some(x) = d.ranges.iter_mut().find(|x| x.start == r.start) {
+                    x.kind = kind;
+                }
+                (r.start, end)
+            } else {
+                let (n, b, load) = d.merge(self, store, max_events, max_bytes, name, true);
+                if n == 0 {
+                    // Skipped (lost) records may have freed segments.
+                    d.release(self, store, None);
+                    d.persist();
+                    return if load { Taken::NeedsLoad } else { Taken::Empty };
+                }
+                let start = d.take;
+                d.ranges.push_back(Range {
+                    start,
+                    end: start + n,
+                    kind,
+                    bytes: b,
+                });
+                d.take = start + n;
+                (start, start + n)
+            };
+        d.next_batch += 1;
+        let n = end - start;
+        d.counters.taken += n;
+        d.in_flight += n;
+        let r = {
+            let view: &Drain = &d;
+            let mut payloads: Vec<&[u8]> = Vec::with_capacity(n as usize);
+            view.for_each_event(start, end, |p| payloads.push(p));
+            let bytes = payloads.iter().map(|p| p.len() as u64).sum();
+            let batch = Batch {
+                id,
+                start,
+                end,
+                bytes,
+            };
+            (batch, read(&batch, &mut payloads.iter().copied()))
+        };
+        let (batch, r) = r;
+        d.release(self, store, None);
+        d.persist();
+        Taken::Batch(batch, r)
+    }
+
+    /// Reads back, from their files, the overflow segments the next take needs
+    /// (blocking I/O: a dirty scheduler or a thread of its own). Records that fail
+    /// their checks are counted lost and reported. Returns the segments loaded.
+    pub fn load(&self, name: &[u8], store: &Store) -> usize {
+        let mut d = self.drain.lock();
+        let delta = d.cut();
+        self.depth.fetch_add(delta, Ordering::Relaxed);
+        let mut loaded = 0;
+        for ri in 0..d.readers.len() {
+            let Some(r) = d.readers[ri].as_mut() else {
+                continue;
+            };
+            let (released, taken, end) = (r.released, r.taken, r.end);
+            let mut found: Vec<(u64, u64, LostReason)> = Vec::new();
+            for k in 0..r.chain.len() {
+                let first = r.chain[k].first_seq();
+                let seg_end = r.seg_end(k);
+                let wanted = seg_end > released && first <= taken && taken < end
+                    || (seg_end > released && first < taken);
+                if !wanted || r.chain[k].readable() {
+                    continue;
+                }
+                let Some(seg) = Arc::get_mut(&mut r.chain[k]) else {
+                    continue;
+                };
+                let bytes = seg.geometry().data_bytes as usize;
+                match seg.load(bytes) {
+                    Ok(got) => {
+                        loaded += 1;
+                        // Validate what was read: every record up to the segment's end.
+                        let data = seg.data(got).unwrap_or(&[]);
+                        let mut off = 0;
+                        let mut seq = first;
+                        while seq < seg_end {
+                            match record::parse(&data[off.min(data.len())..], true) {
+                                Parsed::Valid { size, .. } => off += size,
+                                Parsed::Corrupt { size } => {
+                                    found.push((seq, seq + 1, LostReason::Corrupt));
+                                    off += size;
+                                }
+                                Parsed::End | Parsed::Truncated => {
+                                    found.push((seq, seg_end, LostReason::Truncated));
+                                    break;
+                                }
+                            }
+                            seq += 1;
+                        }
+                    }
+                    Err(e) => {
+                        let reason = if e.kind() == std::io::ErrorKind::NotFound {
+                            LostReason::Missing
+                        } else {
+                            LostReason::Unreadable
+                        };
+                        found.push((first.max(released), seg_end, reason));
+                        // Nothing to read: an empty copy, so the chain moves on.
+                        let _ = seg.load(0);
+                        store.report(Report {
+                            level: Level::Warning,
+                            kind: reason.name(),
+                            subject: Some(name.to_vec()),
+                            message: format!(
+                                "breakwater spool file {} of {} cannot be read back: {e}",
+                                seg.path()
+                                    .map_or_else(String::new, |p| p.display().to_string()),
+                                String::from_utf8_lossy(name)
+                            ),
+                        });
+                    }
+                }
+            }
+            let mut by_reason = [0u64; meta::LOST_REASONS];
+            for (a, b, reason) in found {
+                by_reason[reason as usize] += d.count_lost(ri as u32, a, b, reason, self);
+            }
+            for reason in LostReason::ALL {
+                let n = by_reason[reason as usize];
+                if n > 0 && reason == LostReason::Corrupt {
+                    store.report(Report {
+                        level: Level::Warning,
+                        kind: reason.name(),
+                        subject: Some(name.to_vec()),
+                        message: format!(
+                            "breakwater spool of {}: {n} corrupt events in an overflow file; \
+                             counted as lost (corrupt)",
+                            String::from_utf8_lossy(name)
+                        ),
+                    });
+                }
+            }
+        }
+        d.persist();
+        loaded
+    }
+
+    /// Acknowledges batch `id`: its events are delivered and their segments can go
+    /// back. Returns how many pool segments went back.
+    pub fn ack(&self, store: &Store, id: u64) -> Result<usize, BatchError> {
+        let mut d = self.drain.lock();
+        let i = d.find_batch(id).ok_or(BatchError::UnknownBatch)?;
+        let Range { start, end, .. } = d.ranges[i];
+        d.ranges[i].kind = Kind::Done(How::Delivered);
+        d.in_flight -= end - start;
+        let freed = d.release(self, store, None);
+        d.persist();
+        Ok(freed)
+    }
+
+    /// Returns batch `id` to the spool: its events are handed out again before newer
+    /// ones.
+    pub fn nack(&self, id: u64) -> Result<u64, BatchError> {
+        let mut d = self.drain.lock();
+        let i = d.find_batch(id).ok_or(BatchError::UnknownBatch)?;
+        let n = nack_at(&mut d, i);
+        d.persist();
+        Ok(n)
+    }
+
+    /// Nacks every batch in flight to `owner` (e.g. a taker that died).
+    pub fn nack_owner(&self, owner: u64) -> u64 {
+        let mut d = self.drain.lock();
+        let mut n = 0;
+        for i in 0..d.ranges.len() {
+            if matches!(d.ranges[i].kind, Kind::InFlight { owner: o, .. } if o == owner) {
+                n += nack_at(&mut d, i);
+            }
+        }
+        if n > 0 {
+            d.persist();
         }
         n
     }
 
-    /// Nacks every batch in flight. Returns the events returned to the spool.
-    pub fn nack_all(&mut self) -> u64 {
+    /// Nacks every batch in flight.
+    pub fn nack_all(&self) -> u64 {
+        let mut d = self.drain.lock();
         let mut n = 0;
-        for i in 0..self.ranges.len() {
-            if matches!(self.ranges[i].kind, Kind::InFlight { .. }) {
-                n += self.nack_at(i);
+        for i in 0..d.ranges.len() {
+            if matches!(d.ranges[i].kind, Kind::InFlight { .. }) {
+                n += nack_at(&mut d, i);
             }
         }
+        if n > 0 {
+            d.persist();
+        }
         n
+    }
+
+    /// Writes the spool's files to disk (`fsync` durability): segments and meta.
+    pub fn sync(&self) -> std::io::Result<()> {
+        let mut d = self.drain.lock();
+        let delta = d.cut();
+        self.depth.fetch_add(delta, Ordering::Relaxed);
+        let mut first_err = None;
+        for r in d.live_readers() {
+            for s in &r.chain {
+                if let Err(e) = s.sync() {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(m) = &d.meta {
+            if let Err(e) = m.sync() {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// The spool's counts, exact (a cut is made).
+    pub fn stats(&self) -> SpoolStats {
+        let mut d = self.drain.lock();
+        let delta = d.cut();
+        self.depth.fetch_add(delta, Ordering::Relaxed);
+        let c = &d.counters;
+        let mut l = c.base;
+        for r in d.live_readers() {
+            if r.live() {
+                // SAFETY: live stripes outlive the drain state.
+                let slot = unsafe { &*r.stripe }.slot();
+                for (k, v) in l.iter_mut().enumerate() {
+                    *v += slot.get(k);
+                }
+            }
+        }
+        for (k, v) in l.iter_mut().enumerate() {
+            *v += self.orphan.get(k);
+        }
+        let lost_events: u64 = c.lost.iter().sum();
+        let lost_bytes: u64 = c.lost_bytes.iter().sum();
+        let spooled_events =
+            l[live::APPENDED].saturating_sub(c.delivered + c.dropped_oldest + lost_events);
+        let spooled_bytes = l[live::APPENDED_BYTES]
+            .saturating_sub(c.delivered_bytes + c.dropped_oldest_bytes + lost_bytes);
+        let mut disk = 0u64;
+        let mut overflow_segments = 0u32;
+        for r in d.live_readers() {
+            for k in 0..r.chain.len() {
+                if matches!(r.chain[k].kind(), SegKind::Overflow(_)) {
+                    overflow_segments += 1;
+                    let first = r.chain[k].first_seq().max(r.released);
+                    let end = r.seg_end(k);
+                    for seq in first..end {
+                        if !r.is_lost(seq) {
+                            disk += 1;
+                        }
+                    }
+                }
+            }
+        }
+        SpoolStats {
+            enqueued_events: l[live::APPENDED],
+            enqueued_bytes: l[live::APPENDED_BYTES],
+            delivered_events: c.delivered,
+            delivered_bytes: c.delivered_bytes,
+            taken_events: c.taken,
+            redelivered_events: c.redelivered,
+            dropped_newest_events: l[live::REFUSED],
+            dropped_newest_bytes: l[live::REFUSED_BYTES],
+            dropped_oldest_events: c.dropped_oldest,
+            dropped_oldest_bytes: c.dropped_oldest_bytes,
+            unavailable_events: l[live::UNAVAILABLE],
+            unavailable_bytes: l[live::UNAVAILABLE_BYTES],
+            disk_full_events: l[live::DISK_FULL],
+            disk_full_bytes: l[live::DISK_FULL_BYTES],
+            lost_events: c.lost,
+            lost_bytes: c.lost_bytes,
+            spooled_events,
+            spooled_bytes,
+            spooled_disk_events: disk.min(spooled_events),
+            in_flight_events: d.in_flight,
+            segments: self.segments(),
+            overflow_segments,
+            stripes: d.live_readers().count() as u32,
+        }
+    }
+
+    /// Closes the spool for good when nothing waits in it: no event pending (in a
+    /// segment or an overflow file, lost ones not yet counted included), none in flight,
+    /// no segment held. Checked and set under the drain lock and every stripe's lock at
+    /// once, so no push can slip in between: a push that takes its stripe's lock
+    /// afterwards, or creates a stripe, answers [`PushOutcome::Removed`]. The meta file
+    /// goes to the store's trash (deleted by [`Store::maintain`]); the spool holds no
+    /// other file. Returns false, changing nothing, when something waits.
+    pub fn close(&self, store: &Store) -> bool {
+        let d = self.drain.lock();
+        {
+            let mut guards = Vec::new();
+            for r in d.readers.iter().flatten() {
+                if !r.live() {
+                    // A stripe of an earlier run is forgotten once all its records are
+                    // released: one still here holds something.
+                    return false;
+                }
+                // SAFETY: live stripes outlive the drain state (see Reader).
+                let w = unsafe { &*r.stripe }.w.lock();
+                if w.end != r.released || w.current.is_some() || !w.handoff.is_empty() {
+                    return false;
+                }
+                guards.push(w);
+            }
+            if d.in_flight > 0
+                || !d.ranges.is_empty()
+                || self.segments_held.load(Ordering::Relaxed) > 0
+                || self.disk_bytes.load(Ordering::Relaxed) > 0
+            {
+                return false;
+            }
+            self.closed.store(true, Ordering::Relaxed);
+        }
+        // The mapping stays (stripes point into it, and a late `stats` reads it) until
+        // the spool is dropped; only the file's name goes.
+        if let Some(meta) = d.meta.as_ref() {
+            store.trash(meta.path().to_path_buf());
+        }
+        true
+    }
+
+    /// Whether [`Spool::close`] closed it.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
     }
 
     /// Checks every invariant of the module documentation; panics on a violation.
     pub fn check_invariants(&self) {
-        assert!(self.head <= self.take && self.take <= self.tail);
-        let mut at = self.head;
-        let mut pending = self.tail - self.take;
+        let d = self.drain.lock();
+        assert!(d.head <= d.take);
+        let mut at = d.head;
         let mut in_flight = 0;
         let mut ids = std::collections::HashSet::new();
-        for r in &self.ranges {
-            assert_eq!(
-                r.start, at,
-                "ranges must tile head..take: {:?}",
-                self.ranges
-            );
+        for r in &d.ranges {
+            assert_eq!(r.start, at, "ranges must tile head..take: {:?}", d.ranges);
             assert!(r.end > r.start, "empty range {r:?}");
             at = r.end;
-            match r.kind {
-                Kind::InFlight { batch, .. } => {
-                    assert!(ids.insert(batch), "batch {batch} twice");
-                    in_flight += r.end - r.start;
-                    pending += r.end - r.start;
-                }
-                Kind::Nacked => pending += r.end - r.start,
-                Kind::Done => {}
+            if let Kind::InFlight { batch, .. } = r.kind {
+                assert!(ids.insert(batch), "batch {batch} twice");
+                in_flight += r.end - r.start;
             }
         }
-        assert_eq!(at, self.take, "ranges must end at take");
-        assert_eq!(pending, self.stats.spooled_events);
-        assert_eq!(in_flight, self.stats.in_flight_events);
-        if let Some(first) = self.chain.front() {
-            assert!(first.first_seq() <= self.head);
-            let mut seq = first.first_seq();
-            for s in &self.chain {
-                assert_eq!(s.first_seq(), seq, "segments must be back to back");
-                seq = s.end_seq();
-            }
-            assert_eq!(seq, self.tail);
-        } else {
-            assert_eq!(self.head, self.tail, "no segment but events spooled");
+        assert_eq!(at, d.take, "ranges must end at take");
+        assert_eq!(in_flight, d.in_flight);
+        let mut at = d.head;
+        let mut next_seq: std::collections::HashMap<u32, u64> = Default::default();
+        for run in &d.runs {
+            assert!(run.merged <= at && at < run.merged + run.len || run.merged == at);
+            at = run.merged + run.len;
+            let expected = next_seq.entry(run.reader).or_insert(run.seq);
+            assert_eq!(*expected, run.seq, "a stripe's runs out of order");
+            *expected = run.seq + run.len;
         }
-        let s = self.stats;
-        assert_eq!(
-            s.enqueued_events,
-            s.delivered_events + s.spooled_events + s.dropped_oldest_events + s.evacuated_events
-        );
-        assert_eq!(
-            s.enqueued_bytes,
-            s.delivered_bytes + s.spooled_bytes + s.dropped_oldest_bytes + s.evacuated_bytes
-        );
+        assert_eq!(at.max(d.head), d.take, "runs must cover head..take");
+        for r in d.live_readers() {
+            assert!(
+                r.released <= r.taken && r.taken <= r.end,
+                "cursors of {:?}",
+                r.key
+            );
+            for &(a, b) in &r.lost {
+                assert!(
+                    r.released <= a && a < b && b <= r.end,
+                    "lost range {a}..{b}"
+                );
+            }
+        }
     }
+}
+
+fn nack_at(d: &mut Drain, i: usize) -> u64 {
+    let r = &mut d.ranges[i];
+    r.kind = Kind::Nacked;
+    let n = r.end - r.start;
+    d.counters.redelivered += n;
+    d.in_flight -= n;
+    n
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::policy::PoolConfig;
-
-    fn pool(segments: u32, capacity: u32) -> RingPool {
-        RingPool::new(PoolConfig {
-            segments,
-            segment_capacity: capacity,
-            segment_bytes: capacity * 16,
-            max_event_bytes: 16,
-        })
-    }
-
-    fn push(s: &mut Spool, p: &RingPool, ev: &[u8], quota: u32, d: DropPolicy) -> PushOutcome {
-        let (o, _) = s.push(p, ev, quota, d, Overflow::Drop);
-        s.check_invariants();
-        o
-    }
-
-    fn events(s: &Spool, b: &Batch) -> Vec<Vec<u8>> {
-        s.pieces(b.start, b.end)
-            .flat_map(|p| {
-                p.event_ranges()
-                    .map(|r| p.data[r].to_vec())
-                    .collect::<Vec<_>>()
-            })
-            .collect()
-    }
-
-    fn ev(i: u32) -> Vec<u8> {
-        format!("e{i}").into_bytes()
-    }
-
-    #[test]
-    fn fifo_across_segments_and_segments_return_on_ack() {
-        let p = pool(4, 2);
-        let mut s = Spool::new();
-        for i in 0..5 {
-            assert_eq!(
-                push(&mut s, &p, &ev(i), 4, DropPolicy::DropNewest),
-                PushOutcome::Accepted
-            );
-        }
-        assert_eq!(s.segments(), 3);
-        assert_eq!(p.free_segments(), 1);
-        let b = s.take(3, u64::MAX, 1).unwrap();
-        assert_eq!(events(&s, &b), vec![ev(0), ev(1), ev(2)]);
-        let b2 = s.take(10, u64::MAX, 1).unwrap();
-        assert_eq!(events(&s, &b2), vec![ev(3), ev(4)]);
-        assert!(s.take(10, u64::MAX, 1).is_none());
-        // Acks out of order: nothing is released until the oldest batch is done.
-        assert_eq!(s.ack(&p, b2.id), Ok(0));
-        s.check_invariants();
-        assert_eq!(s.ack(&p, b.id), Ok(3));
-        s.check_invariants();
-        assert_eq!(p.free_segments(), 4);
-        assert_eq!(s.ack(&p, b.id), Err(BatchError::UnknownBatch));
-        let st = s.stats();
-        assert_eq!(
-            (st.delivered_events, st.spooled_events, st.segments),
-            (5, 0, 0)
-        );
-    }
-
-    #[test]
-    fn nacked_events_come_back_first_and_in_order() {
-        let p = pool(4, 4);
-        let mut s = Spool::new();
-        for i in 0..6 {
-            push(&mut s, &p, &ev(i), 4, DropPolicy::DropNewest);
-        }
-        let a = s.take(2, u64::MAX, 1).unwrap();
-        let b = s.take(2, u64::MAX, 1).unwrap();
-        assert_eq!(s.nack(a.id), Ok(2));
-        s.check_invariants();
-        let a2 = s.take(1, u64::MAX, 2).unwrap();
-        assert_eq!(events(&s, &a2), vec![ev(0)]);
-        let a3 = s.take(10, u64::MAX, 2).unwrap();
-        assert_eq!(
-            events(&s, &a3),
-            vec![ev(1)],
-            "the rest of the nacked run, alone"
-        );
-        let c = s.take(10, u64::MAX, 2).unwrap();
-        assert_eq!(events(&s, &c), vec![ev(4), ev(5)]);
-        for id in [b.id, a2.id, c.id, a3.id] {
-            s.ack(&p, id).unwrap();
-            s.check_invariants();
-        }
-        let st = s.stats();
-        assert_eq!(st.delivered_events, 6);
-        assert_eq!(st.redelivered_events, 2);
-        assert_eq!(st.taken_events, 8);
-    }
-
-    #[test]
-    fn nack_owner_returns_only_that_owners_batches() {
-        let p = pool(4, 4);
-        let mut s = Spool::new();
-        for i in 0..4 {
-            push(&mut s, &p, &ev(i), 4, DropPolicy::DropNewest);
-        }
-        let a = s.take(1, u64::MAX, 7).unwrap();
-        let _b = s.take(1, u64::MAX, 8).unwrap();
-        let _c = s.take(1, u64::MAX, 7).unwrap();
-        assert_eq!(s.nack_owner(7), 2);
-        s.check_invariants();
-        assert_eq!(s.stats().in_flight_events, 1);
-        let again = s.take(10, u64::MAX, 9).unwrap();
-        assert_eq!(events(&s, &again), vec![ev(0)]);
-        assert_eq!(again.start, a.start);
-        assert_eq!(s.nack_all(), 2);
-        s.check_invariants();
-    }
-
-    #[test]
-    fn drop_newest_refuses_and_counts_when_quota_is_reached() {
-        let p = pool(8, 2);
-        let mut s = Spool::new();
-        for i in 0..4 {
-            assert_eq!(
-                push(&mut s, &p, &ev(i), 2, DropPolicy::DropNewest),
-                PushOutcome::Accepted
-            );
-        }
-        let (o, seg) = s.push(&p, b"late!", 2, DropPolicy::DropNewest, Overflow::Drop);
-        assert_eq!((o, seg), (PushOutcome::Refused, SegmentEvent::Exhausted));
-        let st = s.stats();
-        assert_eq!((st.dropped_newest_events, st.dropped_newest_bytes), (1, 5));
-        assert_eq!(st.spooled_events, 4);
-        assert_eq!(
-            p.free_segments(),
-            6,
-            "the quota, not the pool, was the limit"
-        );
-    }
-
-    #[test]
-    fn drop_oldest_discards_the_oldest_segment_and_reuses_it() {
-        let p = pool(2, 2);
-        let mut s = Spool::new();
-        for i in 0..4 {
-            push(&mut s, &p, &ev(i), 8, DropPolicy::DropOldest);
-        }
-        assert_eq!(p.free_segments(), 0);
-        let o = push(&mut s, &p, &ev(4), 8, DropPolicy::DropOldest);
-        assert_eq!(
-            o,
-            PushOutcome::AcceptedAfterDrop {
-                events: 2,
-                bytes: 4
-            }
-        );
-        let b = s.take(10, u64::MAX, 1).unwrap();
-        assert_eq!(events(&s, &b), vec![ev(2), ev(3), ev(4)]);
-        s.ack(&p, b.id).unwrap();
-        s.check_invariants();
-        let st = s.stats();
-        assert_eq!((st.dropped_oldest_events, st.delivered_events), (2, 3));
-    }
-
-    #[test]
-    fn drop_oldest_drops_nacked_events_and_refuses_when_pinned() {
-        let p = pool(2, 2);
-        let mut s = Spool::new();
-        for i in 0..4 {
-            push(&mut s, &p, &ev(i), 8, DropPolicy::DropOldest);
-        }
-        // A batch in flight pins the oldest segment: nothing can be discarded.
-        let b = s.take(1, u64::MAX, 1).unwrap();
-        assert_eq!(
-            push(&mut s, &p, &ev(9), 8, DropPolicy::DropOldest),
-            PushOutcome::Refused
-        );
-        // Once nacked, the batch's events are pending again and may be discarded.
-        s.nack(b.id).unwrap();
-        let o = push(&mut s, &p, &ev(4), 8, DropPolicy::DropOldest);
-        assert_eq!(
-            o,
-            PushOutcome::AcceptedAfterDrop {
-                events: 2,
-                bytes: 4
-            }
-        );
-        let st = s.stats();
-        assert_eq!((st.dropped_oldest_events, st.dropped_newest_events), (2, 1));
-        let b = s.take(10, u64::MAX, 1).unwrap();
-        assert_eq!(events(&s, &b), vec![ev(2), ev(3), ev(4)]);
-    }
-
-    #[test]
-    fn overflow_to_disk_hands_the_event_back() {
-        let p = pool(1, 1);
-        let mut s = Spool::new();
-        push(&mut s, &p, b"a", 1, DropPolicy::DropOldest);
-        let (o, seg) = s.push(&p, b"bb", 1, DropPolicy::DropOldest, Overflow::Disk);
-        assert_eq!((o, seg), (PushOutcome::Overflow, SegmentEvent::Exhausted));
-        let st = s.stats();
-        assert_eq!(
-            (st.overflow_events, st.overflow_bytes, st.spooled_events),
-            (1, 2, 1)
-        );
-    }
-
-    #[test]
-    fn batches_are_cut_by_bytes_but_hold_at_least_one_event() {
-        let p = pool(2, 8);
-        let mut s = Spool::new();
-        for _ in 0..6 {
-            push(&mut s, &p, &[7u8; 10], 2, DropPolicy::DropNewest);
-        }
-        let b = s.take(100, 25, 1).unwrap();
-        assert_eq!((b.len(), b.bytes), (2, 20));
-        let b = s.take(100, 5, 1).unwrap();
-        assert_eq!((b.len(), b.bytes), (1, 10));
-        assert!(s.take(0, 100, 1).is_none());
-    }
-
-    #[test]
-    fn take_with_no_event_limit_takes_everything_pending() {
-        let p = pool(4, 2);
-        let mut s = Spool::new();
-        for i in 0..5 {
-            push(&mut s, &p, &ev(i), 4, DropPolicy::DropNewest);
-        }
-        let first = s.take(1, u64::MAX, 1).unwrap();
-        // u64::MAX events from a non-zero start must not wrap around to an empty batch.
-        let b = s.take(u64::MAX, u64::MAX, 1).unwrap();
-        assert_eq!(events(&s, &b), vec![ev(1), ev(2), ev(3), ev(4)]);
-        assert!(s.take(u64::MAX, u64::MAX, 1).is_none());
-        assert_eq!(s.nack(first.id), Ok(1));
-        let again = s.take(u64::MAX, u64::MAX, 1).unwrap();
-        assert_eq!(events(&s, &again), vec![ev(0)]);
-        s.check_invariants();
-    }
-
-    /// A deterministic random walk over every operation, checking the invariants after
-    /// each and the FIFO/at-least-once contract at the end.
-    #[test]
-    fn random_operations_keep_every_invariant() {
-        let mut rng = 0x2545F4914F6CDD1Du64;
-        let mut next = move || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
-        for round in 0..50 {
-            let p = pool(3 + (round % 3), 3);
-            let mut s = Spool::new();
-            let drop = if round % 2 == 0 {
-                DropPolicy::DropNewest
-            } else {
-                DropPolicy::DropOldest
-            };
-            let mut in_flight: Vec<u64> = Vec::new();
-            let mut delivered: Vec<u64> = Vec::new();
-            let mut seq_of = std::collections::HashMap::new();
-            let mut n = 0u64;
-            for _ in 0..400 {
-                match next() % 5 {
-                    0 | 1 => {
-                        let e = n.to_be_bytes();
-                        let (o, _) = s.push(&p, &e, 2 + (round % 3), drop, Overflow::Drop);
-                        if matches!(
-                            o,
-                            PushOutcome::Accepted | PushOutcome::AcceptedAfterDrop { .. }
-                        ) {
-                            seq_of.insert(n, ());
-                        }
-                        n += 1;
-                    }
-                    2 => {
-                        if let Some(b) = s.take(1 + next() % 4, u64::MAX, next() % 3) {
-                            in_flight.push(b.id);
-                            let _ = &b;
-                        }
-                    }
-                    3 if !in_flight.is_empty() => {
-                        let id = in_flight.swap_remove((next() % in_flight.len() as u64) as usize);
-                        let r = s
-                            .ranges
-                            .iter()
-                            .find(|r| matches!(r.kind, Kind::InFlight { batch, .. } if batch == id))
-                            .copied()
-                            .unwrap();
-                        for piece in s.pieces(r.start, r.end) {
-                            for rg in piece.event_ranges() {
-                                delivered
-                                    .push(u64::from_be_bytes(piece.data[rg].try_into().unwrap()));
-                            }
-                        }
-                        s.ack(&p, id).unwrap();
-                    }
-                    4 if !in_flight.is_empty() => {
-                        let id = in_flight.swap_remove((next() % in_flight.len() as u64) as usize);
-                        s.nack(id).unwrap();
-                    }
-                    _ => {}
-                }
-                s.check_invariants();
-            }
-            // Every delivered event was accepted, and none twice (acks are exactly once).
-            let mut seen = std::collections::HashSet::new();
-            for d in &delivered {
-                assert!(seq_of.contains_key(d));
-                assert!(seen.insert(*d), "event {d} delivered twice");
-            }
-            let st = s.stats();
-            assert_eq!(st.delivered_events, delivered.len() as u64);
-            assert_eq!(
-                p.free_segments() + s.segments(),
-                p.config().segments as usize
-            );
-        }
-    }
-}
+mod tests;

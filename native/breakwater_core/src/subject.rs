@@ -8,8 +8,8 @@
 //! # Backpressure
 //!
 //! Depth is the larger of the depth the router last reported and the events waiting in
-//! the spool, in memory and on disk (so a subject that overflows to disk still pushes
-//! back). Every change of depth re-evaluates the rules of [`crate::backpressure`]; the
+//! the spool, in pool segments and overflow files (so a subject that overflows to disk
+//! still pushes back). Every change of depth re-evaluates the rules of [`crate::backpressure`]; the
 //! stability period of `recovery` is checked against a stamp of when the depth last
 //! became calm, by depth updates, checks and timer ticks.
 //!
@@ -17,8 +17,9 @@
 //!
 //! No mutex on the admit, record, check and depth paths: each reads the state word and
 //! changes it only by compare-and-swap ([`crate::state`]); counters are striped
-//! ([`crate::counters`]). The spool sits behind a mutex held only to copy an event in or
-//! a batch out. Fields written on different paths sit on different cache lines.
+//! ([`crate::counters`]). The spool is striped per thread ([`crate::spool`]): an enqueue
+//! takes only its own thread's stripe lock. Fields written on different paths sit on
+//! different cache lines.
 //!
 //! Memory ordering: the state word is loaded with `Acquire` and swapped with `AcqRel`,
 //! so a reader that sees a state also sees what its winner wrote before the CAS; depths,
@@ -31,10 +32,12 @@ use crate::clock::{Clock, Now};
 use crate::counters::{Counter, StripedCounters, COUNTERS};
 use crate::lifecycle::Lifecycle;
 use crate::policy::{DropPolicy, Overflow, Policy, PolicyError};
-use crate::pool::RingPool;
 use crate::probes::Ticket;
-use crate::spool::{Batch, BatchError, PushOutcome, Release, SegmentEvent, Spool, SpoolStats};
+use crate::spool::{
+    Batch, BatchError, PushOutcome, Recovered, SegmentEvent, Spool, SpoolStats, Taken,
+};
 use crate::state::{BackpressureState, BreakerState, Stamp, Status, Word, NO_TIME};
+use crate::store::Store;
 use crate::transition::{Cause, Transition, Transitions};
 use crate::window::WindowCounts;
 use arc_swap::ArcSwap;
@@ -110,8 +113,9 @@ pub enum Enqueued {
     AcceptedAfterDrop(u64),
     /// Refused for lack of room and counted as dropped; retry after this many ms.
     Refused(u64),
-    /// No room in memory: the caller must write the event to the disk spool.
-    Overflow,
+    /// Refused because the spool cannot store it now (disk full, unwritable, a failing
+    /// write), counted; retry after this many ms.
+    Unavailable(u64),
 }
 
 /// Why an event was not even offered to the spool.
@@ -195,7 +199,7 @@ pub struct Snapshot {
     pub high_watermark: u64,
     /// The pool could not give the subject a segment.
     pub exhausted: bool,
-    /// Events of the subject wait in the disk spool.
+    /// Events of the subject wait in overflow files.
     pub disk_pending: bool,
     /// Consecutive failures while closed.
     pub consecutive_failures: u32,
@@ -239,18 +243,15 @@ pub struct Subject {
     word: CachePadded<AtomicU64>,
     hot: CachePadded<HotPolicy>,
     reported_depth: CachePadded<AtomicU64>,
-    spooled: CachePadded<AtomicU64>,
     breaker: Breaker,
     exhausted: AtomicBool,
-    disk_pending: AtomicBool,
-    segments_held: AtomicU32,
     high_watermark: AtomicU64,
     calm_since: Stamp,
     rare: RareCounters,
     counters: StripedCounters,
     policy: ArcSwap<PolicyView>,
     configure_lock: Mutex<()>,
-    spool: Mutex<Spool>,
+    spool: Spool,
     lifecycle: Lifecycle,
 }
 
@@ -263,18 +264,15 @@ impl Subject {
             word: CachePadded::new(AtomicU64::new(Word::INITIAL.0)),
             hot: CachePadded::new(HotPolicy::default()),
             reported_depth: CachePadded::new(AtomicU64::new(0)),
-            spooled: CachePadded::new(AtomicU64::new(0)),
             breaker: Breaker::new(),
             exhausted: AtomicBool::new(false),
-            disk_pending: AtomicBool::new(false),
-            segments_held: AtomicU32::new(0),
             high_watermark: AtomicU64::new(0),
             calm_since: Stamp::default(),
             rare: RareCounters::default(),
             counters: StripedCounters::new(),
             policy: ArcSwap::from_pointee(PolicyView::new(Policy::default(), None)),
             configure_lock: Mutex::new(()),
-            spool: Mutex::new(Spool::new()),
+            spool: Spool::new(),
             lifecycle: Lifecycle::default(),
         };
         s.store_policy(policy, None, pool_segments);
@@ -303,12 +301,12 @@ impl Subject {
     }
 
     /// Depth: the larger of the reported depth and the events waiting in the spool
-    /// (memory and disk).
+    /// (pool segments and overflow files; see [`Spool::depth`]).
     #[inline]
     pub fn depth(&self) -> u64 {
         self.reported_depth
             .load(Ordering::Relaxed)
-            .max(self.spooled.load(Ordering::Relaxed))
+            .max(self.spool.depth())
     }
 
     /// The priority of `event_type` in this subject's policy, if it names one.
@@ -736,12 +734,12 @@ impl Subject {
     /// Offers `event` to the subject's spool.
     pub fn enqueue<C: Clock>(
         &self,
-        pool: &RingPool,
+        store: &Store,
         event: &[u8],
         clock: &C,
         out: &mut Transitions,
     ) -> Result<Enqueued, EnqueueError> {
-        let max = pool.config().max_event_bytes;
+        let max = store.pool().config().max_event_bytes;
         if event.len() > max as usize {
             return Err(EnqueueError::TooLarge {
                 bytes: event.len(),
@@ -760,98 +758,80 @@ impl Subject {
         } else {
             Overflow::Drop
         };
-        let (outcome, segment, spooled) = {
-            let mut spool = self.spool.lock();
-            if self.lifecycle.is_closed() {
-                // Removed after the caller looked it up (see `prepare_removal`).
-                return Err(EnqueueError::Removed);
-            }
-            let (outcome, segment) = if self.disk_pending.load(Ordering::Relaxed) {
-                // Older events wait on disk (an overflow, or a flush at application
-                // stop): this one follows them, so delivery stays in order.
-                (spool.overflow(event), SegmentEvent::None)
-            } else {
-                spool.push(pool, event, quota, drop, overflow)
-            };
-            if outcome == PushOutcome::Overflow {
-                self.disk_pending.store(true, Ordering::Relaxed);
-            }
-            (outcome, segment, self.publish(&spool))
-        };
-        match segment {
+        let push = self.spool.push(
+            &self.name,
+            store,
+            event,
+            quota,
+            drop,
+            overflow,
+            h.recovery.load(Ordering::Relaxed),
+        );
+        match push.segment {
             SegmentEvent::Acquired => self.exhausted.store(false, Ordering::Relaxed),
             SegmentEvent::Exhausted => self.exhausted.store(true, Ordering::Relaxed),
             SegmentEvent::None => {}
         }
-        self.watermark(spooled);
-        let result = match outcome {
+        let result = match push.outcome {
             PushOutcome::Accepted => Enqueued::Accepted,
             PushOutcome::AcceptedAfterDrop { events, .. } => Enqueued::AcceptedAfterDrop(events),
-            PushOutcome::Refused => Enqueued::Refused(h.retry_after_ms.load(Ordering::Relaxed)),
-            PushOutcome::Overflow => Enqueued::Overflow,
+            PushOutcome::Refused | PushOutcome::DiskFull => {
+                Enqueued::Refused(h.retry_after_ms.load(Ordering::Relaxed))
+            }
+            PushOutcome::Unavailable => Enqueued::Unavailable(crate::store::RETRY_MS),
+            // Removed after the caller looked it up (see `prepare_removal`).
+            PushOutcome::Removed => return Err(EnqueueError::Removed),
         };
-        // Only a change of segment ownership or of depth can move the state: the common
-        // case (an event into the current segment, far from a threshold) reads a few
-        // atomics here and changes nothing.
-        self.evaluate(&Now::new(clock), false, out);
+        // Only a change of segment or of the depth mirror can move the state: the
+        // common case (an event into the current segment, far from a threshold) reads a
+        // few atomics and changes nothing.
+        if let Some(depth) = push.depth {
+            self.watermark(depth);
+        }
+        if push.depth.is_some() || push.segment != SegmentEvent::None {
+            self.evaluate(&Now::new(clock), false, out);
+        }
         Ok(result)
     }
 
     /// Hands out a batch of at most `max_events` events (and, beyond the first, at most
-    /// `max_bytes` bytes), oldest first, to `owner`; `read` sees the batch's events while
-    /// the spool is locked and copies them out. `None` when nothing is pending.
-    pub fn drain<R>(
+    /// `max_bytes` bytes), oldest first, to `owner`; `read` sees the batch's event
+    /// payloads while the spool is locked and copies them out.
+    #[allow(clippy::too_many_arguments)]
+    pub fn drain<C: Clock, R>(
         &self,
+        store: &Store,
         max_events: u64,
         max_bytes: u64,
         owner: u64,
-        read: impl FnOnce(&Batch, &mut dyn Iterator<Item = crate::segment::Piece<'_>>) -> R,
-    ) -> Option<(Batch, R)> {
-        let mut spool = self.spool.lock();
-        let batch = spool.take(max_events, max_bytes, owner)?;
-        let mut pieces = spool.pieces(batch.start, batch.end);
-        let r = read(&batch, &mut pieces);
-        Some((batch, r))
+        clock: &C,
+        out: &mut Transitions,
+        read: impl FnOnce(&Batch, &mut dyn Iterator<Item = &[u8]>) -> R,
+    ) -> Taken<R> {
+        let taken = self
+            .spool
+            .take(&self.name, store, max_events, max_bytes, owner, read);
+        // Lost records skipped, or a cut, may have moved the depth.
+        self.evaluate(&Now::new(clock), false, out);
+        taken
     }
 
-    /// Acknowledges batch `id`; its segments go back to the pool, and backpressure is
-    /// re-evaluated.
+    /// Reads back the overflow files the next drain needs (blocking I/O: call from a
+    /// dirty scheduler or a thread of its own). Returns the segments read.
+    pub fn load(&self, store: &Store) -> usize {
+        self.spool.load(&self.name, store)
+    }
+
+    /// Acknowledges batch `id`; released segments go back to the pool, and
+    /// backpressure is re-evaluated.
     pub fn ack<C: Clock>(
         &self,
-        pool: &RingPool,
+        store: &Store,
         id: u64,
         clock: &C,
         out: &mut Transitions,
     ) -> Result<(), BatchError> {
-        self.release(pool, id, Release::Delivered, clock, out)
-    }
-
-    /// Releases batch `id` as written to the disk spool (application stop) rather than
-    /// delivered.
-    pub fn evacuate<C: Clock>(
-        &self,
-        pool: &RingPool,
-        id: u64,
-        clock: &C,
-        out: &mut Transitions,
-    ) -> Result<(), BatchError> {
-        self.release(pool, id, Release::Evacuated, clock, out)
-    }
-
-    fn release<C: Clock>(
-        &self,
-        pool: &RingPool,
-        id: u64,
-        how: Release,
-        clock: &C,
-        out: &mut Transitions,
-    ) -> Result<(), BatchError> {
-        let released = {
-            let mut spool = self.spool.lock();
-            let released = spool.release_batch(pool, id, how)?;
-            self.publish(&spool);
-            released
-        };
+        let released = self.spool.ack(store, id)?;
         if released > 0 {
             self.exhausted.store(false, Ordering::Relaxed);
         }
@@ -859,87 +839,27 @@ impl Subject {
         Ok(())
     }
 
-    /// Publishes the spool's depth and segment count, and returns that depth; called
-    /// with the spool locked, so the mirrors follow the spool's order.
-    fn publish(&self, spool: &Spool) -> u64 {
-        let waiting = spool.waiting_events();
-        self.spooled.store(waiting, Ordering::Relaxed);
-        self.segments_held
-            .store(spool.segments() as u32, Ordering::Relaxed);
-        waiting
+    /// Installs what recovery found for this subject (a fresh subject only).
+    pub fn restore(&self, recovered: Recovered) {
+        self.spool.restore(recovered);
+        let d = self.spool.depth();
+        self.watermark(d);
     }
 
-    /// Puts an event read back from the disk spool into memory if there is room (it is
-    /// never discarded and never overflows). Returns false when it did not fit.
-    pub fn refill<C: Clock>(
-        &self,
-        pool: &RingPool,
-        event: &[u8],
-        clock: &C,
-        out: &mut Transitions,
-    ) -> bool {
-        let quota = self.hot.quota.load(Ordering::Relaxed);
-        let ((fit, segment), waiting) = {
-            let mut spool = self.spool.lock();
-            if self.lifecycle.is_closed() {
-                return false;
-            }
-            let r = spool.refill(pool, event, quota);
-            (r, self.publish(&spool))
-        };
-        if segment == SegmentEvent::Acquired {
-            self.exhausted.store(false, Ordering::Relaxed);
-        }
-        if fit {
-            self.watermark(waiting);
-            self.evaluate(&Now::new(clock), false, out);
-        }
-        fit
-    }
-
-    /// Counts overflow events the disk spool could not store.
-    pub fn disk_dropped(&self, events: u64, bytes: u64) {
-        let mut spool = self.spool.lock();
-        spool.disk_dropped(events, bytes);
-        self.publish(&spool);
-    }
-
-    /// Counts events found in the disk spool at start that this node had not counted.
-    pub fn disk_recovered(&self, events: u64) {
-        let mut spool = self.spool.lock();
-        spool.disk_recovered(events);
-        self.publish(&spool);
-    }
-
-    /// Whether events of this subject wait in the disk spool. While they do, every new
-    /// event goes to disk after them (whatever the policy's `overflow`), so delivery
-    /// stays FIFO. Set by the first overflow, or by the layer that flushes memory to
-    /// disk at stop or finds events there at start; cleared by the layer that empties
-    /// the disk spool.
+    /// Whether events of this subject wait in overflow files.
     pub fn disk_pending(&self) -> bool {
-        self.disk_pending.load(Ordering::Relaxed)
-    }
-
-    /// Sets or clears [`Subject::disk_pending`].
-    pub fn set_disk_pending(&self, pending: bool) {
-        self.disk_pending.store(pending, Ordering::Relaxed);
+        self.spool.stats().spooled_disk_events > 0
     }
 
     /// The one step of a removal that concerns the spool: refuses while events wait
     /// (in memory or on disk), a batch is in flight or a segment is held; otherwise
-    /// closes the subject, under the spool's lock, so that no event is stored in it
-    /// afterwards (a store on a reference looked up before the removal gets
-    /// [`EnqueueError::Removed`] and looks the name up again). A spool with resources of
-    /// its own (files) releases them here.
-    pub fn prepare_removal(&self) -> Result<(), Spooled> {
-        let spool = self.spool.lock();
-        let st = spool.stats();
-        if st.spooled_events > 0
-            || st.in_flight_events > 0
-            || st.segments > 0
-            || st.disk_pending_events() > 0
-            || self.disk_pending.load(Ordering::Relaxed)
-        {
+    /// closes the subject, under the spool's locks (its drain lock and every stripe's),
+    /// so that no event is stored in it afterwards (a store on a reference looked up
+    /// before the removal gets [`EnqueueError::Removed`] and looks the name up again).
+    /// The subject's meta file is deleted (by the store's housekeeping); it holds no
+    /// segment by then.
+    pub fn prepare_removal(&self, store: &Store) -> Result<(), Spooled> {
+        if !self.spool.close(store) {
             return Err(Spooled::Events);
         }
         self.lifecycle.close();
@@ -962,7 +882,10 @@ impl Subject {
             st.delivered_events,
             st.redelivered_events,
             st.dropped_newest_events,
-            st.overflow_events,
+            st.dropped_oldest_events,
+            st.unavailable_events,
+            st.disk_full_events,
+            st.lost_total(),
             self.reported_depth.load(Ordering::Relaxed),
             self.word.load(Ordering::Relaxed),
         ] {
@@ -973,22 +896,32 @@ impl Subject {
 
     /// Returns batch `id` to the spool for redelivery.
     pub fn nack(&self, id: u64) -> Result<u64, BatchError> {
-        self.spool.lock().nack(id)
+        self.spool.nack(id)
     }
 
     /// Returns every batch in flight to `owner` to the spool.
     pub fn nack_owner(&self, owner: u64) -> u64 {
-        self.spool.lock().nack_owner(owner)
+        self.spool.nack_owner(owner)
     }
 
     /// Returns every batch in flight to the spool.
     pub fn nack_all(&self) -> u64 {
-        self.spool.lock().nack_all()
+        self.spool.nack_all()
     }
 
-    /// The spool's counts.
+    /// Writes the subject's spool files to disk (`fsync` durability).
+    pub fn sync(&self) -> std::io::Result<()> {
+        self.spool.sync()
+    }
+
+    /// The spool's counts, exact.
     pub fn spool_stats(&self) -> SpoolStats {
-        self.spool.lock().stats()
+        self.spool.stats()
+    }
+
+    /// The spool, for invariant checks in tests.
+    pub fn spool(&self) -> &Spool {
+        &self.spool
     }
 
     // ---- manual control and the timer ------------------------------------------------
@@ -1035,7 +968,7 @@ impl Subject {
     /// The timer's visit: applies the time-based rules without traffic, clears a stale
     /// exhaustion once the pool has room again, and fails half-open probes left
     /// unanswered for `call_timeout_ms`.
-    pub fn tick<C: Clock>(&self, pool: &RingPool, clock: &C, out: &mut Transitions) {
+    pub fn tick<C: Clock>(&self, store: &Store, clock: &C, out: &mut Transitions) {
         let w = self.word();
         let exhausted = self.exhausted.load(Ordering::Relaxed);
         if w.is_quiet() && !exhausted {
@@ -1043,8 +976,8 @@ impl Subject {
         }
         let now = Now::new(clock);
         if exhausted
-            && pool.free_segments() > 0
-            && self.segments_held.load(Ordering::Relaxed) < self.hot.quota.load(Ordering::Relaxed)
+            && store.pool().free_segments() > 0
+            && self.spool.segments() < self.hot.quota.load(Ordering::Relaxed)
         {
             self.exhausted.store(false, Ordering::Relaxed);
         }
@@ -1064,13 +997,20 @@ impl Subject {
         };
         let window_ms = self.policy.load().policy.window_ms;
         let b = self.breaker.counts();
+        // Exact counts (the depth mirror may lag by a few events far below every
+        // threshold; status shows the exact depth).
+        let spool = self.spool_stats();
+        let reported = self.reported_depth.load(Ordering::Relaxed);
         Snapshot {
             word: w,
-            depth: self.depth(),
-            reported_depth: self.reported_depth.load(Ordering::Relaxed),
-            high_watermark: self.high_watermark.load(Ordering::Relaxed),
+            depth: reported.max(spool.spooled_events),
+            reported_depth: reported,
+            high_watermark: self
+                .high_watermark
+                .load(Ordering::Relaxed)
+                .max(spool.spooled_events),
             exhausted: self.exhausted.load(Ordering::Relaxed),
-            disk_pending: self.disk_pending.load(Ordering::Relaxed),
+            disk_pending: spool.spooled_disk_events > 0,
             consecutive_failures: b.consecutive_failures,
             counters: self.counters.snapshot(),
             stale_probes: b.stale_probes,
@@ -1081,7 +1021,7 @@ impl Subject {
             breaker_transitions: self.rare.breaker_transitions.load(Ordering::Relaxed),
             backpressure_transitions: self.rare.backpressure_transitions.load(Ordering::Relaxed),
             status_changes: self.rare.status_changes.load(Ordering::Relaxed),
-            spool: self.spool_stats(),
+            spool,
             open_remaining_ms,
             window: self.breaker.window(now.get(), window_ms),
         }

@@ -7,13 +7,15 @@
 //! in the `Transitions` out-param chain from the word before the operation to the word
 //! after it, and that the subject's transition counters equal what was reported so far.
 
+use breakwater_core::clock::Clock;
 use breakwater_core::clock::ManualClock;
 use breakwater_core::counters::Counter;
 use breakwater_core::policy::{DropPolicy, Policy, PoolConfig};
 use breakwater_core::registry::{Registry, RegistryConfig};
-use breakwater_core::spool::Batch;
+use breakwater_core::spool::{Batch, Taken};
 use breakwater_core::state::BackpressureState::{self, Dropping, Normal, Pressure, Recovery};
 use breakwater_core::state::{BreakerState, Status, Word};
+use breakwater_core::store::Store;
 use breakwater_core::subject::{EnqueueError, Enqueued, Outcome, Reason, Snapshot, Subject};
 use breakwater_core::transition::{Machine, Transition, Transitions};
 use std::cell::RefCell;
@@ -48,7 +50,8 @@ fn small_pool() -> PoolConfig {
     PoolConfig {
         segments: 8,
         segment_capacity: 4,
-        segment_bytes: 256,
+        // Each event takes its bytes and a 16-byte record header.
+        segment_bytes: 4 * (64 + 16),
         max_event_bytes: 64,
     }
 }
@@ -120,7 +123,7 @@ impl H {
     }
 
     fn run(&self, op: Op) -> (Out, Vec<Transition>) {
-        let pool = self.reg.pool();
+        let pool = self.reg.store();
         self.step(|s, c, t| match op {
             Op::Depth(d) => {
                 s.report_depth(d, c, t);
@@ -165,18 +168,20 @@ impl H {
     }
 
     fn enqueue(&self, event: &[u8]) -> (Enqueued, Vec<BackpressureState2>) {
-        let pool = self.reg.pool();
+        let pool = self.reg.store();
         let (r, ts) = self.step(|s, c, t| s.enqueue(pool, event, c, t));
         (r.expect("event within max_event_bytes"), pairs(&ts))
     }
 
     /// Takes a batch of at most `max` events; returns it with copies of its events.
     fn take(&self, max: u64) -> Option<(Batch, Vec<Vec<u8>>)> {
-        take(self.s(), max)
+        let (r, ts) = self.step(|s, c, t| take(s, self.reg.store(), c, t, max));
+        assert_eq!(ts, vec![], "taking a batch makes no transition");
+        r
     }
 
     fn ack(&self, id: u64) -> Vec<BackpressureState2> {
-        let pool = self.reg.pool();
+        let pool = self.reg.store();
         let (r, ts) = self.step(|s, c, t| s.ack(pool, id, c, t));
         r.expect("known batch");
         pairs(&ts)
@@ -203,15 +208,20 @@ impl H2<'_> {
         let mut t = Transitions::new();
         let r = self
             .s()
-            .enqueue(self.h.reg.pool(), event, self.h.clock(), &mut t)
+            .enqueue(self.h.reg.store(), event, self.h.clock(), &mut t)
             .unwrap();
         (r, pairs(&t.iter().copied().collect::<Vec<_>>()))
+    }
+
+    fn take(&self, max: u64) -> Option<(Batch, Vec<Vec<u8>>)> {
+        let mut t = Transitions::new();
+        take(self.s(), self.h.reg.store(), self.h.clock(), &mut t, max)
     }
 
     fn ack(&self, id: u64) {
         let mut t = Transitions::new();
         self.s()
-            .ack(self.h.reg.pool(), id, self.h.clock(), &mut t)
+            .ack(self.h.reg.store(), id, self.h.clock(), &mut t)
             .unwrap();
     }
 }
@@ -225,16 +235,20 @@ fn pairs(ts: &[Transition]) -> Vec<BackpressureState2> {
         .collect()
 }
 
-fn take(s: &Subject, max: u64) -> Option<(Batch, Vec<Vec<u8>>)> {
-    s.drain(max, u64::MAX, 1, |_, pieces| {
-        let mut v = Vec::new();
-        for p in pieces {
-            for r in p.event_ranges() {
-                v.push(p.data[r].to_vec());
-            }
-        }
-        v
-    })
+fn take<C: Clock>(
+    s: &Subject,
+    store: &Store,
+    c: &C,
+    t: &mut Transitions,
+    max: u64,
+) -> Option<(Batch, Vec<Vec<u8>>)> {
+    match s.drain(store, max, u64::MAX, 1, c, t, |b, events| {
+        (*b, events.map(<[u8]>::to_vec).collect())
+    }) {
+        Taken::Batch(_, r) => Some(r),
+        Taken::Empty => None,
+        Taken::NeedsLoad => panic!("memory segments are always readable"),
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -920,7 +934,7 @@ fn pool_exhaustion_drops_and_tick_clears_a_stale_exhaustion() {
     assert_eq!(h.snap().depth, 0);
     assert_eq!(h.tick(), vec![], "the pool is still empty");
     // The other subject frees segments; this one's exhaustion is now stale.
-    let (b, _) = take(other.s(), 8).unwrap();
+    let (b, _) = other.take(8).unwrap();
     other.ack(b.id);
     assert_eq!(h.reg.pool().free_segments(), 2);
     assert_eq!(h.bp(), Dropping);
@@ -945,7 +959,7 @@ fn pool_exhaustion_clears_on_the_next_segment_acquired() {
         other.enqueue(&ev(i));
     }
     assert_eq!(h.enqueue(b"nope").1, vec![(Normal, Dropping)]);
-    let (b, _) = take(other.s(), 4).unwrap();
+    let (b, _) = other.take(4).unwrap();
     other.ack(b.id);
     assert_eq!(h.enqueue(b"yes").0, Enqueued::Accepted);
     assert_eq!(h.bp(), Recovery);
@@ -1038,7 +1052,7 @@ fn drop_oldest_discards_the_oldest_and_counts_them() {
 #[test]
 fn oversized_events_are_refused_with_a_clear_error() {
     let h = H::new(policy(|_| {}));
-    let pool = h.reg.pool();
+    let pool = h.reg.store();
     let mut t = Transitions::new();
     let r = h.s().enqueue(pool, &[0u8; 65], h.clock(), &mut t);
     assert_eq!(r, Err(EnqueueError::TooLarge { bytes: 65, max: 64 }));
@@ -1068,7 +1082,7 @@ fn nack_redelivers_and_depth_stays_until_ack() {
     assert_eq!(h.ack(b2.id), vec![(Dropping, Recovery)]);
     assert!(h
         .s()
-        .ack(h.reg.pool(), b.id, h.clock(), &mut Transitions::new())
+        .ack(h.reg.store(), b.id, h.clock(), &mut Transitions::new())
         .is_err());
     assert_eq!(h.reg.pool().free_segments(), 8);
 }
@@ -1132,7 +1146,7 @@ fn transitions_carry_their_cause() {
     for i in 0..4 {
         assert_eq!(h.enqueue(&ev(i)).0, Enqueued::Accepted);
     }
-    let pool = h.reg.pool();
+    let pool = h.reg.store();
     let (r, ts) = h.step(|s, c, t| s.enqueue(pool, b"refused", c, t));
     assert_eq!(r, Ok(Enqueued::Refused(7_000)));
     assert_eq!(causes(ts), vec![((Normal, Dropping), Cause::Pool)]);

@@ -114,7 +114,7 @@ impl H {
                 Out::Check(st, retry)
             }
             Op::Tick => {
-                s.tick(self.reg.pool(), c, t);
+                s.tick(self.reg.store(), c, t);
                 Out::Done
             }
             Op::Wait(ms) => {

@@ -6,6 +6,7 @@
 use breakwater_core::clock::ManualClock;
 use breakwater_core::policy::{Policy, PoolConfig};
 use breakwater_core::registry::{Registry, RegistryConfig, RemoveError};
+use breakwater_core::spool::Taken;
 use breakwater_core::subject::EnqueueError;
 use breakwater_core::transition::Transitions;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -142,7 +143,7 @@ fn no_event_is_lost_when_its_subject_is_removed_under_producers() {
                         let event = (p * EVENTS + i).to_le_bytes();
                         loop {
                             let s = r.subject(b"x").expect("room for x");
-                            match s.enqueue(r.pool(), &event, r.clock(), &mut t) {
+                            match s.enqueue(r.store(), &event, r.clock(), &mut t) {
                                 Err(EnqueueError::Removed) => continue,
                                 Ok(breakwater_core::subject::Enqueued::Accepted) => {
                                     accepted.fetch_add(1, Ordering::Relaxed);
@@ -176,16 +177,11 @@ fn no_event_is_lost_when_its_subject_is_removed_under_producers() {
                 let finished = done.load(Ordering::Relaxed);
                 let mut drained_any = false;
                 if let Some(s) = r.get(b"x") {
-                    if let Some((batch, events)) = s.drain(256, 1 << 20, 1, |_, pieces| {
-                        let mut v = Vec::new();
-                        for piece in pieces {
-                            for range in piece.event_ranges() {
-                                v.push(piece.data[range].to_vec());
-                            }
-                        }
-                        v
-                    }) {
-                        s.ack(r.pool(), batch.id, r.clock(), &mut t).unwrap();
+                    let taken = s.drain(r.store(), 256, 1 << 20, 1, r.clock(), &mut t, |_, evs| {
+                        evs.map(<[u8]>::to_vec).collect::<Vec<_>>()
+                    });
+                    if let Taken::Batch(batch, events) = taken {
+                        s.ack(r.store(), batch.id, r.clock(), &mut t).unwrap();
                         got.extend(events);
                         drained_any = true;
                     }

@@ -108,7 +108,7 @@ impl H {
     }
 
     fn tick(&self) -> Vec<Moved> {
-        self.step(|s, c, t| s.tick(self.reg.pool(), c, t)).1
+        self.step(|s, c, t| s.tick(self.reg.store(), c, t)).1
     }
 
     fn wait(&self, ms: u64) {

@@ -7,6 +7,7 @@ use breakwater_core::clock::ManualClock;
 use breakwater_core::counters::Counter;
 use breakwater_core::policy::{DropPolicy, Policy, PoolConfig};
 use breakwater_core::registry::{Registry, RegistryConfig};
+use breakwater_core::spool::Taken;
 use breakwater_core::state::BackpressureState;
 use breakwater_core::state::BreakerState::{Closed, HalfOpen, Open};
 use breakwater_core::subject::{Admission, Enqueued, Outcome, Reason, Subject};
@@ -34,7 +35,8 @@ fn small_pool() -> PoolConfig {
     PoolConfig {
         segments: 16,
         segment_capacity: 16,
-        segment_bytes: 16 * 32,
+        // Each event takes its bytes and a 16-byte record header.
+        segment_bytes: 16 * (32 + 16),
         max_event_bytes: 32,
     }
 }
@@ -266,7 +268,7 @@ fn concurrent_probe_failures_reopen_exactly_once() {
         reg.clock()
             .advance(s.snapshot(reg.clock()).open_remaining_ms);
         let mut t = Transitions::new();
-        s.tick(reg.pool(), reg.clock(), &mut t);
+        s.tick(reg.store(), reg.clock(), &mut t);
         assert_eq!(s.word().breaker(), HalfOpen, "round {round}");
         for _ in 0..THREADS {
             assert!(matches!(
@@ -663,7 +665,7 @@ fn spool_stress(drop_policy: DropPolicy) {
     let pool = PoolConfig {
         segments: 12,
         segment_capacity: 64,
-        segment_bytes: 64 * 16,
+        segment_bytes: 64 * (16 + 16),
         max_event_bytes: 16,
     };
     let reg = registry(
@@ -691,7 +693,7 @@ fn spool_stress(drop_policy: DropPolicy) {
                     let mut ts = Vec::new();
                     for seq in 0..PER_PRODUCER {
                         let mut out = Transitions::new();
-                        match s.enqueue(reg.pool(), &event(p, seq), reg.clock(), &mut out) {
+                        match s.enqueue(reg.store(), &event(p, seq), reg.clock(), &mut out) {
                             Ok(Enqueued::Accepted) => log.accepted.push(seq),
                             Ok(Enqueued::AcceptedAfterDrop(n)) => {
                                 log.accepted.push(seq);
@@ -718,15 +720,21 @@ fn spool_stress(drop_policy: DropPolicy) {
                 loop {
                     let finished = done.load(Ordering::SeqCst);
                     let max = 1 + rng.below(100);
-                    let batch = s.drain(max, u64::MAX, 42, |_, pieces| {
-                        let mut v = Vec::new();
-                        for p in pieces {
-                            for r in p.event_ranges() {
-                                v.push(parse(&p.data[r]));
-                            }
-                        }
-                        v
-                    });
+                    let mut out = Transitions::new();
+                    let batch = match s.drain(
+                        reg.store(),
+                        max,
+                        u64::MAX,
+                        42,
+                        reg.clock(),
+                        &mut out,
+                        |b, events| (*b, events.map(parse).collect::<Vec<_>>()),
+                    ) {
+                        Taken::Batch(_, r) => Some(r),
+                        Taken::Empty => None,
+                        Taken::NeedsLoad => panic!("memory segments are always readable"),
+                    };
+                    ts.extend(out.iter().copied());
                     let Some((b, events)) = batch else {
                         if finished {
                             break;
@@ -739,9 +747,9 @@ fn spool_stress(drop_policy: DropPolicy) {
                     if rng.below(5) == 0 {
                         assert_eq!(s.nack(b.id), Ok(b.len()));
                         // Acks exactly once: a nacked batch cannot be acked.
-                        assert!(s.ack(reg.pool(), b.id, reg.clock(), &mut out).is_err());
+                        assert!(s.ack(reg.store(), b.id, reg.clock(), &mut out).is_err());
                     } else {
-                        s.ack(reg.pool(), b.id, reg.clock(), &mut out).unwrap();
+                        s.ack(reg.store(), b.id, reg.clock(), &mut out).unwrap();
                         delivered.extend(events);
                     }
                     ts.extend(out.iter().copied());

@@ -7,10 +7,15 @@ rustler::atoms! {
     reject,
     transitions,
     empty,
-    overflow,
+    load,
     probe,
-    full,
     nil,
+    // durability and spool reports
+    crash,
+    memory,
+    fsync,
+    info,
+    spool_unavailable,
     // check_backpressure statuses
     backpressure_inactive,
     backpressure_warning,

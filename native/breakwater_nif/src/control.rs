@@ -4,7 +4,7 @@ use crate::args;
 use crate::atoms;
 use crate::encode;
 use crate::instance;
-use crate::policy_term::{decode_policy, decode_registry_config, problems_term, validation_term};
+use crate::policy_term::{decode_init_config, decode_policy, problems_term, validation_term};
 use crate::subject_arg::{configured, existing, instance, subject};
 use breakwater_core::counters::stripe_count;
 use breakwater_core::registry::RemoveError;
@@ -19,13 +19,23 @@ fn binary<'a>(env: Env<'a>, bytes: &[u8]) -> Term<'a> {
     rustler::Binary::from(b).encode(env)
 }
 
-/// Creates the node's registry, or reconfigures it: `ok | {error, Problems}`.
-#[rustler::nif]
+/// Creates the node's registry and opens its spool (recovering what the spool
+/// directory holds), or reconfigures it: `{ok, Reports} | {error, Problems}`, where
+/// `Reports` are what recovery found (`crate::spool::reports_term`). A dirty I/O NIF:
+/// recovery reads every spool file.
+#[rustler::nif(schedule = "DirtyIo")]
 fn init<'a>(env: Env<'a>, config: Term<'a>) -> Term<'a> {
-    match decode_registry_config(config) {
+    match decode_init_config(config) {
         Err(problems) => problems_term(env, problems),
-        Ok((config, grace)) => match instance::init(config, grace) {
-            Ok(()) => atoms::ok().encode(env),
+        Ok((config, grace, spool)) => match instance::init(config, grace, spool) {
+            Ok(created) => {
+                let reports = if created {
+                    crate::spool::reports_term(env)
+                } else {
+                    Vec::<Term>::new().encode(env)
+                };
+                (atoms::ok(), reports).encode(env)
+            }
             Err(errors) => validation_term(env, errors),
         },
     }
@@ -451,6 +461,7 @@ fn pool_info(env: Env<'_>) -> NifResult<Term<'_>> {
     let keys = [
         "segments",
         "free_segments",
+        "missing_segments",
         "segment_capacity",
         "segment_bytes",
         "max_event_bytes",
@@ -470,6 +481,7 @@ fn pool_info(env: Env<'_>) -> NifResult<Term<'_>> {
     let values = [
         u64::from(c.segments),
         r.pool().free_segments() as u64,
+        r.pool().missing_segments() as u64,
         u64::from(c.segment_capacity),
         u64::from(c.segment_bytes),
         u64::from(c.max_event_bytes),

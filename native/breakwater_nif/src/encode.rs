@@ -8,6 +8,7 @@
 
 use crate::atoms;
 use breakwater_core::counters::Counter;
+use breakwater_core::meta::LostReason;
 use breakwater_core::state::{BackpressureState, BreakerState, Status};
 use breakwater_core::subject::{Reason, Snapshot};
 use breakwater_core::transition::{Cause, Machine, Transition, Transitions};
@@ -166,10 +167,17 @@ pub fn counter_pairs(s: &Snapshot) -> Vec<(&'static str, u64)> {
         + c(Counter::RejectedHalfOpenLimit)
         + c(Counter::RejectedBackpressure)
         + c(Counter::RejectedShedLowPriority);
+    let lost = |r: LostReason| sp.lost_events[r as usize];
     vec![
         ("accepted", c(Counter::Accepted)),
         ("bypassed", c(Counter::Bypassed)),
-        ("rejected", rejected_admission + sp.dropped_newest_events),
+        (
+            "rejected",
+            rejected_admission
+                + sp.dropped_newest_events
+                + sp.disk_full_events
+                + sp.unavailable_events,
+        ),
         ("rejected_circuit_open", c(Counter::RejectedCircuitOpen)),
         (
             "rejected_half_open_limit",
@@ -180,7 +188,11 @@ pub fn counter_pairs(s: &Snapshot) -> Vec<(&'static str, u64)> {
             "rejected_shed_low_priority",
             c(Counter::RejectedShedLowPriority),
         ),
-        ("rejected_pool_exhausted", sp.dropped_newest_events),
+        (
+            "rejected_pool_exhausted",
+            sp.dropped_newest_events + sp.disk_full_events,
+        ),
+        ("rejected_spool_unavailable", sp.unavailable_events),
         ("successes", c(Counter::Successes)),
         ("failures", c(Counter::Failures)),
         ("slow_calls", c(Counter::SlowCalls)),
@@ -196,10 +208,7 @@ pub fn counter_pairs(s: &Snapshot) -> Vec<(&'static str, u64)> {
         ("backpressure_transitions", s.backpressure_transitions),
         ("status_changes", s.status_changes),
         ("dropped_events", sp.dropped_events()),
-        (
-            "dropped_bytes",
-            sp.dropped_newest_bytes + sp.dropped_oldest_bytes + sp.disk_dropped_bytes,
-        ),
+        ("dropped_bytes", sp.dropped_bytes()),
         ("dropped_newest_events", sp.dropped_newest_events),
         ("dropped_newest_bytes", sp.dropped_newest_bytes),
         ("dropped_oldest_events", sp.dropped_oldest_events),
@@ -210,19 +219,24 @@ pub fn counter_pairs(s: &Snapshot) -> Vec<(&'static str, u64)> {
         ("delivered_bytes", sp.delivered_bytes),
         ("taken_events", sp.taken_events),
         ("redelivered_events", sp.redelivered_events),
-        ("overflow_events", sp.overflow_events),
-        ("overflow_bytes", sp.overflow_bytes),
         ("spooled_events", sp.spooled_events),
         ("spooled_bytes", sp.spooled_bytes),
+        ("spooled_disk_events", sp.spooled_disk_events),
         ("in_flight_events", sp.in_flight_events),
         ("offered_events", sp.offered_events()),
-        ("evacuated_events", sp.evacuated_events),
-        ("evacuated_bytes", sp.evacuated_bytes),
-        ("refilled_events", sp.refilled_events),
-        ("disk_dropped_events", sp.disk_dropped_events),
-        ("disk_dropped_bytes", sp.disk_dropped_bytes),
-        ("disk_recovered_events", sp.disk_recovered_events),
-        ("disk_pending_events", sp.disk_pending_events()),
+        ("dropped_unavailable_events", sp.unavailable_events),
+        ("dropped_unavailable_bytes", sp.unavailable_bytes),
+        ("dropped_disk_full_events", sp.disk_full_events),
+        ("dropped_disk_full_bytes", sp.disk_full_bytes),
+        ("lost_events", sp.lost_total()),
+        ("lost_bytes", sp.lost_bytes.iter().sum::<u64>()),
+        ("lost_corrupt", lost(LostReason::Corrupt)),
+        ("lost_truncated", lost(LostReason::Truncated)),
+        ("lost_missing", lost(LostReason::Missing)),
+        ("lost_memory", lost(LostReason::Memory)),
+        ("lost_unreadable", lost(LostReason::Unreadable)),
+        ("overflow_segments", u64::from(sp.overflow_segments)),
+        ("stripes", u64::from(sp.stripes)),
     ]
 }
 

@@ -14,6 +14,7 @@
 
 use breakwater_core::clock::MonotonicClock;
 use breakwater_core::registry::{Registry, RegistryConfig};
+use breakwater_core::store::StoreConfig;
 use breakwater_core::subject::Subject;
 use parking_lot::Mutex;
 use rustler::{Env, LocalPid, Monitor, Resource, ResourceArc};
@@ -47,14 +48,17 @@ pub fn get() -> Option<&'static Instance> {
     INSTANCE.get()
 }
 
-/// Creates the instance from `config`, or reconfigures the existing one. The pool's
-/// geometry cannot change once allocated, nor `max_subjects` grow past the table.
-/// `reclaim_grace_ms`, when given, sets how long removed subjects are kept before they
-/// are freed.
+/// Creates the instance from `config`, opening (and recovering) the spool `spool`
+/// describes, or reconfigures the existing one. The pool's geometry and the spool's
+/// directory, durability and owner cannot change once opened, nor `max_subjects` grow
+/// past the table. `reclaim_grace_ms`, when given, sets how long removed subjects are
+/// kept before they are freed. Returns whether this call created the instance.
+/// Blocking file I/O when it does (recovery): called on a dirty scheduler.
 pub fn init(
     config: RegistryConfig,
     reclaim_grace_ms: Option<u64>,
-) -> Result<(), Vec<(&'static str, String)>> {
+    spool: Option<StoreConfig>,
+) -> Result<bool, Vec<(&'static str, String)>> {
     let _serialised = INIT.lock();
     let errors = |e: Vec<breakwater_core::policy::PolicyError>| {
         e.into_iter()
@@ -71,15 +75,35 @@ pub fn init(
                 ),
             )]);
         }
+        let open = i.registry.store().config();
+        if let Some(spool) = &spool {
+            if open.dir != spool.dir
+                || open.durability != spool.durability
+                || open.owner != spool.owner
+            {
+                return Err(vec![(
+                    "spool_dir",
+                    format!(
+                        "the spool this node opened at first start ({:?}, {:?}); changing \
+                         spool_dir, durability or the spool owner needs a node restart",
+                        open.dir, open.durability
+                    ),
+                )]);
+            }
+        }
         i.registry
             .reconfigure(config.max_subjects, config.default_policy)
             .map_err(errors)?;
+        if let Some(spool) = spool {
+            i.registry.store().set_disk_max_bytes(spool.disk_max_bytes);
+        }
         if let Some(ms) = reclaim_grace_ms {
             i.registry.set_reclaim_grace_ms(ms);
         }
-        return Ok(());
+        return Ok(false);
     }
-    let registry = Registry::new(config, MonotonicClock::new()).map_err(errors)?;
+    let registry =
+        Registry::open(config, spool.unwrap_or_default(), MonotonicClock::new()).map_err(errors)?;
     if let Some(ms) = reclaim_grace_ms {
         registry.set_reclaim_grace_ms(ms);
     }
@@ -88,7 +112,7 @@ pub fn init(
         owners: Mutex::new(BTreeMap::new()),
         next_owner: AtomicU64::new(1),
     });
-    Ok(())
+    Ok(true)
 }
 
 impl Instance {

@@ -9,6 +9,7 @@
 use crate::atoms;
 use breakwater_core::policy::{DropPolicy, Overflow, Policy, PoolConfig};
 use breakwater_core::registry::RegistryConfig;
+use breakwater_core::store::{Durability, StoreConfig};
 use rustler::{Binary, Encoder, Env, MapIterator, Term};
 
 /// A decoding problem: the caller's key term and what was expected (or `None`: unknown).
@@ -159,27 +160,109 @@ fn decode_pool<'a>(term: Term<'a>, problems: &mut Vec<Problem<'a>>) -> PoolConfi
     pool
 }
 
-/// Reads `#{max_subjects, ring_pool, default_policy, reclaim_grace_ms}` (every key
-/// optional): the registry's configuration and the grace period of removed subjects.
-pub fn decode_registry_config<'a>(
-    term: Term<'a>,
-) -> Result<(RegistryConfig, Option<u64>), Vec<Problem<'a>>> {
-    let mut config = RegistryConfig::default();
-    let mut grace = None;
-    let mut problems = Vec::new();
+fn binary(t: Term) -> Option<Vec<u8>> {
+    Binary::from_term(t).ok().map(|b| b.as_slice().to_vec())
+}
+
+fn durability(t: Term) -> Option<Durability> {
+    if let Ok(a) = t.decode::<rustler::Atom>() {
+        if a == atoms::crash() {
+            return Some(Durability::Crash);
+        }
+        if a == atoms::memory() {
+            return Some(Durability::Memory);
+        }
+        return None;
+    }
+    let (a, ms): (rustler::Atom, u64) = t.decode().ok()?;
+    (a == atoms::fsync() && ms >= 1).then_some(Durability::Fsync { interval_ms: ms })
+}
+
+/// Reads `#{dir, durability, owner, adopt, disk_max_bytes}` (every key optional).
+fn decode_spool<'a>(term: Term<'a>, problems: &mut Vec<Problem<'a>>) -> StoreConfig {
+    let mut c = StoreConfig::default();
     let Some(iter) = MapIterator::new(term) else {
-        return Err(vec![(term, Some("a map"))]);
+        problems.push((term, Some("spool: a map")));
+        return c;
     };
     for (k, v) in iter {
+        match k.atom_to_string().as_deref() {
+            Ok("dir") => match optional(v, binary) {
+                Some(d) => {
+                    c.dir = d
+                        .map(|b| std::path::PathBuf::from(String::from_utf8_lossy(&b).into_owned()))
+                }
+                None => problems.push((k, Some("nil or a binary path"))),
+            },
+            Ok("durability") => match durability(v) {
+                Some(d) => c.durability = d,
+                None => problems.push((k, Some("crash, memory or {fsync, Ms}"))),
+            },
+            Ok("owner") => match binary(v) {
+                Some(o) => c.owner = o,
+                None => problems.push((k, Some("a binary"))),
+            },
+            Ok("adopt") => match v.decode::<Vec<Binary>>() {
+                Ok(list) => c.adopt = list.iter().map(|b| b.as_slice().to_vec()).collect(),
+                Err(_) => problems.push((k, Some("a list of binaries"))),
+            },
+            Ok("disk_max_bytes") => match int::<u64>(v) {
+                Some(n) => c.disk_max_bytes = n,
+                None => problems.push((k, Some("a non-negative integer"))),
+            },
+            _ => problems.push((k, None)),
+        }
+    }
+    c
+}
+
+/// Reads `#{max_subjects, ring_pool, default_policy, reclaim_grace_ms, spool}` (every
+/// key optional): the registry's configuration, the grace period of removed subjects,
+/// and the spool (none: nothing on disk at first start, the spool as opened
+/// afterwards).
+pub fn decode_init_config<'a>(
+    term: Term<'a>,
+) -> Result<(RegistryConfig, Option<u64>, Option<StoreConfig>), Vec<Problem<'a>>> {
+    let mut spool = None;
+    let mut problems = Vec::new();
+    let rest: Vec<(Term<'a>, Term<'a>)> = match MapIterator::new(term) {
+        Some(iter) => iter
+            .filter(|(k, v)| {
+                if k.atom_to_string().is_ok_and(|n| n == "spool") {
+                    spool = Some(decode_spool(*v, &mut problems));
+                    false
+                } else {
+                    true
+                }
+            })
+            .collect(),
+        None => return Err(vec![(term, Some("a map"))]),
+    };
+    let mut grace = None;
+    let config = decode_registry_pairs(rest, &mut grace, &mut problems);
+    if problems.is_empty() {
+        Ok((config, grace, spool))
+    } else {
+        Err(problems)
+    }
+}
+
+fn decode_registry_pairs<'a>(
+    pairs: Vec<(Term<'a>, Term<'a>)>,
+    grace: &mut Option<u64>,
+    problems: &mut Vec<Problem<'a>>,
+) -> RegistryConfig {
+    let mut config = RegistryConfig::default();
+    for (k, v) in pairs {
         match k.atom_to_string().as_deref() {
             Ok("max_subjects") => match int::<usize>(v) {
                 Some(m) => config.max_subjects = m,
                 None => problems.push((k, Some("a non-negative integer"))),
             },
-            Ok("ring_pool") => config.pool = decode_pool(v, &mut problems),
+            Ok("ring_pool") => config.pool = decode_pool(v, problems),
             Ok("reclaim_grace_ms") => match int::<u64>(v) {
                 // At least a second: far longer than any NIF call holds a subject.
-                Some(ms) if ms >= 1_000 => grace = Some(ms),
+                Some(ms) if ms >= 1_000 => *grace = Some(ms),
                 _ => problems.push((k, Some("an integer of at least 1000"))),
             },
             Ok("default_policy") => match decode_policy(v, Policy::default()) {
@@ -189,11 +272,7 @@ pub fn decode_registry_config<'a>(
             _ => problems.push((k, None)),
         }
     }
-    if problems.is_empty() {
-        Ok((config, grace))
-    } else {
-        Err(problems)
-    }
+    config
 }
 
 /// `{error, [{invalid, Key, Expected} | {unknown_key, Key}]}`.

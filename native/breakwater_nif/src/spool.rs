@@ -1,11 +1,13 @@
-//! The spool's NIFs: enqueue, drain, ack, nack.
+//! The spool's NIFs: enqueue, drain, ack, nack, and the spool's upkeep (read-back of
+//! overflow files, housekeeping, sync), the last three on dirty I/O schedulers.
 
 use crate::args::{self, argument_error};
 use crate::atoms;
 use crate::encode;
 use crate::hot_nif::{hot_nif, Raw};
-use crate::subject_arg::{existing, subject};
-use breakwater_core::spool::BatchError;
+use crate::subject_arg::{existing, instance, subject};
+use breakwater_core::spool::{BatchError, Taken};
+use breakwater_core::store::{Durability, Level};
 use breakwater_core::subject::{EnqueueError, Enqueued};
 use breakwater_core::transition::Transitions;
 use rustler::{Binary, Encoder, Env, NewBinary, NifResult, Term};
@@ -19,9 +21,9 @@ pub const DRAIN_MAX_EVENTS: u64 = 10_000;
 /// millisecond.
 pub const DRAIN_MAX_BYTES: u64 = 1 << 20;
 
-/// `ok | {dropped_oldest, N} | {reject, pool_exhausted, RetryAfterMs} | overflow |
-/// {error, {event_too_large, Bytes, Max}}`. `{dropped_oldest, N}`: spooled after
-/// discarding the N oldest pending events.
+/// `ok | {dropped_oldest, N} | {reject, pool_exhausted | spool_unavailable,
+/// RetryAfterMs} | {error, {event_too_large, Bytes, Max}}`. `{dropped_oldest, N}`:
+/// spooled after discarding the N oldest pending events.
 fn enqueue<'a>(env: Env<'a>, subject_name: Term<'a>, event: Term<'a>) -> NifResult<Raw> {
     let event = Binary::from_term(event).map_err(|_| argument_error("event must be a binary"))?;
     let mut out = Transitions::new();
@@ -31,7 +33,7 @@ fn enqueue<'a>(env: Env<'a>, subject_name: Term<'a>, event: Term<'a>) -> NifResu
             Err(error) => return Ok(error.as_c_arg()),
         };
         match s.enqueue(
-            inst.registry.pool(),
+            inst.registry.store(),
             event.as_slice(),
             inst.registry.clock(),
             &mut out,
@@ -48,7 +50,9 @@ fn enqueue<'a>(env: Env<'a>, subject_name: Term<'a>, event: Term<'a>) -> NifResu
         Ok(Enqueued::Refused(retry)) => {
             (atoms::reject(), atoms::pool_exhausted(), retry).encode(env)
         }
-        Ok(Enqueued::Overflow) => atoms::overflow().encode(env),
+        Ok(Enqueued::Unavailable(retry)) => {
+            (atoms::reject(), atoms::spool_unavailable(), retry).encode(env)
+        }
         Err(EnqueueError::TooLarge { bytes, max }) => (
             atoms::error(),
             (atoms::event_too_large(), bytes as u64, max),
@@ -59,9 +63,11 @@ fn enqueue<'a>(env: Env<'a>, subject_name: Term<'a>, event: Term<'a>) -> NifResu
     Ok(encode::raw_with_transitions(env, result, &out))
 }
 
-/// `{ok, BatchId, [binary]} | empty`: at most `max` (1..10000) of the oldest pending
-/// events, owned by the caller until acked or nacked (or the caller dies). An unknown
-/// subject has nothing to drain (and is not created).
+/// `{ok, BatchId, [binary]} | empty | load`: at most `max` (1..10000) of the oldest
+/// pending events, owned by the caller until acked or nacked (or the caller dies). An
+/// unknown subject has nothing to drain (and is not created). `load`: the next events
+/// are in overflow files not read back yet; call `load/1` (a dirty I/O NIF) and drain
+/// again.
 #[rustler::nif]
 fn drain<'a>(env: Env<'a>, subject_name: Term<'a>, max: Term<'a>) -> NifResult<Term<'a>> {
     let max = args::int_in(max, "max", 1, DRAIN_MAX_EVENTS)?;
@@ -73,26 +79,58 @@ fn drain<'a>(env: Env<'a>, subject_name: Term<'a>, max: Term<'a>) -> NifResult<T
     let Some(owner) = inst.owner(env, &pid, s) else {
         return Ok(atoms::empty().encode(env));
     };
-    let taken = s.drain(max, DRAIN_MAX_BYTES, owner, |batch, pieces| {
-        let mut events: Vec<Term<'a>> = Vec::with_capacity(batch.len() as usize);
-        // One binary per segment piece, one copy; each event is a sub-binary of it.
-        for piece in pieces {
-            let mut bin = NewBinary::new(env, piece.data.len());
-            bin.as_mut_slice().copy_from_slice(piece.data);
-            let bin: Binary<'a> = bin.into();
-            for r in piece.event_ranges() {
-                match bin.make_subbinary(r.start, r.len()) {
-                    Ok(sub) => events.push(sub.to_term(env)),
-                    Err(_) => events.push(atoms::error().encode(env)),
+    let mut out = Transitions::new();
+    let taken = s.drain(
+        inst.registry.store(),
+        max,
+        DRAIN_MAX_BYTES,
+        owner,
+        inst.registry.clock(),
+        &mut out,
+        |batch, events| {
+            // One binary for the batch, one copy of each event; each event is a
+            // sub-binary of it.
+            let mut bin = NewBinary::new(env, batch.bytes as usize);
+            let mut ends = Vec::with_capacity(batch.len() as usize);
+            {
+                let buf = bin.as_mut_slice();
+                let mut at = 0;
+                for e in events {
+                    buf[at..at + e.len()].copy_from_slice(e);
+                    at += e.len();
+                    ends.push(at);
                 }
             }
-        }
-        events
-    });
-    match taken {
-        None => Ok(atoms::empty().encode(env)),
-        Some((batch, events)) => Ok((atoms::ok(), batch.id, events).encode(env)),
-    }
+            let bin: Binary<'a> = bin.into();
+            let mut start = 0;
+            let mut terms: Vec<Term<'a>> = Vec::with_capacity(ends.len());
+            for end in ends {
+                match bin.make_subbinary(start, end - start) {
+                    Ok(sub) => terms.push(sub.to_term(env)),
+                    Err(_) => terms.push(atoms::error().encode(env)),
+                }
+                start = end;
+            }
+            terms
+        },
+    );
+    let result = match taken {
+        Taken::Batch(batch, events) => (atoms::ok(), batch.id, events).encode(env),
+        Taken::Empty => atoms::empty().encode(env),
+        Taken::NeedsLoad => atoms::load().encode(env),
+    };
+    Ok(encode::with_transitions(env, result, &out))
+}
+
+/// Reads back the overflow files the subject's next drain needs: the number of segment
+/// files read (0 for an unknown subject, which is not created). A dirty I/O NIF.
+#[rustler::nif(schedule = "DirtyIo")]
+fn load<'a>(env: Env<'a>, subject_name: Term<'a>) -> NifResult<Term<'a>> {
+    let (inst, s) = match existing(subject_name)? {
+        (inst, Some(s)) => (inst, s),
+        (_, None) => return Ok(0u64.encode(env)),
+    };
+    Ok((s.load(inst.registry.store()) as u64).encode(env))
 }
 
 fn batch_result<'a>(env: Env<'a>, r: Result<(), BatchError>) -> Term<'a> {
@@ -116,7 +154,7 @@ fn ack<'a>(env: Env<'a>, subject_name: Term<'a>, batch_id: Term<'a>) -> NifResul
         (_, None) => return Ok(unknown_batch(env)),
     };
     let mut out = Transitions::new();
-    let r = s.ack(inst.registry.pool(), id, inst.registry.clock(), &mut out);
+    let r = s.ack(inst.registry.store(), id, inst.registry.clock(), &mut out);
     Ok(encode::with_transitions(env, batch_result(env, r), &out))
 }
 
@@ -139,90 +177,110 @@ fn nack_all<'a>(env: Env<'a>, subject_name: Term<'a>) -> NifResult<Term<'a>> {
     Ok(s.nack_all().encode(env))
 }
 
-/// Marks whether events of the subject wait in the disk spool (see
-/// `Subject::disk_pending`).
-#[rustler::nif]
-fn set_disk_pending<'a>(
-    env: Env<'a>,
-    subject_name: Term<'a>,
-    pending: bool,
-) -> NifResult<Term<'a>> {
-    let (_, s) = match subject(env, subject_name)? {
-        Ok(found) => found,
-        Err(error) => return Ok(error),
+/// The store's reports since the last call, as `{[Report], Suppressed}` where a
+/// report is `#{level, kind, subject, message}` (`subject` is `nil` or a binary).
+pub fn reports_term(env: Env<'_>) -> Term<'_> {
+    let Some(inst) = crate::instance::get() else {
+        return (Vec::<Term>::new(), 0u64).encode(env);
     };
-    s.set_disk_pending(pending);
-    Ok(atoms::ok().encode(env))
+    let (reports, suppressed) = inst.registry.store().take_reports();
+    let list: Vec<Term> = reports
+        .iter()
+        .map(|r| {
+            let level = match r.level {
+                Level::Info => atoms::info(),
+                Level::Warning => atoms::warning(),
+                Level::Error => atoms::error(),
+            };
+            let subject = match &r.subject {
+                Some(s) => {
+                    let mut b = NewBinary::new(env, s.len());
+                    b.as_mut_slice().copy_from_slice(s);
+                    Binary::from(b).encode(env)
+                }
+                None => atoms::nil().encode(env),
+            };
+            let keys = [
+                atoms::key(env, "level").encode(env),
+                atoms::key(env, "kind").encode(env),
+                atoms::key(env, "subject").encode(env),
+                atoms::key(env, "message").encode(env),
+            ];
+            let values = [
+                level.encode(env),
+                atoms::key(env, r.kind).encode(env),
+                subject,
+                r.message.as_str().encode(env),
+            ];
+            Term::map_from_term_arrays(env, &keys, &values)
+                .unwrap_or_else(|_| atoms::error().encode(env))
+        })
+        .collect();
+    (list, suppressed).encode(env)
 }
 
-/// Releases a batch as written to the disk spool (application stop), not delivered.
-#[rustler::nif]
-fn evacuate<'a>(env: Env<'a>, subject_name: Term<'a>, batch_id: Term<'a>) -> NifResult<Term<'a>> {
-    let id = args::non_neg(batch_id, "batch_id")?;
-    let (inst, s) = match subject(env, subject_name)? {
-        Ok(found) => found,
-        Err(error) => return Ok(error),
-    };
-    let mut out = Transitions::new();
-    let r = s.evacuate(inst.registry.pool(), id, inst.registry.clock(), &mut out);
-    Ok(encode::with_transitions(env, batch_result(env, r), &out))
-}
-
-/// Puts an event read back from the disk spool into memory: `ok`, or `full` when the
-/// pool has no room for it now.
-#[rustler::nif]
-fn refill<'a>(env: Env<'a>, subject_name: Term<'a>, event: Term<'a>) -> NifResult<Term<'a>> {
-    let event = Binary::from_term(event).map_err(|_| argument_error("event must be a binary"))?;
-    let (inst, s) = match subject(env, subject_name)? {
-        Ok(found) => found,
-        Err(error) => return Ok(error),
-    };
-    if event.len() > inst.registry.pool().config().max_event_bytes as usize {
-        return Err(argument_error(
-            "event is larger than the pool's max_event_bytes",
-        ));
+/// The spool's housekeeping (deletes released overflow files, retries pool files a
+/// full disk refused, writes to disk when `fsync` durability's interval has passed):
+/// `{Reports, Suppressed}` (see `reports_term`). A dirty I/O NIF, called by a process
+/// of its own, never by a router.
+#[rustler::nif(schedule = "DirtyIo")]
+fn spool_maintain(env: Env<'_>) -> NifResult<Term<'_>> {
+    let inst = instance()?;
+    let store = inst.registry.store();
+    store.maintain();
+    if store.sync_due() {
+        if let Err(e) = inst.registry.sync() {
+            store.report(breakwater_core::store::Report {
+                level: Level::Error,
+                kind: "spool_unavailable",
+                subject: None,
+                message: format!(
+                    "breakwater spool sync failed: {e}; events since the last sync may not \
+                     survive a power cut"
+                ),
+            });
+        }
     }
-    let mut out = Transitions::new();
-    let fit = s.refill(
-        inst.registry.pool(),
-        event.as_slice(),
-        inst.registry.clock(),
-        &mut out,
-    );
-    let result = if fit { atoms::ok() } else { atoms::full() };
-    Ok(encode::with_transitions(env, result.encode(env), &out))
+    Ok(reports_term(env))
 }
 
-/// Counts overflow events (and their bytes) the disk spool could not store.
-#[rustler::nif]
-fn disk_dropped<'a>(
-    env: Env<'a>,
-    subject_name: Term<'a>,
-    events: Term<'a>,
-    bytes: Term<'a>,
-) -> NifResult<Term<'a>> {
-    let events = args::non_neg(events, "events")?;
-    let bytes = args::non_neg(bytes, "bytes")?;
-    let (_, s) = match subject(env, subject_name)? {
-        Ok(found) => found,
-        Err(error) => return Ok(error),
-    };
-    s.disk_dropped(events, bytes);
-    Ok(atoms::ok().encode(env))
+/// Writes every spool file to disk now (`ok | {error, Message}`). A dirty I/O NIF.
+#[rustler::nif(schedule = "DirtyIo")]
+fn spool_sync(env: Env<'_>) -> NifResult<Term<'_>> {
+    let inst = instance()?;
+    Ok(match inst.registry.sync() {
+        Ok(()) => atoms::ok().encode(env),
+        Err(e) => (atoms::error(), e.to_string()).encode(env),
+    })
 }
 
-/// Counts events found in the disk spool at start that this node had not counted.
+/// The spool's state: `#{durability, dir, epoch, available, pool_missing}` where
+/// `durability` is `crash | memory | {fsync, Ms}`, `available` is false during an
+/// outage of file operations, `pool_missing` counts pool slots without a file.
 #[rustler::nif]
-fn disk_recovered<'a>(
-    env: Env<'a>,
-    subject_name: Term<'a>,
-    events: Term<'a>,
-) -> NifResult<Term<'a>> {
-    let events = args::non_neg(events, "events")?;
-    let (_, s) = match subject(env, subject_name)? {
-        Ok(found) => found,
-        Err(error) => return Ok(error),
+fn spool_info(env: Env<'_>) -> NifResult<Term<'_>> {
+    let inst = instance()?;
+    let store = inst.registry.store();
+    let durability = match store.durability() {
+        Durability::Crash => atoms::crash().encode(env),
+        Durability::Memory => atoms::memory().encode(env),
+        Durability::Fsync { interval_ms } => (atoms::fsync(), interval_ms).encode(env),
     };
-    s.disk_recovered(events);
-    Ok(atoms::ok().encode(env))
+    let dir = match store.dir() {
+        Some(d) => d.root().display().to_string().encode(env),
+        None => atoms::nil().encode(env),
+    };
+    let keys = ["durability", "dir", "epoch", "available", "pool_missing"];
+    let values = [
+        durability,
+        dir,
+        store.epoch().encode(env),
+        (!store.in_outage()).encode(env),
+        (store.pool().missing_segments() as u64).encode(env),
+    ];
+    let keys: Vec<Term> = keys
+        .iter()
+        .map(|k| atoms::key(env, k).encode(env))
+        .collect();
+    Term::map_from_term_arrays(env, &keys, &values)
 }
