@@ -131,14 +131,14 @@ defmodule Breakwater.Application do
   # (the release's name, or the Mix project's), so that two nodes or two projects that
   # share a directory never replay each other's events.
   defp default_owner do
-    app =
-      System.get_env("RELEASE_NAME") ||
-        if(Code.ensure_loaded?(Mix.Project) and Mix.Project.get() != nil,
-          do: Mix.Project.config()[:app],
-          else: :breakwater
-        )
+    "#{node()}/#{System.get_env("RELEASE_NAME") || mix_app() || :breakwater}"
+  end
 
-    "#{node()}/#{app}"
+  # The Mix project's application, when running under Mix (not in a release or a
+  # plain `erl`, where Mix may be on the code path without running).
+  defp mix_app do
+    if Code.ensure_loaded?(Mix.Project) and is_pid(Process.whereis(Mix.ProjectStack)),
+      do: Mix.Project.config()[:app]
   end
 
   defp start_tree(config) do

@@ -946,7 +946,6 @@ fn rebuild(
     let _ = epoch;
     let mut meta = meta;
     if let Some(m) = meta.as_mut() {
-        m.clear_live();
         let st = State {
             counters: counters.clone(),
             stripes: out
@@ -962,7 +961,10 @@ fn rebuild(
                 })
                 .collect(),
         };
+        // The state (with the last run's live counts folded in) first, then the live
+        // area is cleared: a crash in between finds the counts in the state.
         m.write_state(&st);
+        m.clear_live();
     }
     (
         Recovered {

@@ -413,12 +413,14 @@ impl Reader {
         (i < self.chain.len() && self.chain[i].seg_seq() == seg_seq).then_some(i)
     }
 
-    /// Sequence after the last record of chain segment `i` (the cut's end for the
-    /// segment open at the cut).
+    /// Sequence after the last record of chain segment `i`: its sealed count, or for
+    /// the open segment the cut's end. Never clamped to the cut: a segment sealed
+    /// after the cut holds records beyond it, and must not look released before they
+    /// are (reads are bounded by `end` elsewhere).
     fn seg_end(&self, i: usize) -> u64 {
         let s = &self.chain[i];
         match s.sealed() {
-            Some(n) => (s.first_seq() + n).min(self.end.max(s.first_seq())),
+            Some(n) => s.first_seq() + n,
             None => self.end,
         }
     }
@@ -1115,10 +1117,10 @@ impl Drain {
 
     // Boxed: segments move between the pool's queue and `keep` without copying.
     #[allow(clippy::vec_box)]
-    /// Moves `head` past done ranges, each stripe's `released` with it, and gives back
-    /// every segment whose records are all released. Pool segments go to `keep` when
-    /// given (for `drop_oldest`), else back to the pool. Returns the pool segments
-    /// freed.
+    /// Moves `head` past done ranges, each stripe's `released` with it, persists the
+    /// cursors, then gives back every segment whose records are all released. Pool
+    /// segments go to `keep` when given (for `drop_oldest`), else back to the pool.
+    /// Returns the pool segments freed.
     fn release(
         &mut self,
         spool: &Spool,
@@ -1189,6 +1191,10 @@ impl Drain {
                 }
             }
         }
+        // The cursors are durable before any segment they passed is freed: a segment
+        // freed first (and reused) with the old cursor persisted would be found
+        // missing after a crash in between.
+        self.persist();
         let mut freed = 0;
         for i in touched {
             let r = self.readers[i as usize].as_mut().expect("a reader");
