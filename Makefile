@@ -12,7 +12,7 @@ export ERL_AFLAGS ?= -kernel shell_history disabled
 APT_PACKAGES := erlang-nox erlang-dev elixir erlang-proper
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps native dist test test-rust test-elixir test-ship lint bench bench-core bench-beam demo demo-cluster clean
+.PHONY: all deps native dist test test-rust test-elixir test-ship lint soak bench bench-core bench-beam demo demo-cluster clean
 
 all: test
 
@@ -52,7 +52,8 @@ lint: deps
 
 test-rust:
 	cargo test --workspace --release --locked
-	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p breakwater_core --release --test loom_state_word --test loom_table
+	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p breakwater_core --release \
+	  --test loom_state_word --test loom_table --test loom_spool_cut
 
 test-elixir: deps
 	MIX_ENV=test mix test
@@ -62,6 +63,14 @@ test-elixir: deps
 # on a plain erl node running the README's examples.
 test-ship: deps
 	MIX_ENV=test mix test --only ship
+
+# The spool's fault tests at length: the SIGKILL fault matrix with SOAK_KILLS kill points
+# per scenario (make test runs 7), the damage tests, and the Rust stress tests repeated.
+SOAK_KILLS ?= 40
+soak: deps
+	for i in 1 2 3 4 5; do cargo test -p breakwater_core --release --test stress || exit 1; done
+	BW_FAULT_KILLS=$(SOAK_KILLS) MIX_ENV=test mix test \
+	  test/breakwater/fault_matrix_test.exs test/breakwater/spool_damage_test.exs
 
 # Criterion benches of the Rust core, then the BEAM bench, which writes
 # docs/benchmarks.md from both (one after the other, even under make -j).

@@ -66,6 +66,12 @@ defmodule Breakwater.ChildVM do
     await(vm, prefix, timeout)
   end
 
+  @doc "Asks the VM to halt and waits for its exit."
+  def halt(vm) do
+    Port.command(vm.port, "halt\n")
+    wait_exit(vm)
+  end
+
   @doc "Kills the VM with SIGKILL and waits for its exit; returns the VM with all output."
   def kill9(vm) do
     {_, 0} = System.cmd("kill", ["-9", Integer.to_string(vm.os_pid)])

@@ -10,6 +10,7 @@ defmodule Breakwater.FaultChild do
   #     `drain` (start, recover, deliver everything, write the final status, halt);
   #   * BW_SCENARIO: memory | overflow | ledger (see `policy/1` and `load/2`);
   #   * BW_ROUND: the round number, part of every event id (ids never repeat);
+  #   * BW_POOL_SEGMENTS: the pool's size (default 64 segments of 64 events);
   #   * BW_OUT: a directory for what must survive the child's death: one file per
   #     producer of the ids whose enqueue returned :ok (written after the :ok), the
   #     ids the ledger was handed (written before the ledger returns :ok, so before
@@ -37,7 +38,7 @@ defmodule Breakwater.FaultChild do
     )
 
     Application.put_env(:breakwater, :ring_pool,
-      segments: 64,
+      segments: String.to_integer(System.get_env("BW_POOL_SEGMENTS", "64")),
       segment_capacity: 64,
       segment_bytes: 64 * 136,
       max_event_bytes: 120

@@ -842,3 +842,151 @@ fn concurrent_spool_drop_newest_loses_and_duplicates_nothing() {
 fn concurrent_spool_drop_oldest_loses_and_duplicates_nothing() {
     spool_stress(DropPolicy::DropOldest);
 }
+
+/// Producers that move between threads (each event of a logical producer may come from
+/// another thread, with a happens-before edge between them, as a process migrating
+/// between schedulers), into one subject on a durable spool with small segments (many
+/// rolls, overflow files, reclaims), and a drainer that nacks now and then: nothing
+/// lost, nothing duplicated beyond redelivery, FIFO per producer.
+fn migrating_producers_on_a_durable_spool(round: u64) {
+    use breakwater_core::policy::Overflow;
+    use breakwater_core::store::{Durability, StoreConfig};
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    const PRODUCERS: u64 = 6;
+    const PER_PRODUCER: u64 = 2_000;
+    const THREADS: usize = 3;
+    let dir = std::env::temp_dir().join(format!(
+        "bw-stress-migrating-{}-{round}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    let reg = Registry::open(
+        RegistryConfig {
+            max_subjects: 16,
+            pool: PoolConfig {
+                segments: 8,
+                segment_capacity: 16,
+                segment_bytes: 16 * 32 + 64,
+                max_event_bytes: 16,
+            },
+            default_policy: Policy {
+                overflow: Overflow::Disk,
+                max_segments: Some(3),
+                warning_threshold: 1_000_000,
+                critical_threshold: 2_000_000,
+                ..Policy::default()
+            },
+        },
+        StoreConfig {
+            dir: Some(dir.clone()),
+            durability: Durability::Crash,
+            owner: b"stress".to_vec(),
+            adopt: Vec::new(),
+            disk_max_bytes: 1 << 30,
+        },
+        ManualClock::default(),
+    )
+    .unwrap();
+    let s = reg.subject(b"spool").unwrap();
+    // Tokens: (producer, next sequence). A thread takes one, enqueues that producer's
+    // next event, puts it back: the mutex orders consecutive events of a producer.
+    let tokens: Mutex<VecDeque<(u64, u64)>> =
+        Mutex::new((0..PRODUCERS).map(|p| (p, 0)).collect());
+    let done = AtomicBool::new(false);
+    let finished = AtomicU64::new(0);
+    let mut rng = Rng::new(round + 1);
+    let nack_every = 3 + rng.below(5);
+    let (delivered, redelivered_batches) = thread::scope(|scope| {
+        for _ in 0..THREADS {
+            let (reg, tokens, finished) = (&reg, &tokens, &finished);
+            scope.spawn(move || loop {
+                let token = tokens.lock().unwrap().pop_front();
+                let Some((p, seq)) = token else {
+                    if finished.load(Ordering::SeqCst) == PRODUCERS {
+                        return;
+                    }
+                    thread::yield_now();
+                    continue;
+                };
+                let mut out = Transitions::new();
+                let r = s.enqueue(reg.store(), &event(p, seq), reg.clock(), &mut out);
+                assert_eq!(r, Ok(Enqueued::Accepted), "{p}/{seq}");
+                if seq + 1 < PER_PRODUCER {
+                    tokens.lock().unwrap().push_back((p, seq + 1));
+                } else {
+                    finished.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+        let drainer = {
+            let (reg, done) = (&reg, &done);
+            scope.spawn(move || {
+                let mut delivered = Vec::new();
+                let mut nacks = 0u64;
+                let mut n = 0u64;
+                loop {
+                    let finished = done.load(Ordering::SeqCst);
+                    let mut out = Transitions::new();
+                    let taken = s.drain(
+                        reg.store(),
+                        1 + n % 50,
+                        u64::MAX,
+                        7,
+                        reg.clock(),
+                        &mut out,
+                        |b, events| (*b, events.map(parse).collect::<Vec<_>>()),
+                    );
+                    n += 1;
+                    match taken {
+                        Taken::Batch(_, (b, events)) => {
+                            if n % nack_every == 0 {
+                                s.nack(b.id).unwrap();
+                                nacks += 1;
+                            } else {
+                                s.ack(reg.store(), b.id, reg.clock(), &mut out).unwrap();
+                                delivered.extend(events);
+                            }
+                        }
+                        Taken::NeedsLoad => {
+                            s.load(reg.store());
+                        }
+                        Taken::Empty if finished => break,
+                        Taken::Empty => thread::yield_now(),
+                    }
+                }
+                (delivered, nacks)
+            })
+        };
+        // Wait for the producers, then let the drainer finish.
+        while finished.load(Ordering::SeqCst) < PRODUCERS {
+            thread::sleep(std::time::Duration::from_millis(2));
+        }
+        done.store(true, Ordering::SeqCst);
+        drainer.join().unwrap()
+    });
+    let st = s.spool_stats();
+    assert_eq!(st.lost_total(), 0, "{st:?}");
+    assert_eq!(st.enqueued_events, PRODUCERS * PER_PRODUCER);
+    assert_eq!(st.delivered_events, PRODUCERS * PER_PRODUCER);
+    assert_eq!((st.spooled_events, st.in_flight_events), (0, 0));
+    assert!(redelivered_batches > 0);
+    assert!(st.overflow_segments == 0 && st.segments == 0, "{st:?}");
+    let mut last: HashMap<u64, u64> = HashMap::new();
+    for &(p, seq) in &delivered {
+        let expected = last.get(&p).map_or(0, |s| s + 1);
+        assert_eq!(seq, expected, "producer {p}: {seq} after {:?}", last.get(&p));
+        last.insert(p, seq);
+    }
+    assert_eq!(delivered.len() as u64, PRODUCERS * PER_PRODUCER);
+    drop(reg);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn migrating_producers_keep_fifo_and_lose_nothing_on_a_durable_spool() {
+    for round in 0..3 {
+        migrating_producers_on_a_durable_spool(round);
+    }
+}
