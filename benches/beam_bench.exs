@@ -23,7 +23,7 @@ end
 
 support = Path.join(__DIR__, "support")
 
-for file <- ~w(json.ex loops.ex specs.ex harness.ex report.ex main.ex) do
+for file <- ~w(json.ex loops.ex specs.ex harness.ex peer.ex report.ex main.ex) do
   Code.require_file(file, support)
 end
 

@@ -3,7 +3,7 @@ defmodule Breakwater.Bench.Main do
   # Runs every BEAM measurement, the memory figures, reads criterion's results, prints
   # everything and writes docs/benchmarks.md (through Breakwater.Bench.Report).
 
-  alias Breakwater.Bench.{Harness, Report, Specs}
+  alias Breakwater.Bench.{Harness, Peer, Report, Specs}
   alias Breakwater.Native
 
   @runs 7
@@ -40,19 +40,36 @@ defmodule Breakwater.Bench.Main do
         {spec, Harness.calibrate(spec, target_ms, min_n, max_n)}
       end
 
+    # enqueue with durability :memory, in a second VM (the durability is chosen when a
+    # VM opens its spool), as many iterations as this VM's :crash enqueue.
+    {peer, remote} = memory_peer(calibrated)
+
     # Interleaved: each pass runs every measurement once, so that a burst of load from
     # elsewhere on a shared machine falls on all of them alike instead of on one.
     passes =
       for pass <- 1..runs do
         IO.write(:stderr, "\rpass #{pass}/#{runs}")
 
-        for {spec, n} <- calibrated, p <- procs, into: %{} do
-          [ns] = Harness.measure(spec, p, n, 1)
-          {{spec.id, p}, ns}
+        local =
+          for {spec, n} <- calibrated, p <- procs, into: %{} do
+            [ns] = Harness.measure(spec, p, n, 1)
+            {{spec.id, p}, ns}
+          end
+
+        for {spec, n, id} <- remote, p <- procs, into: local do
+          {{spec.id, p}, Peer.measure(peer, id, p, n)}
         end
       end
 
+    if peer, do: Peer.stop(peer)
     IO.write(:stderr, "\r\e[K")
+    # The :memory row right after the :crash one.
+    calibrated =
+      Enum.flat_map(calibrated, fn {spec, _} = entry ->
+        if spec.id == :enqueue,
+          do: [entry | Enum.map(remote, fn {s, n, _} -> {s, n} end)],
+          else: [entry]
+      end)
 
     results =
       for {spec, n} <- calibrated do
@@ -89,6 +106,25 @@ defmodule Breakwater.Bench.Main do
     end
 
     data
+  end
+
+  defp memory_peer(calibrated) do
+    case Enum.find(calibrated, fn {spec, _} -> spec.id == :enqueue end) do
+      nil ->
+        {nil, []}
+
+      {spec, n} ->
+        dir = Application.get_env(:breakwater, :spool_dir) <> "-memory"
+        peer = Peer.start(durability: :memory, spool_dir: dir)
+
+        remote = %{
+          spec
+          | id: :enqueue_memory,
+            name: "  same, durability :memory (a second VM)"
+        }
+
+        {peer, [{remote, n, :enqueue}]}
+    end
   end
 
   defp stats(runs_ns, procs, ops_per_proc) do

@@ -184,11 +184,59 @@ defmodule Breakwater.Bench.Report do
 
         v ->
           %{
-            target: "enqueue/2 of 256 B ≤ 150 ns (1 scheduler)",
+            target: "enqueue/2 of 256 B, durability :crash, ≤ 150 ns (1 scheduler)",
             measured:
               "#{fmt(v)} ns at 1p (#{fmt(ns.(:enqueue, top))} ns at #{top}p, one shared subject)",
             pass: v <= 150
           }
+      end
+
+    crash_vs_memory =
+      case {ns.(:enqueue, 1), ns.(:enqueue_memory, 1)} do
+        {c, m} when is_number(c) and is_number(m) ->
+          %{
+            target: "enqueue/2, durability :crash ≤ 1.3x :memory (1 scheduler)",
+            measured: "#{fmt(c / m)}x (#{fmt(c)} ns against #{fmt(m)} ns)",
+            pass: c / m <= 1.3
+          }
+
+        _ ->
+          nil
+      end
+
+    enqueue_scaling =
+      case {result(data, :enqueue), 2 in data.procs} do
+        {nil, _} ->
+          nil
+
+        {_, false} ->
+          %{
+            target: "enqueue/2 into one subject, 1 → 2 schedulers ≥ 1.8x",
+            measured: "n/a (1 scheduler)",
+            pass: nil
+          }
+
+        {r, true} ->
+          x = scaling(r, 2)
+
+          %{
+            target: "enqueue/2 into one subject, 1 → 2 schedulers ≥ 1.8x",
+            measured: "#{fmt(x)}x (#{fmt(r.by_procs[1].mops)} → #{fmt(r.by_procs[2].mops)} M/s)",
+            pass: x >= 1.8
+          }
+      end
+
+    recovery =
+      case Enum.find(data.criterion.benches, &(&1[:id] == "recovery/open_1M_events_256B")) do
+        %{melem_s: m, median_ns: t} ->
+          %{
+            target: "recovery of a 1 M-event spool ≥ 1 M events/s (criterion)",
+            measured: "#{fmt(m)} M events/s (#{fmt(t / 1.0e6)} ms for 1 M events of 256 B)",
+            pass: m >= 1
+          }
+
+        _ ->
+          nil
       end
 
     drain =
@@ -214,7 +262,10 @@ defmodule Breakwater.Bench.Report do
         per_sched.(:admit, 80, "admit/2"),
         per_sched.(:record, 100, "record/2"),
         enqueue,
-        drain
+        crash_vs_memory,
+        enqueue_scaling,
+        drain,
+        recovery
       ],
       &is_nil/1
     )
@@ -246,7 +297,7 @@ defmodule Breakwater.Bench.Report do
     memory, #{m.subjects} subjects:
       created on first use: #{fmt(per.(m.first_use, :rss))} B/subject process RSS (native), #{fmt(per.(m.first_use, :beam))} B/subject BEAM (erlang:memory total)
       then configure/2:     #{fmt(per.(m.configure, :rss))} B/subject process RSS, #{fmt(per.(m.configure, :beam))} B/subject BEAM, of which ETS #{fmt(per.(m.configure, :ets))} B
-      ring pool: #{p.segments} segments x #{p.segment_bytes} B = #{mib(budget)} budget; footprint #{mib(p.footprint_bytes)} (#{fmt((p.footprint_bytes - budget) / budget * 100)} % over: the per-event end index)
+      ring pool: #{p.segments} segments x #{p.segment_bytes} B = #{mib(budget)} budget; footprint #{mib(p.footprint_bytes)} (#{fmt((p.footprint_bytes - budget) / budget * 100)} % over: each segment's 4 KiB header page)
       subject table: #{p.subjects} subjects, capacity #{p.subject_capacity}, max_subjects #{p.max_subjects}; #{p.counter_stripes} counter stripes
     """
     |> String.trim_trailing()
@@ -319,10 +370,13 @@ defmodule Breakwater.Bench.Report do
       {:ok, text} ->
         lines = String.split(text, "\n")
 
-        case Enum.drop_while(lines, &(not String.starts_with?(&1, "scaling: one shared subject"))) do
-          [] -> nil
-          block -> block |> Enum.take_while(&(String.trim(&1) != "")) |> Enum.join("\n")
-        end
+        blocks =
+          for head <- ["scaling: one shared subject", "enqueue 256 B into one subject"],
+              block = Enum.drop_while(lines, &(not String.starts_with?(&1, head))),
+              block != [],
+              do: block |> Enum.take_while(&(String.trim(&1) != "")) |> Enum.join("\n")
+
+        if blocks == [], do: nil, else: Enum.join(blocks, "\n\n")
 
       _ ->
         nil
@@ -404,10 +458,15 @@ defmodule Breakwater.Bench.Report do
       for sharing; a subject at rest in the normal state);
     - enqueue puts 256-byte events into one shared subject, which is drained (untimed)
       after every round of at most #{Enum.find(data.results, %{spec: %{max_per_round: "?"}}, &(&1.spec.id == :enqueue)).spec.max_per_round} events per process,
-      every event accounted for;
+      every event accounted for; with the default `durability: :crash` (the spool's
+      pool files are mapped: an event is in the page cache when `enqueue` returns), and
+      the same in a second VM with `durability: :memory` (the pool in anonymous memory,
+      no checksums), in the same passes; several processes enqueue into the one subject
+      through stripes of their own (one per scheduler thread);
     - drain + ack takes batches of 1000 events of 256 B from a subject per process
       (one ledger worker per subject), filled untimed before each round; *ns/op* and
-      *Mops/s* are per event;
+      *Mops/s* are per event (durability `:crash`: the cursors are written into the
+      subject's meta file at each take and ack);
     - the transition mix is `report_depth(warning)`, `check_backpressure`,
       `report_depth(recovery depth)`, `check_backpressure` on a subject per process:
       every other call is a transition (normal ⇄ pressure, so inactive ⇄ warning, with
@@ -526,8 +585,8 @@ defmodule Breakwater.Bench.Report do
 
     Ring pool (`Breakwater.Native.pool_info/0`): #{p.segments} segments of #{p.segment_bytes} B and
     #{p.segment_capacity} events: a configured budget of #{mib(budget)}, an allocated footprint of
-    #{mib(p.footprint_bytes)} (#{fmt((p.footprint_bytes - budget) / budget * 100)} % more: the 4-byte end index of each event slot),
-    fixed at first start. Subject table: capacity #{p.subject_capacity} for `max_subjects`
+    #{mib(p.footprint_bytes)} (#{fmt((p.footprint_bytes - budget) / budget * 100)} % more: each segment's 4 KiB header page), in
+    pool files mapped into memory (`durability: :crash`), fixed at first start. Subject table: capacity #{p.subject_capacity} for `max_subjects`
     #{p.max_subjects}, #{p.counter_stripes} counter stripes per subject.
     """
     |> String.trim_trailing()
@@ -578,7 +637,10 @@ defmodule Breakwater.Bench.Report do
     scaling_md =
       if scaling,
         do:
-          "\n\nThreads on one shared subject (from `target/bench-core.log`):\n\n```text\n#{scaling}\n```",
+          "\n\nThreads on one shared subject, and enqueue into one subject: the spool's " <>
+            "per-thread stripes against an Aeron-style shared claim (one atomic add on a " <>
+            "shared tail per event), both writing checksummed 256-byte records into " <>
+            "file mappings (from `target/bench-core.log`):\n\n```text\n#{scaling}\n```",
         else:
           "\n\n(No scaling table: `target/bench-core.log` is missing; `make bench-core` writes it.)"
 

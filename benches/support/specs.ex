@@ -190,7 +190,7 @@ defmodule Breakwater.Bench.Specs do
 
     %{
       id: :enqueue,
-      name: "Breakwater.enqueue/2 (256 B)",
+      name: "Breakwater.enqueue/2 (256 B), durability :crash",
       unit: 1,
       unit_name: "call",
       max_per_round: per_round,

@@ -9,9 +9,11 @@
 //! ```
 //!
 //! `word` is the payload length plus one, so that 0 means "nothing written here yet" (an
-//! empty event is a valid event). `crc` is the CRC32C of the stamp, the payload and the
-//! word, in that order, or 0 in segments that are never read back after a crash (see
-//! [`crate::segment`]). `stamp` orders the record against records of other stripes
+//! empty event is a valid event). `crc` is the CRC32C of the stamp and the payload (16
+//! contiguous bytes on), seeded with the word, so that a damaged length changes both
+//! the bytes checksummed and the seed; 0 in segments that are never read back after a
+//! crash (see [`crate::segment`]). One call over contiguous bytes: three calls (stamp,
+//! payload, word) cost half as much again for a 256-byte event. `stamp` orders the record against records of other stripes
 //! ([`crate::stamp`]).
 //!
 //! Invariant: a writer fills stamp, payload and crc, and only then stores `word`, with
@@ -42,12 +44,11 @@ pub const fn size(payload: usize) -> usize {
     (HEADER + payload + ALIGN - 1) & !(ALIGN - 1)
 }
 
-/// The checksum of a record.
+/// The checksum of a record: `stamp_and_payload` is its bytes from offset 8 (the stamp)
+/// to the end of the payload.
 #[inline]
-pub fn checksum(stamp: u64, payload: &[u8], word: u32) -> u32 {
-    let c = crc32c::crc32c(&stamp.to_le_bytes());
-    let c = crc32c::crc32c_append(c, payload);
-    crc32c::crc32c_append(c, &word.to_le_bytes())
+pub fn checksum(stamp_and_payload: &[u8], word: u32) -> u32 {
+    crc32c::crc32c_append(word, stamp_and_payload)
 }
 
 /// Writes a record of `payload` stamped `stamp` at `dst`, word last.
@@ -63,18 +64,19 @@ pub unsafe fn write(dst: *mut u8, stamp: u64, payload: &[u8], checksummed: bool)
     debug_assert!(payload.len() <= MAX_PAYLOAD);
     let n = payload.len();
     let word = n as u32 + 1;
-    let crc = if checksummed {
-        checksum(stamp, payload, word)
-    } else {
-        0
-    };
     // SAFETY (whole block): within the caller's exclusive, aligned region.
     unsafe {
-        (dst.add(4) as *mut u32).write(crc.to_le());
         (dst.add(8) as *mut u64).write(stamp.to_le());
         std::ptr::copy_nonoverlapping(payload.as_ptr(), dst.add(HEADER), n);
         let pad = size(n) - HEADER - n;
         std::ptr::write_bytes(dst.add(HEADER + n), 0, pad);
+        let crc = if checksummed {
+            // The bytes just written, read back from this thread's own region.
+            checksum(std::slice::from_raw_parts(dst.add(8), 8 + n), word)
+        } else {
+            0
+        };
+        (dst.add(4) as *mut u32).write(crc.to_le());
         // Published last: the word is what says the record exists.
         (*(dst as *const AtomicU32)).store(word.to_le(), Ordering::Release);
     }
@@ -128,7 +130,7 @@ pub fn parse(bytes: &[u8], checked: bool) -> Parsed<'_> {
     let crc = u32::from_le_bytes(bytes[4..8].try_into().unwrap());
     let stamp = u64::from_le_bytes(bytes[8..16].try_into().unwrap());
     let payload = &bytes[HEADER..HEADER + n];
-    if checked && crc != checksum(stamp, payload, word) {
+    if checked && crc != checksum(&bytes[8..HEADER + n], word) {
         return Parsed::Corrupt { size: total };
     }
     Parsed::Valid {

@@ -331,6 +331,11 @@ struct Cursor {
     seq: u64,
     seg_seq: u64,
     offset: usize,
+    /// The segment's readable bytes and end, as last found: the next record is read
+    /// from here without looking the segment up again.
+    data: *const u8,
+    len: usize,
+    seg_end: u64,
 }
 
 /// What a reader has next.
@@ -456,6 +461,30 @@ impl Reader {
             .lost
             .front()
             .map_or(self.end, |&(a, _)| a.min(self.end));
+        // The next record of the segment the cursor is in: no lookup.
+        if let Some(c) = self.cursor {
+            if c.seq == self.taken && c.seq < c.seg_end && c.seq < stop {
+                // SAFETY: the cursor's segment holds record `taken`, so it is in the
+                // chain, neither released, unmapped nor unloaded (those only touch
+                // segments with no record in `released..=taken`, and drop the cursor
+                // when they touch its segment), and `len` bytes of it were readable.
+                let data = unsafe { std::slice::from_raw_parts(c.data, c.len) };
+                if let Parsed::Valid {
+                    stamp,
+                    payload,
+                    size,
+                } = record::parse(data.get(c.offset..).unwrap_or(&[]), false)
+                {
+                    return Head::Record {
+                        stamp,
+                        len: payload.len(),
+                        size,
+                        seg_seq: c.seg_seq,
+                        offset: c.offset,
+                    };
+                }
+            }
+        }
         let Some(i) = self.find(self.taken) else {
             // Not in any segment: up to the next segment (or the end) is gone.
             let next = self.chain.partition_point(|s| s.first_seq() <= self.taken);
@@ -486,6 +515,9 @@ impl Reader {
                             seq,
                             seg_seq: seg.seg_seq(),
                             offset: off,
+                            data: data.as_ptr(),
+                            len: data.len(),
+                            seg_end,
                         });
                         return Head::Record {
                             stamp,
@@ -512,16 +544,16 @@ impl Reader {
 
     fn advance(&mut self, seg_seq: u64, offset: usize, size: usize) {
         self.taken += 1;
-        self.cursor = Some(Cursor {
-            seq: self.taken,
-            seg_seq,
-            offset: offset + size,
-        });
-        // At a segment's end, the next record is in the next segment.
-        if let Some(i) = self.seg_index(seg_seq) {
-            if self.taken >= self.seg_end(i) {
-                self.cursor = None;
+        match &mut self.cursor {
+            Some(c) if c.seg_seq == seg_seq && c.offset == offset => {
+                c.seq = self.taken;
+                c.offset = offset + size;
+                // At a segment's end, the next record is in the next segment.
+                if self.taken >= c.seg_end {
+                    self.cursor = None;
+                }
             }
+            _ => self.cursor = None,
         }
     }
 
@@ -631,10 +663,14 @@ impl Drain {
                     let end_k = r.seg_end(k);
                     end_k > released && first <= taken
                 };
+                let cursor_here = r.cursor.is_some_and(|c| c.seg_seq == r.chain[k].seg_seq());
                 let seg = &mut r.chain[k];
                 if !in_use && seg.mapped() && matches!(seg.kind(), SegKind::Overflow(_)) {
                     if let Some(s) = Arc::get_mut(seg) {
                         s.unmap();
+                        if cursor_here {
+                            r.cursor = None;
+                        }
                     }
                 }
             }
@@ -1210,6 +1246,9 @@ impl Drain {
                     break;
                 }
                 let arc = r.chain.pop_front().expect("non-empty");
+                if r.cursor.is_some_and(|c| c.seg_seq == arc.seg_seq()) {
+                    r.cursor = None;
+                }
                 match Arc::try_unwrap(arc) {
                     Ok(mut seg) => {
                         seg.unload();
@@ -1775,6 +1814,9 @@ impl Spool {
                     || (seg_end > released && first < taken);
                 if !wanted || r.chain[k].readable() {
                     continue;
+                }
+                if r.cursor.is_some_and(|c| c.seg_seq == r.chain[k].seg_seq()) {
+                    r.cursor = None;
                 }
                 let Some(seg) = Arc::get_mut(&mut r.chain[k]) else {
                     continue;

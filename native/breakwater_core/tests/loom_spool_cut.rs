@@ -59,7 +59,11 @@ struct Spool {
 impl Spool {
     /// Every stripe's lock at once, in index order; the counts inside the cut.
     fn cut(&self) -> Vec<Vec<Record>> {
-        let guards: Vec<_> = self.stripes.iter().map(|s| s.records.lock().unwrap()).collect();
+        let guards: Vec<_> = self
+            .stripes
+            .iter()
+            .map(|s| s.records.lock().unwrap())
+            .collect();
         guards.iter().map(|g| g.to_vec()).collect()
     }
 
@@ -86,7 +90,11 @@ fn check(delivered: &[Record], producers: &[(u8, u8)]) {
     // Exactly once, and in each producer's order.
     for &(p, n) in producers {
         let seqs: Vec<u8> = delivered.iter().filter(|r| r.0 == p).map(|r| r.1).collect();
-        assert_eq!(seqs, (0..n).collect::<Vec<_>>(), "producer {p}: {delivered:?}");
+        assert_eq!(
+            seqs,
+            (0..n).collect::<Vec<_>>(),
+            "producer {p}: {delivered:?}"
+        );
     }
 }
 

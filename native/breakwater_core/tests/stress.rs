@@ -892,8 +892,7 @@ fn migrating_producers_on_a_durable_spool(round: u64) {
     let s = reg.subject(b"spool").unwrap();
     // Tokens: (producer, next sequence). A thread takes one, enqueues that producer's
     // next event, puts it back: the mutex orders consecutive events of a producer.
-    let tokens: Mutex<VecDeque<(u64, u64)>> =
-        Mutex::new((0..PRODUCERS).map(|p| (p, 0)).collect());
+    let tokens: Mutex<VecDeque<(u64, u64)>> = Mutex::new((0..PRODUCERS).map(|p| (p, 0)).collect());
     let done = AtomicBool::new(false);
     let finished = AtomicU64::new(0);
     let mut rng = Rng::new(round + 1);
@@ -976,7 +975,12 @@ fn migrating_producers_on_a_durable_spool(round: u64) {
     let mut last: HashMap<u64, u64> = HashMap::new();
     for &(p, seq) in &delivered {
         let expected = last.get(&p).map_or(0, |s| s + 1);
-        assert_eq!(seq, expected, "producer {p}: {seq} after {:?}", last.get(&p));
+        assert_eq!(
+            seq,
+            expected,
+            "producer {p}: {seq} after {:?}",
+            last.get(&p)
+        );
         last.insert(p, seq);
     }
     assert_eq!(delivered.len() as u64, PRODUCERS * PER_PRODUCER);

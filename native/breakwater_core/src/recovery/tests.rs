@@ -355,8 +355,20 @@ fn flip(path: &Path, at: u64) {
 #[test]
 fn corrupt_records_in_pool_and_overflow_files_are_counted_once() {
     let dir = spool_with_overflow("corrupt");
-    // The 3rd record of the first pool file and the 5th of the last overflow file.
-    let pool_file = dir.join("pool").join("000000.seg");
+    // The 3rd record of the pool file holding the first events, and the 5th of the
+    // last overflow file.
+    let pool_file = std::fs::read_dir(dir.join("pool"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            let b = std::fs::read(p).unwrap();
+            matches!(
+                crate::segment::decode_header(&b[..4096]),
+                crate::segment::Header::Live { id, .. } if id.first_seq == 0
+            )
+        })
+        .expect("the pool file of the first events");
     flip(&pool_file, 4096 + 2 * 32 + 20);
     let last = overflow_files(&dir).pop().unwrap();
     flip(&last, 4096 + 4 * 32 + 18);
