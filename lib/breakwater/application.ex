@@ -114,7 +114,7 @@ defmodule Breakwater.Application do
       {:ok, {reports, suppressed}} ->
         Breakwater.Spool.Keeper.log_reports(reports, suppressed)
 
-      {:ok, []} ->
+      :ok ->
         :ok
 
       {:error, reasons} ->

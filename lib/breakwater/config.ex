@@ -542,7 +542,7 @@ defmodule Breakwater.Config do
 
   @owner_expected "nil (default: \"<node>/<application>\") or a string of 1 to 512 bytes"
 
-  defp load_owner(nil), do: {:ok, nil}
+  defp load_owner(none) when none in [nil, :none, :undefined], do: {:ok, nil}
 
   defp load_owner(owner) when is_binary(owner) do
     if byte_size(owner) in 1..512 and String.valid?(owner),

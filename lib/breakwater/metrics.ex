@@ -63,7 +63,8 @@ defmodule Breakwater.Metrics do
     {"circuit_open", :rejected_circuit_open},
     {"half_open_limit", :rejected_half_open_limit},
     {"pool_exhausted", :rejected_pool_exhausted},
-    {"shed_low_priority", :rejected_shed_low_priority}
+    {"shed_low_priority", :rejected_shed_low_priority},
+    {"spool_unavailable", :rejected_spool_unavailable}
   ]
 
   @breaker_values %{closed: 0, half_open: 1, open: 2}
@@ -165,7 +166,8 @@ defmodule Breakwater.Metrics do
   ]
 
   @rejected_help "Calls and events refused, by reason: circuit_open, half_open_limit, " <>
-                   "backpressure, shed_low_priority (admission) and pool_exhausted (enqueue)."
+                   "backpressure, shed_low_priority (admission), pool_exhausted and " <>
+                   "spool_unavailable (enqueue)."
 
   @global_families [
     {"breakwater_ring_pool_free_segments", :gauge, "Free segments in the ring pool.",

@@ -305,6 +305,7 @@ defmodule Breakwater.ConfigTest do
       end
 
       assert {:ok, %{spool_owner: "n@h/app"}} = Config.load(spool_owner: "n@h/app")
+      assert {:ok, %{spool_owner: nil}} = Config.load(spool_owner: :undefined)
       assert {:ok, %{spool_adopt: ["a@h/x", "b"]}} = Config.load(spool_adopt: ["a@h/x", "b"])
     end
 

@@ -20,22 +20,16 @@ fn binary<'a>(env: Env<'a>, bytes: &[u8]) -> Term<'a> {
 }
 
 /// Creates the node's registry and opens its spool (recovering what the spool
-/// directory holds), or reconfigures it: `{ok, Reports} | {error, Problems}`, where
-/// `Reports` are what recovery found (`crate::spool::reports_term`). A dirty I/O NIF:
-/// recovery reads every spool file.
+/// directory holds): `{ok, Reports}`, where `Reports` are what recovery found
+/// (`crate::spool::reports_term`); or reconfigures it: `ok`; or `{error, Problems}`.
+/// A dirty I/O NIF: recovery reads every spool file.
 #[rustler::nif(schedule = "DirtyIo")]
 fn init<'a>(env: Env<'a>, config: Term<'a>) -> Term<'a> {
     match decode_init_config(config) {
         Err(problems) => problems_term(env, problems),
         Ok((config, grace, spool)) => match instance::init(config, grace, spool) {
-            Ok(created) => {
-                let reports = if created {
-                    crate::spool::reports_term(env)
-                } else {
-                    Vec::<Term>::new().encode(env)
-                };
-                (atoms::ok(), reports).encode(env)
-            }
+            Ok(true) => (atoms::ok(), crate::spool::reports_term(env)).encode(env),
+            Ok(false) => atoms::ok().encode(env),
             Err(errors) => validation_term(env, errors),
         },
     }
