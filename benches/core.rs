@@ -543,28 +543,39 @@ impl SharedClaimLog {
         true
     }
 
-    fn reset(&self) {
+    /// Empties the log; returns how many records it held (whole records, all of the
+    /// bench's events being the same size).
+    fn reset(&self, record: usize) -> u64 {
         use std::sync::atomic::Ordering;
-        let used = (self.tail.swap(0, Ordering::Relaxed) as usize).min(self.map.len());
+        let claimed = self.tail.swap(0, Ordering::Relaxed) as usize;
+        let used = claimed.min(self.map.len());
         // SAFETY: no writer runs during a reset (between rounds).
         unsafe { std::ptr::write_bytes(self.map.as_ptr() as *mut u8, 0, used) };
+        (used / record) as u64
     }
 }
 
 /// Events per thread per round of the scaling measurement (the spool is drained and
-/// the shared log reset between rounds, untimed).
-const SCALING_ROUND: u64 = 40_000;
+/// the shared log reset between rounds, untimed). Small on purpose: a round's records
+/// (about 1 MiB per thread) stay in the caches, so the comparison measures how the
+/// writers claim their space (a stripe's own lock against one atomic add on a shared
+/// tail), not the memory bandwidth both designs need alike; with 40 000 per round the
+/// 2-core machine's figures were dominated by cache misses and varied by half from one
+/// run to the next.
+const SCALING_ROUND: u64 = 4_000;
 
 /// Runs `op` `iters` times on each of `threads` threads that live for the whole call,
 /// in rounds of at most [`SCALING_ROUND`] per thread; `reset` runs between rounds
-/// while the threads wait (untimed). Returns the time of the rounds: from each round's
-/// common start to its last thread's end. The same threads throughout, so each keeps
-/// its stripe (as a scheduler thread does).
+/// while the threads wait (untimed) and returns how many events the round stored,
+/// which must be every one: a round that stored fewer failed, it was not fast.
+/// Returns the time of the rounds: from each round's common start to its last
+/// thread's end. The same threads throughout, so each keeps its stripe (as a scheduler
+/// thread does).
 fn rounds_on_threads(
     threads: usize,
     iters: u64,
     op: &(dyn Fn() + Sync),
-    reset: &dyn Fn(),
+    reset: &dyn Fn() -> u64,
 ) -> Duration {
     let rounds: Vec<u64> = {
         let mut v = Vec::new();
@@ -592,12 +603,17 @@ fn rounds_on_threads(
             });
         }
         let mut total = Duration::ZERO;
-        for _ in &rounds {
+        for &n in &rounds {
             start.wait();
             let t0 = Instant::now();
             end.wait();
             total += t0.elapsed();
-            reset();
+            let stored = reset();
+            assert_eq!(
+                stored,
+                threads as u64 * n,
+                "a round stored only {stored} events"
+            );
         }
         total
     })
@@ -605,7 +621,7 @@ fn rounds_on_threads(
 
 /// Aggregate Mops/s of `threads` threads each running `op` `iters` times (in rounds,
 /// `reset` between them); best of five.
-fn append_mops(threads: usize, iters: u64, op: &(dyn Fn() + Sync), reset: &dyn Fn()) -> f64 {
+fn append_mops(threads: usize, iters: u64, op: &(dyn Fn() + Sync), reset: &dyn Fn() -> u64) -> f64 {
     (0..5)
         .map(|_| {
             let t = rounds_on_threads(threads, iters, op, reset);
@@ -634,10 +650,9 @@ fn spool_scaling(c: &mut Criterion) {
     };
     let mut sink = Vec::new();
     let drain = std::cell::RefCell::new(&mut sink);
-    let reset_spool = || {
-        drain_all(s, &reg, &mut drain.borrow_mut());
-    };
-    let reset_log = || log.reset();
+    let reset_spool = || drain_all(s, &reg, &mut drain.borrow_mut());
+    let record = breakwater_core::record::size(EVENT_BYTES);
+    let reset_log = || log.reset(record);
     let mut g = c.benchmark_group("spool_scaling");
     g.warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
@@ -686,11 +701,10 @@ fn spool_scaling_report() {
     println!();
     let mut sink = Vec::new();
     let cell = std::cell::RefCell::new(&mut sink);
-    let reset_spool = || {
-        drain_all(s, &reg, &mut cell.borrow_mut());
-    };
-    let reset_log = || log.reset();
-    type Design<'a> = (&'a str, &'a (dyn Fn() + Sync), &'a dyn Fn());
+    let reset_spool = || drain_all(s, &reg, &mut cell.borrow_mut());
+    let record = breakwater_core::record::size(EVENT_BYTES);
+    let reset_log = || log.reset(record);
+    type Design<'a> = (&'a str, &'a (dyn Fn() + Sync), &'a dyn Fn() -> u64);
     let designs: [Design; 2] = [
         ("stripes", &stripes, &reset_spool),
         ("shared_claim", &claim, &reset_log),
