@@ -304,24 +304,32 @@ pub fn open(pool: PoolConfig, config: StoreConfig) -> Opened {
         }
         match MetaFile::open(&file, &path, &header, false) {
             Ok(m) => {
-                if metas.contains_key(&header.subject) {
+                if let Some((_, st)) = meta::decode_state(m.image()) {
+                    for s in &st.stripes {
+                        max_epoch = max_epoch.max(s.epoch);
+                    }
+                }
+                // Files come in the order of their numbers, which only grow: a second
+                // file for a subject is newer. A subject gets a new meta file only when
+                // it is created again after a removal, and a removal requires an empty
+                // spool and deletes the old file (after the crash, if this one came
+                // first): the older file holds nothing but a removed subject's counters.
+                if let Some(old) = metas.insert(header.subject.clone(), m) {
+                    let stale = old.path().to_path_buf();
+                    drop(old);
+                    let _ = std::fs::remove_file(&stale);
                     ctx.report(
-                        Level::Warning,
-                        "skipped",
+                        Level::Info,
+                        "stale",
                         Some(&header.subject),
                         format!(
-                            "breakwater: a second meta file {} for {:?} is left alone",
-                            path.display(),
-                            lossy(&header.subject)
+                            "breakwater: meta file {} of a removed instance of {:?} deleted \
+                             (a newer one, {}, holds the subject)",
+                            stale.display(),
+                            lossy(&header.subject),
+                            path.display()
                         ),
                     );
-                } else {
-                    if let Some((_, st)) = meta::decode_state(m.image()) {
-                        for s in &st.stripes {
-                            max_epoch = max_epoch.max(s.epoch);
-                        }
-                    }
-                    metas.insert(header.subject.clone(), m);
                 }
             }
             Err(e) => ctx.report(

@@ -559,3 +559,77 @@ fn a_deleted_meta_file_loses_nothing_the_segments_hold() {
     assert!(balanced(&st));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+fn meta_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir.join("meta"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "meta"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_removed_subject_leaves_no_file_and_does_not_come_back() {
+    let dir = temp_dir("removed");
+    let reg = open(&dir);
+    enqueue(&reg, b"gone", 0, 20);
+    enqueue(&reg, b"kept", 0, 5);
+    assert_eq!(
+        reg.remove(b"gone"),
+        Err(crate::registry::RemoveError::Spooled),
+        "refused while events wait"
+    );
+    assert_eq!(drain_all(&reg, b"gone"), (0..20).collect::<Vec<_>>());
+    assert_eq!(meta_files(&dir).len(), 2);
+    assert_eq!(reg.remove(b"gone"), Ok(()));
+    // Every pool segment back in the pool; the meta file goes with the housekeeping.
+    assert_eq!(
+        reg.pool().free_segments() + 1,
+        reg.pool().config().segments as usize,
+        "only kept's segment is held"
+    );
+    reg.store().maintain();
+    assert_eq!(meta_files(&dir).len(), 1);
+    drop(reg);
+    let reg = open(&dir);
+    assert!(
+        reg.get(b"gone").is_none(),
+        "a removed subject is not recovered"
+    );
+    assert_eq!(drain_all(&reg, b"kept"), (0..5).collect::<Vec<_>>());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_crash_before_the_old_meta_file_is_deleted_keeps_the_newer_one() {
+    let dir = temp_dir("removed-crash");
+    let reg = open(&dir);
+    enqueue(&reg, b"s", 0, 10);
+    assert_eq!(drain_all(&reg, b"s"), (0..10).collect::<Vec<_>>());
+    assert_eq!(reg.remove(b"s"), Ok(()));
+    // Created again under the same name, before the housekeeping deleted the old file:
+    // then a crash.
+    enqueue(&reg, b"s", 100, 110);
+    let subject = reg.subject(b"s").unwrap();
+    let (id, first) = take(&reg, subject, 4).unwrap();
+    assert_eq!(first, (100..104).collect::<Vec<_>>());
+    subject
+        .ack(reg.store(), id, reg.clock(), &mut Transitions::new())
+        .unwrap();
+    assert_eq!(meta_files(&dir).len(), 2);
+    drop(reg);
+    let reg = open(&dir);
+    let r = reports(&reg);
+    assert!(r.iter().any(|(k, _)| *k == "stale"), "{r:?}");
+    assert_eq!(meta_files(&dir).len(), 1, "the stale file is deleted");
+    // The newer instance's cursor and counters hold: 4 delivered, 6 redelivered-free.
+    assert_eq!(drain_all(&reg, b"s"), (104..110).collect::<Vec<_>>());
+    let st = stats(&reg, b"s");
+    assert_eq!(st.enqueued_events, 10);
+    assert_eq!(st.delivered_events, 10);
+    assert!(balanced(&st));
+    let _ = std::fs::remove_dir_all(dir);
+}
