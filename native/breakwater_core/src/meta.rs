@@ -23,7 +23,7 @@
 //!   delivered, dropped or lost: the durable ack cursor, moved only after ack), `taken`
 //!   (every record below it was handed out at least once: what is redelivered after a
 //!   crash is counted as such) and the ranges already counted as lost. Written whole
-//!   into the older of two slots with a sequence number and a CRC32C; a reader takes
+//!   into the older of two slots with a sequence number and a CRC-32; a reader takes
 //!   the valid slot with the higher sequence, so a crash in the middle of a write
 //!   leaves the previous state.
 //!
@@ -352,7 +352,7 @@ fn encode_header(h: &MetaHeader) -> Vec<u8> {
     b[18..20].copy_from_slice(&(subject.len() as u16).to_le_bytes());
     b.extend_from_slice(owner);
     b.extend_from_slice(subject);
-    let crc = crc32c::crc32c(&b[16..]);
+    let crc = crc32fast::hash(&b[16..]);
     b[12..16].copy_from_slice(&crc.to_le_bytes());
     b
 }
@@ -369,7 +369,7 @@ pub fn decode_header(b: &[u8]) -> Option<MetaHeader> {
         return None;
     }
     let crc = u32::from_le_bytes(b[12..16].try_into().ok()?);
-    if crc != crc32c::crc32c(&b[16..end]) {
+    if crc != crc32fast::hash(&b[16..end]) {
         return None;
     }
     Some(MetaHeader {
@@ -389,7 +389,7 @@ pub fn decode_state(image: &[u8]) -> Option<(u64, State)> {
         let seq = u64::from_le_bytes(b[0..8].try_into().unwrap());
         let len = u32::from_le_bytes(b[8..12].try_into().unwrap()) as usize;
         let crc = u32::from_le_bytes(b[12..16].try_into().unwrap());
-        if seq == 0 || 16 + len > STATE_BYTES || crc32c::crc32c(&b[16..16 + len]) != crc {
+        if seq == 0 || 16 + len > STATE_BYTES || crc32fast::hash(&b[16..16 + len]) != crc {
             continue;
         }
         if let Some(state) = State::decode(&b[16..16 + len]) {
@@ -477,7 +477,7 @@ impl MetaFile {
         let slot = (self.seq % 2) as usize;
         let at = HEADER_BYTES + slot * STATE_BYTES;
         let len = self.scratch.len();
-        let crc = crc32c::crc32c(&self.scratch);
+        let crc = crc32fast::hash(&self.scratch);
         // Body first, then the slot header: a crash in between leaves a slot whose
         // checksum fails, and the other slot wins.
         self.map[at + 16..at + 16 + len].copy_from_slice(&self.scratch);

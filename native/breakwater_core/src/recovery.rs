@@ -5,7 +5,7 @@
 //! 2. Read every meta file, pool file and overflow file header. Files of another owner
 //!    are left alone and reported, counting nothing, unless the configuration adopts
 //!    that owner; damaged headers are reported and the file set aside (`.damaged`).
-//! 3. Validate every record of every live segment (length and CRC32C), in place for
+//! 3. Validate every record of every live segment (length and CRC-32), in place for
 //!    pool files (mapped) and with `pread` for overflow files (not kept in memory).
 //! 4. Per subject and stripe, put the segments in order and compare with the meta file:
 //!    its cursors say what was released (acknowledged, dropped or lost) and taken, its

@@ -15,7 +15,7 @@
 //! ```
 //!
 //! Header fields (little endian): `0` magic `BWSEGMT1`; `8` version; `12` state (0 free,
-//! 1 live); `16` CRC32C of bytes `20..64 + owner + subject`; `20` data bytes; `24` most
+//! 1 live); `16` CRC-32 of bytes `20..64 + owner + subject`; `20` data bytes; `24` most
 //! records; `28` owner length; `30` subject length; `32` epoch; `36` stripe; `38` flags
 //! (bit 0: records carry checksums); `40` segment sequence (per stripe); `48` sequence
 //! of its first record (per stripe); `64` owner, then subject. At `2048`, outside the
@@ -149,7 +149,7 @@ fn encode_identity(out: &mut [u8], id: &Identity, g: Geometry, checksummed: bool
     out[64..64 + owner.len()].copy_from_slice(owner);
     out[64 + owner.len()..64 + owner.len() + subject.len()].copy_from_slice(subject);
     let end = 64 + owner.len() + subject.len();
-    put_u32(out, 16, crc32c::crc32c(&out[20..end]));
+    put_u32(out, 16, crc32fast::hash(&out[20..end]));
 }
 
 /// Reads a header page (at least [`HEADER_BYTES`] bytes; fewer reads as damaged).
@@ -180,7 +180,7 @@ pub fn decode_header(b: &[u8]) -> Header {
         return Header::Damaged;
     }
     let end = 64 + owner_len + subject_len;
-    if u32_at(b, 16) != crc32c::crc32c(&b[20..end]) {
+    if u32_at(b, 16) != crc32fast::hash(&b[20..end]) {
         return Header::Damaged;
     }
     let sealed = u64_at(b, SEALED_AT);
