@@ -58,7 +58,7 @@ defmodule Breakwater.FaultMatrixTest do
 
     IO.puts(
       "\n[fault matrix] #{scenario}/#{durability}: killed with SIGKILL #{kills} times, " <>
-        "#{inspect(points)} ms after start"
+        "#{Enum.join(points, ", ")} ms after start"
     )
 
     vm = ChildVM.start(env(ctx.dir, ctx.out, "drain", scenario, durability, kills + 1))
