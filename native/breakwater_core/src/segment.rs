@@ -245,6 +245,23 @@ unsafe impl Send for Segment {}
 // writer/reader byte ranges the module documentation describes.
 unsafe impl Sync for Segment {}
 
+/// A copy of an overflow segment's data read back from its file.
+#[derive(Debug)]
+pub struct Loaded {
+    buf: Box<[u64]>,
+    got: usize,
+}
+
+impl Loaded {
+    /// No data (a file that cannot be read: the chain moves on past it).
+    pub fn empty() -> Self {
+        Self {
+            buf: Box::new([]),
+            got: 0,
+        }
+    }
+}
+
 impl Segment {
     fn from_map(kind: Kind, geometry: Geometry, checksummed: bool, mut map: MmapMut) -> Self {
         let ptr = map.as_mut_ptr();
@@ -510,6 +527,14 @@ impl Segment {
         if self.loaded.is_some() {
             return Ok(self.loaded_bytes);
         }
+        let copy = self.read_back(bytes)?;
+        Ok(self.install(copy))
+    }
+
+    /// The first `bytes` of data of the segment's file, read without changing the
+    /// segment (blocking I/O), so that a caller can read while the segment is shared
+    /// and install the copy later ([`Segment::install`]).
+    pub fn read_back(&self, bytes: usize) -> io::Result<Loaded> {
         let file = self
             .file
             .as_ref()
@@ -527,9 +552,20 @@ impl Segment {
             }
             got += n;
         }
-        self.loaded = Some(buf);
-        self.loaded_bytes = got;
-        Ok(got)
+        Ok(Loaded { buf, got })
+    }
+
+    /// Installs a copy read by [`Segment::read_back`] (nothing if the segment is
+    /// readable already). Returns the bytes readable.
+    pub fn install(&mut self, copy: Loaded) -> usize {
+        if !self.ptr.is_null() {
+            return self.geometry.data_bytes as usize;
+        }
+        if self.loaded.is_none() {
+            self.loaded = Some(copy.buf);
+            self.loaded_bytes = copy.got;
+        }
+        self.loaded_bytes
     }
 
     /// Drops a loaded copy.

@@ -62,6 +62,9 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
+/// Records `start..end` of a stripe found lost, and why.
+type LostRange = (u64, u64, LostReason);
+
 /// Events a stripe appends before it adds them to the subject's depth (when the depth
 /// is far from every threshold).
 pub const LAZY_BATCH: u64 = 64;
@@ -1273,7 +1276,8 @@ impl Drain {
                         }
                     }
                     Err(arc) => {
-                        // Still referenced (cannot happen after a cut; kept for later).
+                        // Still referenced (a load reading its file right now; kept
+                        // for the next release).
                         r.chain.push_front(arc);
                         break;
                     }
@@ -1796,95 +1800,140 @@ impl Spool {
     /// Reads back, from their files, the overflow segments the next take needs
     /// (blocking I/O: a dirty scheduler or a thread of its own). Records that fail
     /// their checks are counted lost and reported. Returns the segments loaded.
+    ///
+    /// The files are read with the drain lock released: a slow disk never holds up
+    /// the NIFs that take that lock on normal schedulers (drain, ack, nack, status, a
+    /// dead taker's batches going back). The lock is taken twice: once to choose the
+    /// segments (shared, so they stay alive meanwhile), once to install the copies of
+    /// those still wanted.
     pub fn load(&self, name: &[u8], store: &Store) -> usize {
-        let mut d = self.drain.lock();
-        let delta = d.cut();
-        self.depth.fetch_add(delta, Ordering::Relaxed);
-        let mut loaded = 0;
-        for ri in 0..d.readers.len() {
-            let Some(r) = d.readers[ri].as_mut() else {
-                continue;
-            };
-            let (released, taken, end) = (r.released, r.taken, r.end);
-            let mut found: Vec<(u64, u64, LostReason)> = Vec::new();
-            for k in 0..r.chain.len() {
-                let first = r.chain[k].first_seq();
-                let seg_end = r.seg_end(k);
-                let wanted = seg_end > released && first <= taken && taken < end
-                    || (seg_end > released && first < taken);
-                if !wanted || r.chain[k].readable() {
-                    continue;
-                }
-                if r.cursor.is_some_and(|c| c.seg_seq == r.chain[k].seg_seq()) {
-                    r.cursor = None;
-                }
-                let Some(seg) = Arc::get_mut(&mut r.chain[k]) else {
+        let wanted: Vec<(usize, u64, Arc<Segment>, usize)> = {
+            let mut d = self.drain.lock();
+            let delta = d.cut();
+            self.depth.fetch_add(delta, Ordering::Relaxed);
+            let mut wanted = Vec::new();
+            for (ri, r) in d.readers.iter().enumerate() {
+                let Some(r) = r.as_ref() else {
                     continue;
                 };
-                let bytes = seg.geometry().data_bytes as usize;
-                match seg.load(bytes) {
-                    Ok(got) => {
-                        loaded += 1;
-                        // Validate what was read: every record up to the segment's end.
-                        let data = seg.data(got).unwrap_or(&[]);
-                        let mut off = 0;
-                        let mut seq = first;
-                        while seq < seg_end {
-                            match record::parse(&data[off.min(data.len())..], true) {
-                                Parsed::Valid { size, .. } => off += size,
-                                Parsed::Corrupt { size } => {
-                                    found.push((seq, seq + 1, LostReason::Corrupt));
-                                    off += size;
-                                }
-                                Parsed::End | Parsed::Truncated => {
-                                    found.push((seq, seg_end, LostReason::Truncated));
-                                    break;
-                                }
-                            }
-                            seq += 1;
-                        }
-                    }
-                    Err(e) => {
-                        let reason = if e.kind() == std::io::ErrorKind::NotFound {
-                            LostReason::Missing
-                        } else {
-                            LostReason::Unreadable
-                        };
-                        found.push((first.max(released), seg_end, reason));
-                        // Nothing to read: an empty copy, so the chain moves on.
-                        let _ = seg.load(0);
-                        store.report(Report {
-                            level: Level::Warning,
-                            kind: reason.name(),
-                            subject: Some(name.to_vec()),
-                            message: format!(
-                                "breakwater spool file {} of {} cannot be read back: {e}",
-                                seg.path()
-                                    .map_or_else(String::new, |p| p.display().to_string()),
-                                String::from_utf8_lossy(name)
-                            ),
-                        });
+                let (released, taken, end) = (r.released, r.taken, r.end);
+                for k in 0..r.chain.len() {
+                    let first = r.chain[k].first_seq();
+                    let seg_end = r.seg_end(k);
+                    let needed = seg_end > released && first <= taken && taken < end
+                        || (seg_end > released && first < taken);
+                    if needed && !r.chain[k].readable() {
+                        let seg = &r.chain[k];
+                        let bytes = seg.geometry().data_bytes as usize;
+                        wanted.push((ri, seg.seg_seq(), Arc::clone(seg), bytes));
                     }
                 }
             }
-            let mut by_reason = [0u64; meta::LOST_REASONS];
-            for (a, b, reason) in found {
-                by_reason[reason as usize] += d.count_lost(ri as u32, a, b, reason, self);
+            wanted
+        };
+        if wanted.is_empty() {
+            return 0;
+        }
+        // The blocking part, unlocked. Each shared handle is dropped once read, so
+        // that the segment can be changed (installed, unmapped, freed) again.
+        let copies: Vec<(usize, u64, std::io::Result<crate::segment::Loaded>, String)> = wanted
+            .into_iter()
+            .map(|(ri, seq, seg, bytes)| {
+                let path = seg
+                    .path()
+                    .map_or_else(String::new, |p| p.display().to_string());
+                (ri, seq, seg.read_back(bytes), path)
+            })
+            .collect();
+        let mut d = self.drain.lock();
+        let mut loaded = 0;
+        let mut by_reader: Vec<(usize, Vec<LostRange>)> = Vec::new();
+        for (ri, seq, copy, path) in copies {
+            let Some(r) = d.readers.get_mut(ri).and_then(Option::as_mut) else {
+                continue;
+            };
+            // Still in the chain and still unread (released, or loaded by another
+            // caller meanwhile: nothing to do).
+            let Some(k) = r.chain.iter().position(|s| s.seg_seq() == seq) else {
+                continue;
+            };
+            if r.chain[k].readable() {
+                continue;
             }
-            for reason in LostReason::ALL {
-                let n = by_reason[reason as usize];
-                if n > 0 && reason == LostReason::Corrupt {
+            let (first, seg_end, released) = (r.chain[k].first_seq(), r.seg_end(k), r.released);
+            if r.cursor.is_some_and(|c| c.seg_seq == seq) {
+                r.cursor = None;
+            }
+            let Some(seg) = Arc::get_mut(&mut r.chain[k]) else {
+                // Shared again (another load reading it): that one installs it.
+                continue;
+            };
+            let mut found: Vec<LostRange> = Vec::new();
+            match copy {
+                Ok(copy) => {
+                    let got = seg.install(copy);
+                    loaded += 1;
+                    // Validate what was read: every record up to the segment's end.
+                    let data = seg.data(got).unwrap_or(&[]);
+                    let mut off = 0;
+                    let mut at = first;
+                    while at < seg_end {
+                        match record::parse(&data[off.min(data.len())..], true) {
+                            Parsed::Valid { size, .. } => off += size,
+                            Parsed::Corrupt { size } => {
+                                found.push((at, at + 1, LostReason::Corrupt));
+                                off += size;
+                            }
+                            Parsed::End | Parsed::Truncated => {
+                                found.push((at, seg_end, LostReason::Truncated));
+                                break;
+                            }
+                        }
+                        at += 1;
+                    }
+                }
+                Err(e) => {
+                    let reason = if e.kind() == std::io::ErrorKind::NotFound {
+                        LostReason::Missing
+                    } else {
+                        LostReason::Unreadable
+                    };
+                    found.push((first.max(released), seg_end, reason));
+                    // Nothing to read: an empty copy, so the chain moves on.
+                    seg.install(crate::segment::Loaded::empty());
                     store.report(Report {
                         level: Level::Warning,
                         kind: reason.name(),
                         subject: Some(name.to_vec()),
                         message: format!(
-                            "breakwater spool of {}: {n} corrupt events in an overflow file; \
-                             counted as lost (corrupt)",
+                            "breakwater spool file {path} of {} cannot be read back: {e}",
                             String::from_utf8_lossy(name)
                         ),
                     });
                 }
+            }
+            match by_reader.iter_mut().find(|(i, _)| *i == ri) {
+                Some((_, f)) => f.extend(found),
+                None => by_reader.push((ri, found)),
+            }
+        }
+        for (ri, found) in by_reader {
+            let mut by_reason = [0u64; meta::LOST_REASONS];
+            for (a, b, reason) in found {
+                by_reason[reason as usize] += d.count_lost(ri as u32, a, b, reason, self);
+            }
+            let n = by_reason[LostReason::Corrupt as usize];
+            if n > 0 {
+                store.report(Report {
+                    level: Level::Warning,
+                    kind: LostReason::Corrupt.name(),
+                    subject: Some(name.to_vec()),
+                    message: format!(
+                        "breakwater spool of {}: {n} corrupt events in an overflow file; \
+                         counted as lost (corrupt)",
+                        String::from_utf8_lossy(name)
+                    ),
+                });
             }
         }
         d.persist();
@@ -1944,19 +1993,26 @@ impl Spool {
         n
     }
 
-    /// Writes the spool's files to disk (`fsync` durability): segments and meta.
+    /// Writes the spool's files to disk (`fsync` durability): segments and meta. The
+    /// segments are written with the drain lock released (shared handles keep them
+    /// alive), so a slow disk does not hold up drain, ack, nack or status; only the
+    /// small meta file is written under it.
     pub fn sync(&self) -> std::io::Result<()> {
-        let mut d = self.drain.lock();
-        let delta = d.cut();
-        self.depth.fetch_add(delta, Ordering::Relaxed);
+        let segments: Vec<Arc<Segment>> = {
+            let mut d = self.drain.lock();
+            let delta = d.cut();
+            self.depth.fetch_add(delta, Ordering::Relaxed);
+            d.live_readers()
+                .flat_map(|r| r.chain.iter().cloned())
+                .collect()
+        };
         let mut first_err = None;
-        for r in d.live_readers() {
-            for s in &r.chain {
-                if let Err(e) = s.sync() {
-                    first_err.get_or_insert(e);
-                }
+        for s in segments {
+            if let Err(e) = s.sync() {
+                first_err.get_or_insert(e);
             }
         }
+        let d = self.drain.lock();
         if let Some(m) = &d.meta {
             if let Err(e) = m.sync() {
                 first_err.get_or_insert(e);
