@@ -149,21 +149,19 @@ defmodule Breakwater.Ledgers do
 
   @doc false
   # Starts a worker for every attachment that has none (the attacher, after a restart).
-  @spec start_all() :: :ok
-  def start_all do
-    for {subject, module, opts} <- :ets.tab2list(@table) do
-      case start_worker(subject, module, opts) do
-        :ok ->
-          :ok
+  # Returns the subjects whose worker could not be started, with the reason.
+  @spec start_all() :: [{binary, term}]
+  def start_all, do: start_each(:ets.tab2list(@table))
 
-        {:error, reason} ->
-          Log.error(
-            "breakwater could not re-attach the ledger of #{inspect(subject)}: #{inspect(reason)}"
-          )
-      end
-    end
+  @doc false
+  # Starts the workers of those of `subjects` still attached; as `start_all/0`.
+  @spec start_again([binary]) :: [{binary, term}]
+  def start_again(subjects), do: start_each(Enum.flat_map(subjects, &:ets.lookup(@table, &1)))
 
-    :ok
+  defp start_each(attachments) do
+    for {subject, module, opts} <- attachments,
+        {:error, reason} <- [start_worker(subject, module, opts)],
+        do: {subject, reason}
   end
 
   defp start_worker(subject, module, opts, attempts \\ 2) do
@@ -237,14 +235,44 @@ end
 defmodule Breakwater.Ledger.Attacher do
   @moduledoc false
   # Starts a worker for every attachment when it starts: after the worker supervisor
-  # (re)starts, since it comes after it in a rest_for_one supervisor. Holds nothing.
+  # (re)starts, since it comes after it in a rest_for_one supervisor. A worker that
+  # cannot be started is tried again every 100 ms until it starts or its attachment is
+  # gone: the registry may be restarting at that very moment (a kill of its partition
+  # while the worker supervisor restarts: the new worker's registration links to the
+  # partition that just died and fails with noproc), and an attachment must never be
+  # left without a worker. Holds the subjects still to start.
   use GenServer
+  require Breakwater.Log, as: Log
+
+  @retry_ms 100
 
   def start_link(opts), do: GenServer.start_link(__MODULE__, opts, name: __MODULE__)
 
   @impl true
-  def init(_opts) do
-    Breakwater.Ledgers.start_all()
-    {:ok, nil}
+  def init(_opts), do: {:ok, retry(Breakwater.Ledgers.start_all(), %{})}
+
+  @impl true
+  def handle_info(:retry, failing),
+    do: {:noreply, retry(Breakwater.Ledgers.start_again(Map.keys(failing)), failing)}
+
+  def handle_info(_other, failing), do: {:noreply, failing}
+
+  # Logs each subject once when it starts failing, and once when its worker started.
+  defp retry(failures, failing) do
+    now = Map.new(failures)
+
+    for {subject, reason} <- failures, not Map.has_key?(failing, subject) do
+      Log.error(
+        "breakwater could not re-attach the ledger of #{inspect(subject)}: " <>
+          "#{inspect(reason)}; trying again every #{@retry_ms} ms"
+      )
+    end
+
+    for subject <- Map.keys(failing), not Map.has_key?(now, subject) do
+      Log.info("breakwater re-attached the ledger of #{inspect(subject)}")
+    end
+
+    if now != %{}, do: Process.send_after(self(), :retry, @retry_ms)
+    now
   end
 end

@@ -84,7 +84,7 @@ defmodule Breakwater.SelfHealingTest do
     down ++ same ++ if(tables_guarded?(), do: [], else: [:tables_without_heir])
   end
 
-  defp wait_healed(all, killed, old_pid) do
+  defp wait_healed(all, killed, old_pid, before) do
     deadline = System.monotonic_time(:millisecond) + 10_000
 
     Stream.repeatedly(fn ->
@@ -94,9 +94,30 @@ defmodule Breakwater.SelfHealingTest do
     end)
     |> Enum.find(&(&1 == [] or System.monotonic_time(:millisecond) >= deadline))
     |> case do
-      [] -> :ok
-      left -> flunk("not healed after killing #{inspect(killed)}: #{inspect(left)}")
+      [] ->
+        :ok
+
+      left ->
+        flunk(
+          "not healed after killing #{inspect(killed)}: #{inspect(left)}" <>
+            stuck(Map.get(before, :pids, %{}), left)
+        )
     end
+  end
+
+  # Where the processes that were running before the kill, and are not back yet,
+  # are now: still alive (and in which call, with how many messages waiting) or gone.
+  defp stuck(pids, left) do
+    Enum.map_join(left, fn target ->
+      case pids[target] do
+        pid when is_pid(pid) ->
+          info = Process.info(pid, [:status, :message_queue_len, :current_stacktrace])
+          "\n  #{inspect(target)} was #{inspect(pid)}, now: #{inspect(info || :dead)}"
+
+        _ ->
+          ""
+      end
+    end)
   end
 
   defp tables_guarded? do
@@ -197,6 +218,7 @@ defmodule Breakwater.SelfHealingTest do
         pid = if match?({:pid, _}, target), do: elem(target, 1), else: whereis(target)
         assert is_pid(pid), "#{inspect(target)} is not running"
         before = delivered(subjects)
+        pids = Map.new(all, &{&1, whereis(&1)})
         t0 = System.monotonic_time(:millisecond)
         kill(pid)
 
@@ -204,7 +226,7 @@ defmodule Breakwater.SelfHealingTest do
         resumed = System.monotonic_time(:millisecond) - t0
 
         killed = if match?({:pid, _}, target), do: nil, else: target
-        wait_healed(all, killed, pid)
+        wait_healed(all, killed, pid, %{pids: pids})
 
         # The application never stopped; what must outlive any process did.
         assert Process.whereis(Breakwater.Supervisor) == top
