@@ -128,6 +128,13 @@ defmodule Breakwater.SpoolDamageTest do
     assert length(Regex.scan(~r/counted as lost \(truncated\)/, log)) == 1
     assert length(Regex.scan(~r/counted as lost \(missing\)/, log)) == 1
     assert log =~ Path.basename(cut)
+
+    IO.puts(
+      "\n[spool damage] 3 000 events, one overflow file cut short, one deleted, a record " <>
+        "of an overflow file and of a pool file corrupted: #{st.accounting.lost} lost, all " <>
+        "counted (truncated #{lost.truncated}, missing #{lost.missing}, corrupt " <>
+        "#{lost.corrupt}), #{length(delivered)} delivered in order"
+    )
   end
 
   test "an unusable spool_dir: the application starts, enqueue answers spool_unavailable",
