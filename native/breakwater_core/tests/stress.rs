@@ -958,11 +958,28 @@ fn migrating_producers_on_a_durable_spool(round: u64) {
                 (delivered, nacks)
             })
         };
+        // A second reader, as a status scrape and a second loader would be: it reads
+        // overflow files back while the drainer takes and acks (loads read their files
+        // with the drain lock released), and takes exact counts meanwhile.
+        let watcher = {
+            let (reg, done) = (&reg, &done);
+            scope.spawn(move || {
+                let mut loads = 0usize;
+                while !done.load(Ordering::SeqCst) {
+                    loads += s.load(reg.store());
+                    let st = s.spool_stats();
+                    assert_eq!(st.lost_total(), 0, "{st:?}");
+                    thread::yield_now();
+                }
+                loads
+            })
+        };
         // Wait for the producers, then let the drainer finish.
         while finished.load(Ordering::SeqCst) < PRODUCERS {
             thread::sleep(std::time::Duration::from_millis(2));
         }
         done.store(true, Ordering::SeqCst);
+        let _loads = watcher.join().unwrap();
         drainer.join().unwrap()
     });
     let st = s.spool_stats();
