@@ -14,10 +14,15 @@
 # function of Breakwater.Bench.Loops. Prints the results and (re)writes
 # docs/benchmarks.md, with the criterion results of `make bench-core` when present.
 
-# config/bench.exs gives every run its own spool directory; remove earlier runs' ones.
-with dir when is_binary(dir) <- Application.get_env(:breakwater, :spool_dir) do
+# config/bench.exs gives every run its own spool directory, run-<OS pid>-<time>; remove
+# those of runs whose VM is gone (never a bench running beside this one, on this
+# machine). Where /proc is missing, nothing is removed.
+with dir when is_binary(dir) <- Application.get_env(:breakwater, :spool_dir),
+     true <- File.dir?("/proc/self") do
   for old <- Path.wildcard(Path.join(Path.dirname(dir), "run-*")),
       old != dir,
+      [_, pid] <- [Regex.run(~r/^run-(\d+)-/, Path.basename(old))],
+      not File.exists?("/proc/#{pid}"),
       do: File.rm_rf!(old)
 end
 

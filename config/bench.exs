@@ -2,8 +2,16 @@ import Config
 
 # `make bench-beam` (MIX_ENV=bench mix run benches/beam_bench.exs).
 config :breakwater,
-  # A spool directory per run: a bench must never replay another run's events.
-  spool_dir: Path.join([System.tmp_dir!(), "breakwater-bench", "run-#{System.os_time()}"]),
+  # A spool directory per run, named after the VM's OS pid: a bench must never replay
+  # another run's events, and (several benches may run at once on one machine) never
+  # delete a running one's directory (benches/beam_bench.exs removes those of VMs that
+  # are gone).
+  spool_dir:
+    Path.join([
+      System.tmp_dir!(),
+      "breakwater-bench-spools",
+      "run-#{System.pid()}-#{System.os_time()}"
+    ]),
   # The bench's own subjects plus the 10_000 of the memory measurement.
   max_subjects: 20_000,
   # 512 segments of 1024 events of 256 B (128 MiB): room for every process's rounds of
