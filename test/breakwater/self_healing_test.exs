@@ -310,6 +310,30 @@ defmodule Breakwater.SelfHealingTest do
     assert Application.started_applications() |> List.keymember?(:breakwater, 0)
   end
 
+  test "a ledger worker that cannot start when the attacher starts is started once it can be" do
+    s = T.unique("heal-retry")
+    Ledger.set_mode(s, :up)
+    :ok = Breakwater.attach_ledger(s, Ledger, batch_size: 10, poll_ms: 5)
+    wait_until(fn -> is_pid(whereis({:worker, s})) end, 5_000)
+
+    # The worker supervisor gone while the attacher starts: no worker can start (as when
+    # the registry's partition is replaced under a restarting worker supervisor).
+    :ok = Supervisor.terminate_child(Breakwater.Ledgers, Breakwater.Ledger.Supervisor)
+    :ok = Supervisor.terminate_child(Breakwater.Ledgers, Breakwater.Ledger.Attacher)
+    {:ok, attacher} = Supervisor.restart_child(Breakwater.Ledgers, Breakwater.Ledger.Attacher)
+    assert whereis({:worker, s}) == nil
+
+    # The supervisor back: the same attacher starts the worker, without a restart.
+    {:ok, _} = Supervisor.restart_child(Breakwater.Ledgers, Breakwater.Ledger.Supervisor)
+    wait_until(fn -> is_pid(whereis({:worker, s})) end, 5_000)
+    assert Process.whereis(Breakwater.Ledger.Attacher) == attacher
+
+    # And it delivers.
+    :ok = Breakwater.enqueue(s, "after")
+    wait_until(fn -> "after" in Ledger.received(s) end, 5_000)
+    :ok = Breakwater.detach_ledger(s)
+  end
+
   test "prep_stop never crashes, whatever is missing" do
     # The ledger subtree and the spool keeper gone: stopping must still go through.
     :ok = Supervisor.terminate_child(Breakwater.Supervisor, Breakwater.Ledgers)
