@@ -53,7 +53,7 @@ lint: deps
 test-rust:
 	cargo test --workspace --release --locked
 	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p breakwater_core --release \
-	  --test loom_state_word --test loom_table --test loom_spool_cut
+	  --test loom_state_word --test loom_table --test loom_spool_cut --test loom_signals
 
 test-elixir: deps
 	MIX_ENV=test mix test

@@ -44,9 +44,22 @@ defmodule Breakwater do
   (forced open with `force_open/1`: no timer ends it, and the retry hint is the
   policy's `retry_after_seconds`);
   half-open with every probe slot taken → `:half_open_limit`; backpressure `dropping`
-  → `:backpressure` (retry after `retry_after_seconds`); priority at or below
-  `low_priority_max` at a depth of `low_priority_shed_ratio × critical_threshold` or
-  more → `:shed_low_priority`; otherwise `:ok`.
+  → `:backpressure` (retry after `retry_after_seconds`); two or more overload signals
+  → `:overloaded` (likewise); priority at or below `low_priority_max` at a depth of
+  `low_priority_shed_ratio × critical_threshold` or more → `:shed_low_priority`;
+  otherwise `:ok`. A call admitted is *in flight* until `record/3` records its outcome
+  (every `:ok` should be followed by a `record/3`; `call/3` does both).
+
+  ## Overload signals
+
+  Three signals per subject: queue depth (against `warning_threshold`), the p95 of the
+  latencies recorded over `latency_window_ms` (against `latency_overload_ms`) and the
+  calls in flight (against `inflight_overload`). Each is overloaded above its threshold
+  and calm again at or below `recovery_threshold` × threshold. One overloaded signal
+  makes the router status a warning; two make it active. Breakwater measures latency
+  and in-flight itself from `admit/2`, `record/3` and `call/3`; a router that measures
+  them itself reports them with `report_latency/2` and `report_inflight/2` (the larger
+  of reported and measured counts, as for `report_depth/2`).
 
   Priorities are integers 0..9 (higher is more important) or the names `:critical`
   (9), `:high` (7), `:normal` (5, the default) and `:low` (1); `event_type:` looks the
@@ -102,7 +115,8 @@ defmodule Breakwater do
   @typedoc "A priority: 0..9 or a name."
   @type priority :: 0..9 | :critical | :high | :normal | :low
   @typedoc "Why an admission was refused."
-  @type reason :: :circuit_open | :half_open_limit | :backpressure | :shed_low_priority
+  @type reason ::
+          :circuit_open | :half_open_limit | :backpressure | :overloaded | :shed_low_priority
   @typedoc """
   An admission's token (`admit/2` with `token: true`), for `record/3`: an opaque
   integer naming the breaker episode that admitted the call and, for a half-open
@@ -285,12 +299,13 @@ defmodule Breakwater do
   defp keyword_list?(_), do: false
 
   @doc """
-  Records the outcome of a call on `subject`. Options: `latency_ms:`; a call slower
-  than the policy's `slow_call_ms` counts as a failure. `token:`, the token of the
-  call's admission (`admit/2` with `token: true`): the outcome then counts for that
-  admission only (see "Outcomes belong to their admission" above). `{:failure, reason}`
-  keeps the reason with the transition it causes (e.g. in the history entry of the
-  opening).
+  Records the outcome of a call on `subject` (the call is no longer in flight).
+  Options: `latency_ms:`, which goes into the subject's latency histogram (the latency
+  signal's p95); a call slower than the policy's `slow_call_ms` counts as a failure.
+  `token:`, the token of the call's admission (`admit/2` with `token: true`): the
+  outcome then counts for that admission only (see "Outcomes belong to their
+  admission" above). `{:failure, reason}` keeps the reason with the transition it
+  causes (e.g. in the history entry of the opening).
   """
   @spec record(subject, :success | :failure | {:failure, term}, keyword) :: :ok | too_many
   def record(subject, outcome, opts \\ [])
@@ -305,22 +320,7 @@ defmodule Breakwater do
 
   def record(subject, outcome, opts) do
     subject = Subject.normalize!(subject)
-
-    {native, meta} =
-      case outcome do
-        :success ->
-          {:success, %{}}
-
-        :failure ->
-          {:failure, %{}}
-
-        {:failure, reason} ->
-          {:failure, %{reason: inspect(reason, limit: 20, printable_limit: 256)}}
-
-        other ->
-          raise ArgumentError,
-                "outcome must be :success, :failure or {:failure, reason}, got: #{inspect(other)}"
-      end
+    {native, meta} = outcome!(outcome)
 
     opts = keyword!(opts, [:latency_ms, :token], "record/3")
 
@@ -351,6 +351,38 @@ defmodule Breakwater do
       end
 
     History.observe(subject, result, meta)
+  end
+
+  @doc false
+  # `record/3` of a call no router admitted (a drain worker's ledger write or health
+  # check, admitted by `admit_write`, whose token it takes back): the same outcome and
+  # latency, not the end of a call in flight.
+  @spec record_unadmitted(
+          binary,
+          :success | :failure | {:failure, term},
+          non_neg_integer | nil,
+          token
+        ) :: :ok | too_many
+  def record_unadmitted(subject, outcome, latency_ms, token) when is_binary(subject) do
+    {native, meta} = outcome!(outcome)
+    History.observe(subject, Native.record_write(subject, native, latency_ms, token), meta)
+  end
+
+  defp outcome!(outcome) do
+    case outcome do
+      :success ->
+        {:success, %{}}
+
+      :failure ->
+        {:failure, %{}}
+
+      {:failure, reason} ->
+        {:failure, %{reason: inspect(reason, limit: 20, printable_limit: 256)}}
+
+      other ->
+        raise ArgumentError,
+              "outcome must be :success, :failure or {:failure, reason}, got: #{inspect(other)}"
+    end
   end
 
   @doc """
@@ -434,7 +466,10 @@ defmodule Breakwater do
   defp wait_ms(ms) when is_integer(ms) and ms > 0xFFFFFFFF, do: :infinity
   defp wait_ms(ms), do: ms
 
-  @doc "Reports `subject`'s queue depth (e.g. the router's pending-queue length)."
+  @doc """
+  Reports `subject`'s queue depth (e.g. the router's pending-queue length). Depth is the
+  larger of this and the events spooled.
+  """
   @spec report_depth(subject, non_neg_integer) :: :ok | too_many
   def report_depth(subject, depth) when is_binary(subject) and is_integer(depth) and depth >= 0,
     do: observe(subject, Native.report_depth(subject, depth))
@@ -447,6 +482,42 @@ defmodule Breakwater do
     end
 
     observe(subject, Native.report_depth(subject, depth))
+  end
+
+  @doc """
+  Reports the p95 latency (ms) of `subject`'s calls as the router measures it. The
+  latency signal is judged by the larger of this and the p95 Breakwater measures from
+  `record/3`'s `latency_ms:`; a report stays until the next one (report 0 to withdraw
+  it).
+
+      iex> Breakwater.report_latency("payments", 120)
+      :ok
+  """
+  @spec report_latency(subject, non_neg_integer) :: :ok | too_many
+  def report_latency(subject, p95_ms) do
+    subject = Subject.normalize!(subject)
+
+    unless is_integer(p95_ms) and p95_ms >= 0 do
+      raise ArgumentError, "p95_ms must be a non-negative integer, got: #{inspect(p95_ms)}"
+    end
+
+    observe(subject, Native.report_latency(subject, p95_ms))
+  end
+
+  @doc """
+  Reports the number of `subject`'s calls in flight as the router counts them. The
+  in-flight signal is judged by the larger of this and Breakwater's own count (calls
+  admitted and not yet recorded); a report stays until the next one.
+  """
+  @spec report_inflight(subject, non_neg_integer) :: :ok | too_many
+  def report_inflight(subject, n) do
+    subject = Subject.normalize!(subject)
+
+    unless is_integer(n) and n >= 0 do
+      raise ArgumentError, "inflight must be a non-negative integer, got: #{inspect(n)}"
+    end
+
+    observe(subject, Native.report_inflight(subject, n))
   end
 
   # ---- the spool --------------------------------------------------------------------
@@ -561,7 +632,9 @@ defmodule Breakwater do
 
   @doc """
   `subject`'s state: `:status` (`:inactive | :warning | :active`), `:breaker`,
-  `:backpressure`, `:queue_depth`, `:counters`, `:accounting`, `:forced_open`,
+  `:backpressure`, `:queue_depth`, the overload signals (`:overloaded`, a list of
+  `:depth | :latency | :inflight`; `:latency_p95_ms`, `:inflight` and their measured
+  and reported parts), `:counters`, `:accounting`, `:forced_open`,
   `:retry_after_ms` (the hint a check would give now: 0 unless active; while forced
   open, the policy's `retry_after_seconds`, since no timer ends it), `:opened_by` (the
   peer node whose breaker opening opened this one, while it stays open from that; else

@@ -1,48 +1,69 @@
 defmodule :router_intake_backpressure do
   @moduledoc ~S"""
-  The router's intake module, callable from Erlang as `router_intake_backpressure`.
-  Its names and shapes are a public contract.
+  The router's intake module, callable from Erlang as `router_intake_backpressure`: a
+  drop-in for an Erlang router's own module of that name, whose callers work against
+  it unchanged. Its names and shapes are a public contract.
 
   ```erlang
   1> router_intake_backpressure:check_backpressure(<<"ledger">>).
   {backpressure_inactive,0}
   2> router_intake_backpressure:get_default_backpressure_policy().
   #{retry_after_seconds => 30, max_retry_attempts => 3, backoff_strategy => exponential, ...}
-  3> router_intake_backpressure:apply_backpressure_policy(backpressure_active,
-  ..     router_intake_backpressure:get_backpressure_policy(<<"ledger">>), 2).
-  {reject,60}
+  3> router_intake_backpressure:apply_backpressure_policy(<<"ledger">>, backpressure_active).
+  #{action => reject, retry_after_seconds => 30, max_retry_attempts => 3, ...}
+  4> router_intake_backpressure:check_backpressure(42).
+  {error,{invalid_subject,invalid_subject_type}}
   ```
 
+  ## Status
+
+  `backpressure_active` when the subject is dropping, its breaker is open, or two or
+  more of its overload signals are overloaded; `backpressure_warning` when one signal
+  is, or the subject is under pressure or recovering, or its breaker is half-open;
+  `backpressure_inactive` otherwise. The signals are the queue depth (against
+  `warning_threshold`), the p95 latency of recorded calls (`latency_overload_ms`) and
+  the calls in flight (`inflight_overload`); see `Breakwater`.
+
   `check_backpressure/1` is the hot path: one native call that reads the subject's
-  state word; history, events and recovery are written only when the call itself made
-  a transition (e.g. the open time of a breaker ran out), exactly once. It is a read:
-  an unknown subject answers `{backpressure_inactive, 0}` and is not created (nor by
-  the other reads here; `get_detailed_backpressure_status/1` of an unknown subject is
-  `{error, unknown_subject}`). The `track_*` functions write history, and create the
-  subject like any write.
+  state word (the overload flags are in it) and returns `{Status, RetryAfterSeconds}`:
+  0 unless active; while active, the breaker's open time left or the policy's
+  `retry_after_seconds`, in whole seconds rounded up. History, events and recovery are
+  written only when the call itself made a transition (e.g. the open time of a breaker
+  ran out), exactly once; telemetry likewise, never on an unchanged status.
+  It is a read: an unknown subject answers `{backpressure_inactive, 0}` and is not
+  created (nor by the other reads here; `get_detailed_backpressure_status/1` of an
+  unknown subject is `{error, unknown_subject}`). The `track_*` functions write
+  history, and create the subject like any write.
 
-  Statuses: `backpressure_active` when the subject is dropping or its breaker is open;
-  `backpressure_warning` when under pressure, recovering or half-open;
-  `backpressure_inactive` otherwise. `RetryAfterMs` is 0 unless active.
+  ## Errors
 
-  Bad arguments raise `ArgumentError` naming the argument (`validate_*` and
-  `apply_*` return `{error, Reasons}` instead).
+  Erlang callers get `{error, Reason}`, never an exception: a subject that is not a
+  binary of 1..1023 bytes or an atom gives `{error, {invalid_subject,
+  invalid_subject_type | invalid_subject_length}}` from every function that takes one;
+  other bad arguments `{error, Reasons}` naming them. (The Elixir API, `Breakwater`,
+  raises `ArgumentError` instead.)
 
-  "None" and "never" are `undefined` in every map this module returns (policy keys such
-  as `slow_call_ms`, `last_recovery_at` before a first recovery...), as Erlang code
-  expects; the Elixir API (`Breakwater`) says `nil` for the same values. Policies
-  passed in may use either.
+  "None" and "never" are `undefined` in every term this module returns (policy keys
+  such as `slow_call_ms`, `recovery_time` before a first recovery...), as Erlang code
+  expects; the Elixir API says `nil` for the same values. Policies passed in may use
+  either.
   """
 
   alias Breakwater.{History, Native, Policy, PolicyStore, Subject}
 
   @type subject :: binary | atom
   @type status :: :backpressure_inactive | :backpressure_warning | :backpressure_active
+  @type subject_error :: {:error, {:invalid_subject, atom} | term}
 
   @statuses [:backpressure_inactive, :backpressure_warning, :backpressure_active]
 
-  @doc "`{Status, RetryAfterMs}` of `subject`: the hot path."
-  @spec check_backpressure(subject) :: {status, non_neg_integer} | {:error, term}
+  # Largest info map track_backpressure_event/2 stores (external term format bytes).
+  @max_event_bytes 4_096
+
+  # ---- status ------------------------------------------------------------------------
+
+  @doc "`{Status, RetryAfterSeconds}` of `subject`: the hot path."
+  @spec check_backpressure(term) :: {status, non_neg_integer} | subject_error
   def check_backpressure(subject) when is_binary(subject) do
     case Native.check(subject) do
       {:transitions, result, transitions} ->
@@ -54,55 +75,120 @@ defmodule :router_intake_backpressure do
     end
   end
 
-  def check_backpressure(subject), do: subject |> Subject.normalize!() |> check_backpressure()
+  def check_backpressure(subject) do
+    with {:ok, subject} <- Subject.router(subject), do: check_backpressure(subject)
+  end
 
-  @doc """
-  Everything about `subject` in one map: `status` (router status), `retry_after_ms`,
-  `breaker`, `backpressure`, `forced_open`, `queue_depth`, `thresholds`, `policy`,
-  `recovery`, `counters`, `metrics`, `alerts`. `{error, unknown_subject}` for a subject
-  that does not exist (nothing is created). While the breaker is forced open,
-  `open_remaining_ms` is `undefined` (no timer ends it) and `retry_after_ms` is the
-  policy's `retry_after_seconds`.
-  """
-  @spec get_detailed_backpressure_status(subject) :: map | {:error, :unknown_subject}
-  def get_detailed_backpressure_status(subject) do
-    subject = Subject.normalize!(subject)
-    {status, retry} = check_backpressure(subject)
-
-    case Native.status(subject) do
-      %{} = native -> detailed(subject, status, retry, native)
+  @doc "The status of `subject`: the bare atom of `check_backpressure/1`."
+  @spec get_backpressure_status(term) :: status | subject_error
+  def get_backpressure_status(subject) do
+    case check_backpressure(subject) do
+      {status, _retry} when is_atom(status) and status != :error -> status
       error -> error
     end
   end
 
-  defp detailed(subject, status, retry, native) do
-    policy = PolicyStore.get(subject)
+  @doc """
+  Everything about `subject` in one map: `subject`, `status`, `metrics`
+  (`pending_messages`, `latency_p95_ms`, `inflight_messages`, and the event metrics of
+  `get_backpressure_metrics/1`), `thresholds` (`queue_overload`, `latency_overload_ms`,
+  `inflight_overload`, and `warning`, `critical`, `recovery`, `shed_low_priority`),
+  `policy`, `recovery`, `timestamp` (ms), and Breakwater's own: `retry_after_seconds`,
+  `retry_after_ms`, `overloaded` (the overloaded signals), `breaker`, `backpressure`,
+  `disabled`, `forced_open`, `queue_depth`, `reported_depth`, `high_watermark`,
+  `open_remaining_ms`, `opened_by` (the peer whose open opened this breaker, while
+  open), `signals` (measured and reported parts), `counters`, `alerts`.
+  """
+  @spec get_detailed_backpressure_status(term) :: map | subject_error
+  def get_detailed_backpressure_status(subject) do
+    with {:ok, subject} <- Subject.router(subject),
+         {status, retry_ms} when status in @statuses <- check_ms(subject),
+         %{} = native <- Native.status(subject) do
+      policy = PolicyStore.get(subject)
 
-    erlang(%{
-      subject: subject,
-      status: status,
-      retry_after_ms: retry,
-      breaker: native.breaker,
-      backpressure: native.backpressure,
-      disabled: native.disabled,
-      forced_open: native.forced_open,
-      queue_depth: native.queue_depth,
-      reported_depth: native.reported_depth,
-      high_watermark: native.high_watermark,
-      open_remaining_ms: native.open_remaining_ms,
-      opened_by: if(native.breaker == :open, do: History.opened_by(subject)),
-      thresholds: %{
-        warning: policy.warning_threshold,
-        critical: policy.critical_threshold,
-        recovery: Policy.recovery_depth(policy),
-        shed_low_priority: Policy.shed_depth(policy)
-      },
-      policy: policy,
-      recovery: get_backpressure_recovery_status(subject),
-      counters: native.counters,
-      metrics: History.metrics(subject),
-      alerts: for(a <- Breakwater.alerts(), a.subject == subject, do: a.alert)
-    })
+      erlang(%{
+        subject: subject,
+        status: status,
+        retry_after_seconds: div(retry_ms + 999, 1000),
+        retry_after_ms: retry_ms,
+        overloaded: native.overloaded,
+        breaker: native.breaker,
+        backpressure: native.backpressure,
+        disabled: native.disabled,
+        forced_open: native.forced_open,
+        queue_depth: native.queue_depth,
+        reported_depth: native.reported_depth,
+        high_watermark: native.high_watermark,
+        open_remaining_ms: native.open_remaining_ms,
+        opened_by: if(native.breaker == :open, do: History.opened_by(subject)),
+        metrics:
+          subject
+          |> History.metrics()
+          |> Map.merge(%{
+            pending_messages: native.queue_depth,
+            latency_p95_ms: native.latency_p95_ms,
+            inflight_messages: native.inflight
+          }),
+        signals: %{
+          latency_p95_ms: native.latency_p95_ms,
+          measured_latency_p95_ms: native.measured_latency_p95_ms,
+          reported_latency_p95_ms: native.reported_latency_p95_ms,
+          latency_samples: native.latency_samples,
+          inflight: native.inflight,
+          measured_inflight: native.measured_inflight,
+          reported_inflight: native.reported_inflight
+        },
+        thresholds: %{
+          queue_overload: policy.warning_threshold,
+          latency_overload_ms: policy.latency_overload_ms,
+          inflight_overload: policy.inflight_overload,
+          warning: policy.warning_threshold,
+          critical: policy.critical_threshold,
+          recovery: Policy.recovery_depth(policy),
+          shed_low_priority: Policy.shed_depth(policy)
+        },
+        policy: policy,
+        recovery: recovery_status(subject, status, native),
+        counters: native.counters,
+        alerts: for(a <- Breakwater.alerts(), a.subject == subject, do: a.alert),
+        timestamp: System.system_time(:millisecond)
+      })
+    else
+      {:error, _} = error -> error
+    end
+  end
+
+  defp check_ms(subject) do
+    case Native.check_ms(subject) do
+      {:transitions, result, transitions} ->
+        History.record(subject, transitions)
+        result
+
+      result ->
+        result
+    end
+  end
+
+  @doc "`subject`'s queue depth (pending messages): the larger of reported and spooled."
+  @spec get_jetstream_pending(term) :: non_neg_integer | subject_error
+  def get_jetstream_pending(subject), do: signal(subject, 0)
+
+  @doc "The p95 latency (ms) `subject`'s latency signal is judged by."
+  @spec get_processing_latency_p95(term) :: non_neg_integer | subject_error
+  def get_processing_latency_p95(subject), do: signal(subject, 1)
+
+  @doc "The calls in flight `subject`'s in-flight signal is judged by."
+  @spec get_inflight_count(term) :: non_neg_integer | subject_error
+  def get_inflight_count(subject), do: signal(subject, 2)
+
+  defp signal(subject, i) do
+    with {:ok, subject} <- Subject.router(subject) do
+      case Native.signals(subject) do
+        {_, _, _} = values -> elem(values, i)
+        # An unknown subject has no depth, latency or calls yet.
+        nil -> 0
+      end
+    end
   end
 
   @doc ~S"""
@@ -119,17 +205,23 @@ defmodule :router_intake_backpressure do
   def get_cluster_backpressure_status, do: cluster(Breakwater.cluster_status())
 
   @doc "As `get_cluster_backpressure_status/0`, for `subject` only, on every node."
-  @spec get_cluster_backpressure_status(subject) :: map
-  def get_cluster_backpressure_status(subject),
-    do: cluster(Breakwater.cluster_status(Subject.normalize!(subject)))
+  @spec get_cluster_backpressure_status(term) :: map | subject_error
+  def get_cluster_backpressure_status(subject) do
+    with {:ok, subject} <- Subject.router(subject),
+         do: cluster(Breakwater.cluster_status(subject))
+  end
 
   defp cluster(%Breakwater.ClusterTable{nodes: nodes, rows: rows}),
     do: erlang(%{nodes: nodes, rows: rows})
 
+  # ---- policy --------------------------------------------------------------------------
+
   @doc "The policy `subject` runs under."
-  @spec get_backpressure_policy(subject) :: map
-  def get_backpressure_policy(subject),
-    do: subject |> Subject.normalize!() |> PolicyStore.get() |> erlang()
+  @spec get_backpressure_policy(term) :: map | subject_error
+  def get_backpressure_policy(subject) do
+    with {:ok, subject} <- Subject.router(subject),
+         do: subject |> PolicyStore.get() |> erlang()
+  end
 
   @doc "The node's default policy."
   @spec get_default_backpressure_policy() :: map
@@ -144,18 +236,48 @@ defmodule :router_intake_backpressure do
     end
   end
 
-  @doc """
-  What a router should do with `status` under `policy` on a first attempt:
-  `continue`, or `{reject, RetryAfterSeconds}` while active.
+  @doc ~S"""
+  Two forms, told apart by the second argument:
+
+    * `apply_backpressure_policy(Subject, Status)` (`Status` one of the three
+      statuses): what a router should do under `Subject`'s policy, as a map
+      `#{action => continue | reject, retry_after_seconds, max_retry_attempts,
+      backoff_strategy, alert}` (`reject` and the policy's `retry_after_seconds` while
+      active, with `alert` from `alert_on_active`; `continue` and 0 otherwise, with
+      `alert` from `alert_on_warning` for a warning and `false` when inactive);
+    * `apply_backpressure_policy(Status, Policy)`: `continue`, or `{reject,
+      RetryAfterSeconds}` while active, as `apply_backpressure_policy/3` for a first
+      attempt.
   """
   @spec apply_backpressure_policy(term, term) ::
-          :continue | {:reject, non_neg_integer} | {:error, term}
+          map | :continue | {:reject, non_neg_integer} | {:error, term}
+  def apply_backpressure_policy(subject, status) when status in @statuses do
+    with {:ok, subject} <- Subject.router(subject) do
+      policy = PolicyStore.get(subject)
+
+      {action, retry, alert} =
+        case status do
+          :backpressure_active -> {:reject, policy.retry_after_seconds, policy.alert_on_active}
+          :backpressure_warning -> {:continue, 0, policy.alert_on_warning}
+          :backpressure_inactive -> {:continue, 0, false}
+        end
+
+      %{
+        action: action,
+        retry_after_seconds: retry,
+        max_retry_attempts: policy.max_retry_attempts,
+        backoff_strategy: policy.backoff_strategy,
+        alert: alert
+      }
+    end
+  end
+
   def apply_backpressure_policy(status, policy), do: apply_backpressure_policy(status, policy, 1)
 
   @doc """
-  As `apply_backpressure_policy/2` for retry `attempt` (1-based): the retry delay
-  follows the policy's `backoff_strategy` (`exponential`: base × 2^(attempt-1);
-  `linear`: base × attempt; `constant`: base), and attempts beyond
+  As `apply_backpressure_policy(Status, Policy)` for retry `attempt` (1-based): the
+  retry delay follows the policy's `backoff_strategy` (`exponential`: base ×
+  2^(attempt-1); `linear`: base × attempt; `constant`: base), and attempts beyond
   `max_retry_attempts` give `{error, max_retry_attempts_exceeded}`.
   """
   @spec apply_backpressure_policy(term, term, term) ::
@@ -167,69 +289,140 @@ defmodule :router_intake_backpressure do
     end
   end
 
-  @doc "Records an event of `event_type` (an atom or a binary of 1..256 bytes)."
-  @spec track_backpressure_event(subject, atom | binary) :: :ok | {:error, term}
-  def track_backpressure_event(subject, event_type)
-      when (is_atom(event_type) and event_type not in [nil, true, false]) or
-             (is_binary(event_type) and byte_size(event_type) in 1..256) do
-    subject = Subject.normalize!(subject)
+  # ---- events ----------------------------------------------------------------------------
 
-    with :ok <- ensure(subject) do
-      History.event(subject, event_type)
+  @doc """
+  Records an event for `subject`: an event type (an atom, or a binary of 1..256 bytes),
+  or an info map (at most #{@max_event_bytes} bytes in the external term format),
+  which is stored with the event. An info map's `type` key, when it names one of
+  Breakwater's event types (`<<"backpressure_active">>`, `backpressure_warning`,
+  `recovery`, ...), counts as that type; another binary or atom counts as itself; no
+  `type` counts as `<<"unknown">>`.
+  """
+  @spec track_backpressure_event(term, term) :: :ok | {:error, term}
+  def track_backpressure_event(subject, event) do
+    with {:ok, subject} <- Subject.router(subject),
+         {:ok, type, meta} <- event(event),
+         :ok <- ensure(subject) do
+      History.event(subject, type, System.system_time(:millisecond), meta)
     end
   end
 
-  def track_backpressure_event(_subject, event_type) do
-    raise ArgumentError,
-          "event_type must be an atom or a binary of 1..256 bytes, got: #{inspect(event_type, limit: 5)}"
+  defp event(info) when is_map(info) do
+    size = :erlang.external_size(info)
+
+    cond do
+      size > @max_event_bytes ->
+        {:error, {:event_too_large, size, @max_event_bytes}}
+
+      not is_map_key(info, :type) ->
+        {:ok, "unknown", info}
+
+      true ->
+        case event_type(info.type) do
+          {:ok, type} -> {:ok, type, info}
+          :error -> {:error, {:invalid_event_type, info.type}}
+        end
+    end
   end
 
-  @doc "`subject`'s events, oldest first; each a map with `event_type` and `timestamp` (ms)."
-  @spec get_backpressure_events(subject) :: [map]
-  def get_backpressure_events(subject),
-    do: subject |> Subject.normalize!() |> History.events() |> erlang()
+  defp event(type) do
+    case event_type(type) do
+      {:ok, type} -> {:ok, type, %{}}
+      :error -> {:error, {:invalid_event_type, type}}
+    end
+  end
 
-  @doc "Event counts by type, total, last event time, and counts over 1, 5 and 15 minutes."
-  @spec get_backpressure_metrics(subject) :: map
-  def get_backpressure_metrics(subject),
-    do: subject |> Subject.normalize!() |> History.metrics() |> erlang()
+  defp event_type(type)
+       when (is_atom(type) and type not in [nil, true, false, :undefined]) or
+              (is_binary(type) and byte_size(type) in 1..256),
+       do: {:ok, History.known_event_type(type) || type}
+
+  defp event_type(_type), do: :error
 
   @doc """
-  Recovery record: `recovery_count`, `last_recovery_at`, `last_recovery_from`,
+  `subject`'s events, oldest first; each a map with `event_type`, `type` (its name as a
+  binary, unless an info map gave one), `subject` and `timestamp` (ms), plus the keys of
+  the info map it was recorded with (as given).
+  """
+  @spec get_backpressure_events(term) :: [map] | subject_error
+  def get_backpressure_events(subject) do
+    with {:ok, subject} <- Subject.router(subject) do
+      for e <- History.events(subject) do
+        e
+        |> Map.put(:subject, subject)
+        |> Map.put_new(:type, type_name(e.event_type))
+      end
+    end
+  end
+
+  defp type_name(type) when is_atom(type), do: Atom.to_string(type)
+  defp type_name(type), do: type
+
+  @doc """
+  Event metrics of `subject`: `subject`, `total_events`, `active_events`,
+  `warning_events`, `recovery_events`, `last_event_time` (`undefined` when none), counts
+  by event type (`events_by_type`) and over the last 1, 5 and 15 minutes (`last_1m`,
+  `last_5m`, `last_15m`).
+  """
+  @spec get_backpressure_metrics(term) :: map | subject_error
+  def get_backpressure_metrics(subject) do
+    with {:ok, subject} <- Subject.router(subject),
+         do: subject |> History.metrics() |> erlang()
+  end
+
+  # ---- recovery ------------------------------------------------------------------------
+
+  @doc """
+  Recovery record of `subject`: `recovered` (true when its latest status change was a
+  recovery, i.e. active to warning or inactive, or warning to inactive, and it is still
+  in the status it recovered to), `recovery_time` (ms of the latest recovery, or
+  `undefined`), `recovery_count`, `last_recovery_at`, `last_recovery_from`,
   `last_recovery_to`, `status` (now), `previous_status`, and `recovering` (true while
   the backpressure state is `recovery` or the breaker is half-open).
   """
-  @spec get_backpressure_recovery_status(subject) :: map
+  @spec get_backpressure_recovery_status(term) :: map | subject_error
   def get_backpressure_recovery_status(subject) do
-    subject = Subject.normalize!(subject)
-    {status, _} = check_backpressure(subject)
+    with {:ok, subject} <- Subject.router(subject),
+         {status, _} when status in @statuses <- check_backpressure(subject) do
+      subject |> recovery_status(status, Native.status(subject)) |> erlang()
+    end
+  end
+
+  defp recovery_status(subject, status, native) do
+    record = History.recovery_record(subject)
 
     recovering =
-      case Native.status(subject) do
+      case native do
         %{backpressure: bp, breaker: breaker} -> bp == :recovery or breaker == :half_open
         # Unknown (nothing is created): at rest.
         _ -> false
       end
 
-    History.recovery_record(subject)
-    |> Map.merge(%{
+    Map.merge(record, %{
+      recovered: recovered?(subject, status),
+      recovery_time: record.last_recovery_at,
       status: status,
       previous_status: History.previous_status(subject),
       recovering: recovering
     })
-    |> erlang()
   end
 
-  @doc ~S"""
-  Checks `subject` (recording any transition the check makes) and tells whether its
-  latest status change was a recovery: `{recovered, #{from, to, at}}` when it was and
-  the subject is still in the status it recovered to, else `{not_recovered, Status}`.
+  @doc """
+  Checks `subject` (recording any transition the check makes) and tells whether it has
+  recovered: `{ok, true}` when its latest status change was a recovery and it is still
+  in the status it recovered to, else `{ok, false}`. (Recoveries are recorded when they
+  happen, once; this call records nothing more.)
   """
-  @spec check_backpressure_recovery(subject) :: {:recovered, map} | {:not_recovered, status}
+  @spec check_backpressure_recovery(term) :: {:ok, boolean} | subject_error
   def check_backpressure_recovery(subject) do
-    subject = Subject.normalize!(subject)
-    {status, _} = check_backpressure(subject)
+    with {:ok, subject} <- Subject.router(subject),
+         {status, _} when status in @statuses <- check_backpressure(subject) do
+      {:ok, recovered?(subject, status)}
+    end
+  end
 
+  defp recovered?(subject, status) do
     latest =
       subject
       |> History.history()
@@ -237,41 +430,42 @@ defmodule :router_intake_backpressure do
       |> Enum.find(fn %{status: s, previous_status: p} -> s != p end)
 
     case latest do
-      %{status: ^status, previous_status: from, timestamp: at} ->
-        if History.recovery?(from, status),
-          do: {:recovered, %{from: from, to: status, at: at}},
-          else: {:not_recovered, status}
-
-      _ ->
-        {:not_recovered, status}
+      %{status: ^status, previous_status: from} -> History.recovery?(from, status)
+      _ -> false
     end
   end
 
   @doc "The status before the current one (`backpressure_inactive` if none)."
-  @spec get_previous_backpressure_status(subject) :: status
-  def get_previous_backpressure_status(subject),
-    do: subject |> Subject.normalize!() |> History.previous_status()
+  @spec get_previous_backpressure_status(term) :: status | subject_error
+  def get_previous_backpressure_status(subject) do
+    with {:ok, subject} <- Subject.router(subject), do: History.previous_status(subject)
+  end
 
   @doc """
   Records a recovery of `subject` by hand, from its previous status to its current
   one (recoveries observed by Breakwater are recorded automatically).
   """
-  @spec track_backpressure_recovery(subject) :: :ok | {:error, term}
+  @spec track_backpressure_recovery(term) :: :ok | {:error, term}
   def track_backpressure_recovery(subject) do
-    subject = Subject.normalize!(subject)
-
-    with :ok <- ensure(subject) do
-      {status, _} = check_backpressure(subject)
+    with {:ok, subject} <- Subject.router(subject),
+         :ok <- ensure(subject),
+         {status, _} when status in @statuses <- check_backpressure(subject) do
       History.recovery(subject, History.previous_status(subject), status)
     end
   end
 
-  @doc "Appends `status` to `subject`'s history by hand."
-  @spec track_backpressure_status_history(subject, status) :: :ok | {:error, term}
-  def track_backpressure_status_history(subject, status) when status in @statuses do
-    subject = Subject.normalize!(subject)
+  @doc """
+  Appends `status` (one of the three statuses, or `{Status, RetryAfterSeconds}` as
+  `check_backpressure/1` returns it) to `subject`'s history by hand.
+  """
+  @spec track_backpressure_status_history(term, term) :: :ok | {:error, term}
+  def track_backpressure_status_history(subject, {status, retry})
+      when status in @statuses and is_integer(retry),
+      do: track_backpressure_status_history(subject, status)
 
-    with :ok <- ensure(subject) do
+  def track_backpressure_status_history(subject, status) when status in @statuses do
+    with {:ok, subject} <- Subject.router(subject),
+         :ok <- ensure(subject) do
       previous =
         case History.history(subject) do
           [] -> :backpressure_inactive
@@ -282,15 +476,17 @@ defmodule :router_intake_backpressure do
     end
   end
 
-  def track_backpressure_status_history(_subject, status) do
-    raise ArgumentError,
-          "status must be one of #{inspect(@statuses)}, got: #{inspect(status, limit: 5)}"
+  def track_backpressure_status_history(subject, status) do
+    with {:ok, _} <- Subject.router(subject), do: {:error, {:invalid_status, status}}
   end
 
-  # Erlang's spelling of "none": `undefined` for `nil`, in maps and lists at any depth.
+  # ---- helpers ---------------------------------------------------------------------------
+
+  # Erlang's spelling of "none": `undefined` for `nil`, in maps and lists at any depth
+  # (improper lists included).
   defp erlang(nil), do: :undefined
   defp erlang(map) when is_map(map), do: Map.new(map, fn {k, v} -> {k, erlang(v)} end)
-  defp erlang(list) when is_list(list), do: Enum.map(list, &erlang/1)
+  defp erlang([h | t]), do: [erlang(h) | erlang(t)]
   defp erlang(other), do: other
 
   # Tracking writes history: the subject is created like on any write (within

@@ -9,17 +9,18 @@ defmodule Breakwater.History do
   is one pattern match; otherwise it writes
 
   - one status-history entry per transition (`router_backpressure_status_history`),
-    with the router status, breaker and backpressure state before and after, and the
-    `cause` of the transition (see `t:cause/0`: a close by `:probe_successes` is a
-    recovery, a close by `:reset` is an operator's);
+    with the router status, breaker and backpressure state and overloaded signals
+    before and after, and the `cause` of the transition (see `t:cause/0`: a close by
+    `:probe_successes` is a recovery, a close by `:reset` is an operator's);
   - events (`router_backpressure_events`): `backpressure_active`,
     `backpressure_warning`, `recovery`, `circuit_open`, `circuit_half_open`,
     `circuit_closed`;
   - a recovery record (`router_backpressure_recovery`) for active → inactive,
     active → warning and warning → inactive;
 
-  and tells `Breakwater.Alerts`. Every table is trimmed per subject to its limit,
-  oldest first.
+  and tells `Breakwater.Alerts` and, on a change of router status,
+  `Breakwater.Telemetry` (`backpressure_status`, `backpressure_triggered`). Every table
+  is trimmed per subject to its limit, oldest first.
 
   Event counts are kept as lifetime totals per event type (at most
   #{64} distinct types per subject; more are counted as `other`) and in sixteen
@@ -51,7 +52,9 @@ defmodule Breakwater.History do
   `call_timeout_ms`), `:open_timeout` (the open time passed), `:probe_successes`
   (`success_threshold` probe successes). Backpressure: `:depth` (a threshold crossed),
   `:pool` (no segment for the subject), `:stability` (calm for `stability_ms`).
-  By hand: `:reset`, `:force_open`, `:disable`, `:enable`, `:configure` (a new
+  Overload signals: `:depth`, `:latency` (the p95 latency crossed
+  `latency_overload_ms` or its recovery value), `:inflight` (the calls in flight
+  crossed `inflight_overload` or its recovery value). By hand: `:reset`, `:force_open`, `:disable`, `:enable`, `:configure` (a new
   policy's thresholds). History entries appended with
   `router_intake_backpressure:track_backpressure_status_history/2` say `:external`.
   """
@@ -66,6 +69,8 @@ defmodule Breakwater.History do
           | :depth
           | :pool
           | :stability
+          | :latency
+          | :inflight
           | :reset
           | :force_open
           | :disable
@@ -74,7 +79,7 @@ defmodule Breakwater.History do
 
   @typedoc "A transition as the native layer reports it."
   @type transition :: %{
-          machine: :breaker | :backpressure | :manual,
+          machine: :breaker | :backpressure | :signal | :manual,
           cause: cause,
           from_breaker: atom,
           to_breaker: atom,
@@ -82,6 +87,8 @@ defmodule Breakwater.History do
           to_backpressure: atom,
           from_status: :inactive | :warning | :active,
           to_status: :inactive | :warning | :active,
+          from_overloaded: [:depth | :latency | :inflight],
+          to_overloaded: [:depth | :latency | :inflight],
           at_ms: non_neg_integer
         }
 
@@ -121,7 +128,8 @@ defmodule Breakwater.History do
         machine: t.machine,
         cause: t.cause,
         breaker: {t.from_breaker, t.to_breaker},
-        backpressure: {t.from_backpressure, t.to_backpressure}
+        backpressure: {t.from_backpressure, t.to_backpressure},
+        overloaded: {Map.get(t, :from_overloaded, []), Map.get(t, :to_overloaded, [])}
       })
 
     append(@history, subject, {to, from, now, entry}, limit(:history_limit))
@@ -144,6 +152,8 @@ defmodule Breakwater.History do
     log_transition(subject, t, meta)
     Breakwater.Alerts.transition(subject, t, now)
     Breakwater.Telemetry.transition(subject, t)
+    if from != to, do: Breakwater.Telemetry.status_changed(subject, t)
+    :ok
   end
 
   # One log line per transition, at most one per subject per log_interval_ms
@@ -198,6 +208,10 @@ defmodule Breakwater.History do
           {if(t.to_backpressure == :dropping, do: :warning, else: :info),
            "backpressure #{t.from_backpressure} -> #{t.to_backpressure}"}
 
+        t.machine == :signal ->
+          {if(t.to_status == :active, do: :warning, else: :info),
+           "overloaded #{signals_text(t.from_overloaded)} -> #{signals_text(t.to_overloaded)}"}
+
         true ->
           {:info, "disabled: #{t.disabled}, forced open: #{t.forced_open}"}
       end
@@ -211,6 +225,9 @@ defmodule Breakwater.History do
     do: "remote_open: opened on peer #{origin}"
 
   defp cause_text(t, _meta), do: Atom.to_string(t.cause)
+
+  defp signals_text([]), do: "none"
+  defp signals_text(signals), do: Enum.map_join(signals, ",", &Atom.to_string/1)
 
   defp breaker_event(:open), do: :circuit_open
   defp breaker_event(:half_open), do: :circuit_half_open
@@ -394,8 +411,10 @@ defmodule Breakwater.History do
   end
 
   @doc """
-  Event metrics of `subject`: lifetime counts by type, total, last event time, and
-  counts over the last 1, 5 and 15 minutes.
+  Event metrics of `subject`: lifetime counts by type (`events_by_type`) and of the
+  router's three (`active_events`, `warning_events`, `recovery_events`), the total,
+  the last event time (`last_event_at`, and `last_event_time` as the router module
+  names it), and counts over the last 1, 5 and 15 minutes.
   """
   @spec metrics(binary) :: map
   def metrics(subject) do
@@ -425,13 +444,43 @@ defmodule Breakwater.History do
       subject: subject,
       events_by_type: by_type,
       total_events: by_type |> Map.values() |> Enum.sum(),
+      active_events: Map.get(by_type, :backpressure_active, 0),
+      warning_events: Map.get(by_type, :backpressure_warning, 0),
+      recovery_events: Map.get(by_type, :recovery, 0),
       last_event_at: last,
+      last_event_time: last,
       last_1m: window.(1),
       last_5m: window.(5),
       last_15m: window.(15)
     }
   end
 
+  @known_event_types [
+    :backpressure_active,
+    :backpressure_warning,
+    :recovery,
+    :circuit_open,
+    :circuit_half_open,
+    :circuit_closed,
+    :events_dropped
+  ]
+
+  @doc "The event types Breakwater records itself."
+  @spec known_event_types() :: [atom]
+  def known_event_types, do: @known_event_types
+
+  @doc """
+  The known event type named by `name` (an atom or a binary such as
+  `"backpressure_active"`), or `nil`. Makes no atom.
+  """
+  @spec known_event_type(term) :: atom | nil
+  def known_event_type(name) when is_atom(name),
+    do: if(name in @known_event_types, do: name)
+
+  def known_event_type(name) when is_binary(name),
+    do: Enum.find(@known_event_types, &(Atom.to_string(&1) == name))
+
+  def known_event_type(_name), do: nil
   @doc "Lifetime event counts of `subject` by type: `[{type, count}]`."
   @spec event_counts(binary) :: [{atom | binary, non_neg_integer}]
   def event_counts(subject) do

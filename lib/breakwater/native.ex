@@ -51,6 +51,8 @@ defmodule Breakwater.Native do
   @doc false
   def check(_subject), do: nif_error()
   @doc false
+  def check_ms(_subject), do: nif_error()
+  @doc false
   def admit(_subject, _priority), do: nif_error()
   @doc false
   def admit_event(_subject, _event_type), do: nif_error()
@@ -65,7 +67,15 @@ defmodule Breakwater.Native do
   @doc false
   def record_token(_subject, _outcome, _latency_ms, _token), do: nif_error()
   @doc false
+  def record_write(_subject, _outcome, _latency_ms, _token), do: nif_error()
+  @doc false
   def report_depth(_subject, _depth), do: nif_error()
+  @doc false
+  def report_latency(_subject, _p95_ms), do: nif_error()
+  @doc false
+  def report_inflight(_subject, _n), do: nif_error()
+  @doc false
+  def signals(_subject), do: nif_error()
   @doc false
   def enqueue(_subject, _event), do: nif_error()
   @doc false
@@ -88,6 +98,8 @@ defmodule Breakwater.Native do
   def enable(_subject), do: nif_error()
   @doc false
   def tick, do: nif_error()
+  @doc false
+  def tick_reporting, do: nif_error()
   @doc false
   def status(_subject), do: nif_error()
   @doc false

@@ -34,8 +34,9 @@ defmodule Breakwater.Policy do
     * Priorities are integers `0..9` or the names `:critical` (9), `:high` (7),
       `:normal` (5) and `:low` (1); names are normalised to integers.
     * The optional keys (`failure_rate_threshold`, `slow_call_ms`,
-      `max_open_timeout_ms`, `max_segments`) accept `nil`, `:none` and `:undefined`
-      for "none"; all three are normalised to `nil`.
+      `max_open_timeout_ms`, `max_segments`, `latency_overload_ms`,
+      `inflight_overload`) accept `nil`, `:none` and `:undefined` for "none" (for the
+      two overload thresholds: the signal is off); all three are normalised to `nil`.
     * Ratios accept integers or floats and are normalised to floats.
     * Every integer has an upper bound of `2^48 - 1` so that nothing overflows in the
       native layer.
@@ -81,6 +82,9 @@ defmodule Breakwater.Policy do
     :overflow,
     :critical,
     :share,
+    :latency_overload_ms,
+    :inflight_overload,
+    :latency_window_ms,
     :retry_after_seconds,
     :max_retry_attempts,
     :backoff_strategy,
@@ -114,6 +118,9 @@ defmodule Breakwater.Policy do
     overflow: :drop,
     critical: false,
     share: :none,
+    latency_overload_ms: 5_000,
+    inflight_overload: 500,
+    latency_window_ms: 60_000,
     retry_after_seconds: 30,
     max_retry_attempts: 3,
     backoff_strategy: :exponential,
@@ -161,6 +168,9 @@ defmodule Breakwater.Policy do
           overflow: :drop | :disk,
           critical: boolean,
           share: :none | :breaker,
+          latency_overload_ms: pos_integer | nil,
+          inflight_overload: pos_integer | nil,
+          latency_window_ms: pos_integer,
           retry_after_seconds: non_neg_integer,
           max_retry_attempts: non_neg_integer,
           backoff_strategy: :exponential | :linear | :constant,
@@ -244,9 +254,10 @@ defmodule Breakwater.Policy do
   @doc """
   The map handed to the native layer for a validated policy.
 
-  Keys: the thresholds and breaker keys, `retry_after_ms` (= `retry_after_seconds *
-  1000`), `drop_policy`, `overflow` and `max_segments`; `priorities` becomes a sorted
-  list of `{binary, integer}` tuples and ratios are floats.
+  Keys: the thresholds and breaker keys, the overload signals' keys,
+  `retry_after_ms` (= `retry_after_seconds * 1000`), `drop_policy`, `overflow` and
+  `max_segments`; `priorities` becomes a sorted list of `{binary, integer}` tuples
+  and ratios are floats.
   """
   @spec to_native(t) :: map
   def to_native(%{} = policy) do
@@ -272,7 +283,10 @@ defmodule Breakwater.Policy do
       retry_after_ms: policy.retry_after_seconds * 1000,
       drop_policy: policy.drop_policy,
       overflow: policy.overflow,
-      max_segments: policy.max_segments
+      max_segments: policy.max_segments,
+      latency_overload_ms: policy.latency_overload_ms,
+      inflight_overload: policy.inflight_overload,
+      latency_window_ms: policy.latency_window_ms
     }
   end
 
@@ -601,6 +615,9 @@ defmodule Breakwater.Policy do
   defp check_key(:overflow = key, value, _valid), do: one_of(key, value, [:drop, :disk])
   defp check_key(:critical = key, value, _valid), do: boolean(key, value)
   defp check_key(:share = key, value, _valid), do: one_of(key, value, [:none, :breaker])
+  defp check_key(:latency_overload_ms = key, value, _valid), do: optional_int(key, value, 1)
+  defp check_key(:inflight_overload = key, value, _valid), do: optional_int(key, value, 1)
+  defp check_key(:latency_window_ms = key, value, _valid), do: int(key, value, 100, @max_int)
 
   defp check_key(:retry_after_seconds = key, value, _valid),
     do:

@@ -3,8 +3,10 @@ defmodule Breakwater.Ticker do
   The timer. Every `tick_ms` (application key, default 100) it visits every subject in
   the native registry so that time-based transitions happen without traffic (open →
   half-open once the open time has passed, recovery → normal after the stability
-  period, stale half-open probes, a stale pool exhaustion), and writes the transitions
-  it made to history. Besides, at a slower pace:
+  period, stale half-open probes, a stale pool exhaustion), keeps the overload signals
+  current (counts the calls in flight, moves the latency window on and recomputes its
+  p95, re-evaluates both flags), and writes the transitions it made to history.
+  Besides, at a slower pace:
 
   - every `log_interval_ms`: the summary of suppressed log lines
     (`Breakwater.LogLimiter.flush/0`);
@@ -15,8 +17,17 @@ defmodule Breakwater.Ticker do
     (`Breakwater.Native.reclaim/0`).
 
   Its state is when it last did each; a restarted ticker starts them over, which costs
-  at most one early summary or sweep. A visit costs a few nanoseconds per resting
-  subject and stays well under a millisecond for `max_subjects` subjects.
+  at most one early summary or sweep.
+
+  When `:telemetry` is loaded, it also emits
+  `[:router_intake_backpressure, :backpressure_status]` for each subject whose signals
+  it refreshed and that is not inactive or has a signal value above zero (at most once
+  per visit per subject, and not for a subject whose status this visit changed: that
+  change emitted it already).
+
+  The state rules cost a few nanoseconds per resting subject; the signals' upkeep is
+  bounded to a quarter of a millisecond per visit (round robin beyond that), so a visit
+  stays well under a millisecond for `max_subjects` subjects.
   """
   use GenServer
 
@@ -64,11 +75,25 @@ defmodule Breakwater.Ticker do
   def handle_info(_other, state), do: {:noreply, state}
 
   defp visit do
-    for {subject, transition} <- Breakwater.Native.tick() do
-      Breakwater.History.record(subject, [transition])
+    if Breakwater.Telemetry.available?() do
+      {transitions, reports} = Breakwater.Native.tick_reporting()
+      record(transitions)
+      changed = for {s, %{from_status: f, to_status: t}} <- transitions, f != t, do: s
+
+      for {subject, status, depth, p95, inflight} <- reports, subject not in changed do
+        Breakwater.Telemetry.backpressure_status(subject, status, {depth, p95, inflight})
+      end
+    else
+      record(Breakwater.Native.tick())
     end
 
     :ok
+  end
+
+  defp record(transitions) do
+    for {subject, transition} <- transitions do
+      Breakwater.History.record(subject, [transition])
+    end
   end
 
   defp slow_work(state) do

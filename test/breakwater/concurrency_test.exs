@@ -136,11 +136,13 @@ defmodule Breakwater.ConcurrencyTest do
     assert c.circuit_opens > 0 and c.recovery_attempts > 0
     assert c.backpressure_transitions > 0
 
-    # History: one entry per transition (each changes one machine; this test makes no
-    # flag-only transitions such as force_open on an open breaker, or disable)
+    # History: one entry per transition (each changes one machine, or only the depth
+    # signal's flag; this test makes no manual flag-only transitions such as
+    # force_open on an open breaker, or disable)
     history = Breakwater.History.history(s)
     %{history_limit: limit} = :persistent_term.get({Breakwater, :limits})
-    transitions = c.breaker_transitions + c.backpressure_transitions
+    signal_only = Enum.count(history, &(&1.machine == :signal))
+    transitions = c.breaker_transitions + c.backpressure_transitions + signal_only
     assert transitions < limit, "the load made more transitions than history keeps"
     assert length(history) == transitions
 
@@ -149,6 +151,9 @@ defmodule Breakwater.ConcurrencyTest do
 
     assert Enum.count(history, &(elem(&1.backpressure, 0) != elem(&1.backpressure, 1))) ==
              c.backpressure_transitions
+
+    assert Enum.count(history, &(elem(&1.overloaded, 0) != elem(&1.overloaded, 1))) ==
+             c.signal_transitions
 
     assert Enum.count(breaker, &match?({_, :open}, &1)) == c.circuit_opens
     assert Enum.count(breaker, &match?({_, :half_open}, &1)) == c.recovery_attempts
@@ -161,6 +166,8 @@ defmodule Breakwater.ConcurrencyTest do
         cond do
           b0 != b1 -> Map.fetch!(@breaker_causes, {b0, b1})
           p0 != p1 -> [:depth, :stability, :configure]
+          # only overload flags moved
+          true -> [:depth, :latency, :inflight, :configure]
         end
 
       assert cause in allowed, "#{inspect({b0, b1, p0, p1})} by #{inspect(cause)}"

@@ -28,10 +28,14 @@ defmodule Breakwater.LifecycleTest do
       assert @router.get_backpressure_events(s) == []
       assert %{total_events: 0} = @router.get_backpressure_metrics(s)
 
-      assert %{recovering: false, status: :backpressure_inactive} =
+      assert %{recovering: false, status: :backpressure_inactive, recovered: false} =
                @router.get_backpressure_recovery_status(s)
 
-      assert @router.check_backpressure_recovery(s) == {:not_recovered, :backpressure_inactive}
+      assert @router.check_backpressure_recovery(s) == {:ok, false}
+      assert @router.get_backpressure_status(s) == :backpressure_inactive
+      assert @router.get_processing_latency_p95(s) == 0
+      assert @router.get_inflight_count(s) == 0
+      assert @router.get_jetstream_pending(s) == 0
       assert Breakwater.drain(s, 10) == :empty
       assert Breakwater.ack(s, 1) == {:error, :unknown_batch}
       assert Breakwater.nack(s, 1) == {:error, :unknown_batch}

@@ -43,7 +43,7 @@ defmodule Breakwater.NativeTest do
     assert info.free_segments <= info.segments
   end
 
-  test "router NIFs: check, admit, admit_event, admit_write, record, report_depth, and their token variants" do
+  test "router NIFs: check, admit, admit_event, admit_write, record, record_write, reports, and the token variants" do
     s = T.subject(warning_threshold: 10, critical_threshold: 20, recovery_threshold: 0.5)
     assert Native.exists(s)
     refute Native.exists(T.unique("never-used"))
@@ -58,6 +58,12 @@ defmodule Breakwater.NativeTest do
     for t <- [w, t1, t2], do: assert(is_integer(t) and t in 0..2_147_483_647)
     assert :ok = unwrap(Native.record(s, :success, 3))
     assert :ok = unwrap(Native.record_token(s, :failure, nil, t1))
+    assert :ok = unwrap(Native.record_write(s, :success, 7, w))
+    assert :ok = unwrap(Native.report_latency(s, 10))
+    assert :ok = unwrap(Native.report_inflight(s, 2))
+    assert {0, 10, 2} = Native.signals(s)
+    assert Native.signals(T.unique("never-used")) == nil
+    refute Native.exists(T.unique("never-used"))
 
     # Crossing the critical threshold is a transition the caller sees.
     assert {:transitions, :ok, [t | _]} = Native.report_depth(s, 25)
@@ -66,11 +72,25 @@ defmodule Breakwater.NativeTest do
 
     st = Native.status(s)
     assert st.backpressure == :dropping
-    assert st.counters.failures == 1 and st.counters.successes == 1
+    assert st.counters.failures == 1 and st.counters.successes == 2
+    assert st.overloaded == [:depth]
+    assert {25, 10, 2} = Native.signals(s)
 
-    raises_naming("subject", fn -> Native.check(123) end)
-    raises_naming("subject", fn -> Native.check("") end)
-    raises_naming("subject", fn -> Native.check(:binary.copy("a", 100_000)) end)
+    # check/1 answers the router's error tuple for a bad subject, in whole seconds
+    # otherwise (check_ms/1 in milliseconds).
+    bad_type = {:error, {:invalid_subject, :invalid_subject_type}}
+    bad_length = {:error, {:invalid_subject, :invalid_subject_length}}
+    assert Native.check(123) == bad_type
+    assert Native.check(:atom) == bad_type
+    assert Native.check("") == bad_length
+    assert Native.check(:binary.copy("a", 1024)) == bad_length
+    assert Native.check(:binary.copy("a", 100_000)) == bad_length
+    assert Native.check_ms(123) == bad_type
+    assert {:backpressure_active, 30} = unwrap(Native.check(s))
+    assert {:backpressure_active, 30_000} = unwrap(Native.check_ms(s))
+    raises_naming("p95_ms", fn -> Native.report_latency(s, -1) end)
+    raises_naming("inflight", fn -> Native.report_inflight(s, :many) end)
+    raises_naming("outcome", fn -> Native.record_write(s, :meh, 3, w) end)
     raises_naming("priority", fn -> Native.admit(s, 42) end)
     raises_naming("event_type", fn -> Native.admit_event(s, :control) end)
     raises_naming("outcome", fn -> Native.record(s, :meh, 3) end)

@@ -71,6 +71,13 @@ defmodule Breakwater.PolicyTest do
     {:overflow, [{:drop, :drop}, {:disk, :disk}], [:memory, "disk", nil]},
     {:critical, [{true, true}, {false, false}], [nil, "true", 1, :yes]},
     {:share, [{:none, :none}, {:breaker, :breaker}], [nil, "breaker", :all, true, 1]},
+    {:latency_overload_ms,
+     [{nil, nil}, {:none, nil}, {:undefined, nil}, {1, 1}, {5_000, 5_000}, {@max, @max}],
+     [0, -1, 1.5, @max + 1, :off]},
+    {:inflight_overload, [{nil, nil}, {:none, nil}, {1, 1}, {500, 500}, {@max, @max}],
+     [0, -1, 2.0, @max + 1, "500"]},
+    {:latency_window_ms, [{100, 100}, {60_000, 60_000}, {@max, @max}],
+     [99, 0, -1, nil, 1.0e3, @max + 1]},
     {:retry_after_seconds, [{0, 0}, {30, 30}, {div(@max, 1000), div(@max, 1000)}],
      [-1, 1.5, div(@max, 1000) + 1, @max, nil]},
     {:max_retry_attempts, [{0, 0}, {10, 10}, {@max, @max}], [-1, 1.5, @max + 1, nil]},
@@ -119,6 +126,9 @@ defmodule Breakwater.PolicyTest do
                overflow: :drop,
                critical: false,
                share: :none,
+               latency_overload_ms: 5_000,
+               inflight_overload: 500,
+               latency_window_ms: 60_000,
                retry_after_seconds: 30,
                max_retry_attempts: 3,
                backoff_strategy: :exponential,
@@ -454,7 +464,10 @@ defmodule Breakwater.PolicyTest do
                  :retry_after_ms,
                  :drop_policy,
                  :overflow,
-                 :max_segments
+                 :max_segments,
+                 :latency_overload_ms,
+                 :inflight_overload,
+                 :latency_window_ms
                ])
 
       assert native.priorities == [{"a", 9}, {"b", 1}, {"c", 5}]
@@ -468,6 +481,9 @@ defmodule Breakwater.PolicyTest do
       assert native.drop_policy == :drop_oldest
       assert native.overflow == :disk
       assert native.warning_threshold == 10_000
+      assert native.latency_overload_ms == 5_000
+      assert native.inflight_overload == 500
+      assert native.latency_window_ms == 60_000
     end
 
     test "none values become nil" do

@@ -92,6 +92,7 @@ defmodule Breakwater.ModelBreakwater do
       breaker_since: nil,
       consecutive: 0,
       backpressure: :normal,
+      depth_overloaded: false,
       depth: 0,
       calm_since: nil,
       opened_by: nil,
@@ -135,7 +136,8 @@ defmodule Breakwater.ModelBreakwater do
   defp status(_, :recovery), do: :warning
   defp status(_, _), do: :inactive
 
-  defp quiet?(m), do: m.breaker == :closed and m.backpressure == :normal
+  defp quiet?(m),
+    do: m.breaker == :closed and m.backpressure == :normal and not m.depth_overloaded
 
   defp open_time(%{policy: p, streak: streak}) do
     case p.max_open_timeout_ms do
@@ -152,8 +154,9 @@ defmodule Breakwater.ModelBreakwater do
 
   # ---- transitions -----------------------------------------------------------------
 
-  # Applies `changes` to the state; when breaker, backpressure or the forced flag
-  # change, that is one reported transition, made by `cause`: counted and logged.
+  # Applies `changes` to the state; when breaker, backpressure, the depth signal's flag
+  # or the forced flag change, that is one reported transition, made by `cause`:
+  # counted and logged.
   defp swap(m, changes, cause) do
     to = Map.merge(m, changes)
     breaker_changed = to.breaker != m.breaker
@@ -165,7 +168,8 @@ defmodule Breakwater.ModelBreakwater do
         do: %{to | epoch: m.epoch + 1, in_flight: [], probe_successes: 0, opened_by: nil},
         else: to
 
-    if breaker_changed or bp_changed or to.forced != m.forced do
+    if breaker_changed or bp_changed or to.forced != m.forced or
+         to.depth_overloaded != m.depth_overloaded do
       from_status = status(m)
       to_status = status(to)
 
@@ -205,12 +209,24 @@ defmodule Breakwater.ModelBreakwater do
     end
   end
 
+  # signals.rs: the depth signal is overloaded above warning and calm again at or
+  # below the recovery depth.
+  defp depth_overloaded(m) do
+    cond do
+      m.depth > m.policy.warning -> true
+      m.depth <= m.policy.recovery -> false
+      true -> m.depth_overloaded
+    end
+  end
+
   # subject.rs `evaluate`: the backpressure state the depth leads to, with the
-  # stability period of `recovery`. `configure`: a new policy is the cause.
+  # stability period of `recovery`, and the depth signal's flag (in the same CAS).
+  # `configure`: a new policy is the cause.
   defp evaluate(m, configure \\ false) do
     t = m.policy
     current = m.backpressure
     target = next_backpressure(current, m.depth, t)
+    flag = depth_overloaded(m)
 
     {m, target} =
       if current == :recovery and target == :recovery do
@@ -240,14 +256,19 @@ defmodule Breakwater.ModelBreakwater do
       end
 
     cond do
-      target == current ->
+      target == current and flag == m.depth_overloaded ->
         m
 
+      target == current ->
+        swap(m, %{depth_overloaded: flag}, cause)
+
       target == :recovery ->
-        m |> swap(%{backpressure: :recovery, calm_since: m.now}, cause) |> evaluate(configure)
+        m
+        |> swap(%{backpressure: :recovery, calm_since: m.now, depth_overloaded: flag}, cause)
+        |> evaluate(configure)
 
       true ->
-        swap(m, %{backpressure: target}, cause)
+        swap(m, %{backpressure: target, depth_overloaded: flag}, cause)
     end
   end
 
@@ -298,8 +319,9 @@ defmodule Breakwater.ModelBreakwater do
 
   @doc false
   # `{expected, model}`. `expected` is the exact answer, except that a retry hint that
-  # depends on the open time left is `{:open_remaining, ms}` (the real clock runs on
-  # between steps, so the real hint may be a little smaller).
+  # depends on the open time left is `{:open_remaining, ms}` (admit, in ms) or
+  # `{:open_remaining_seconds, ms}` (check, in whole seconds): the real clock runs on
+  # between steps, so the real hint may be a little smaller.
   def step(m, {:report_depth, n}), do: {:ok, evaluate(%{m | depth: n})}
   # Then a timer visit (see the test's execute/2 for :configure).
   def step(m, {:configure, overrides}),
@@ -482,10 +504,11 @@ defmodule Breakwater.ModelBreakwater do
 
           bp_part = if m.backpressure == :dropping, do: @retry_after_ms, else: 0
 
+          # check_backpressure/1 answers whole seconds, rounded up.
           retry =
             if m.breaker == :open and not m.forced and open_part > bp_part,
-              do: {:open_remaining, max(open_part, 1)},
-              else: max(max(open_part, bp_part), 1)
+              do: {:open_remaining_seconds, max(open_part, 1)},
+              else: seconds(max(max(open_part, bp_part), 1))
 
           {{:backpressure_active, retry}, m}
 
@@ -497,6 +520,8 @@ defmodule Breakwater.ModelBreakwater do
       end
     end
   end
+
+  defp seconds(ms), do: div(ms + 999, 1000)
 
   defp reset(m) do
     m =
@@ -532,8 +557,9 @@ defmodule Breakwater.ModelBreakwater do
       {{:reject, reason, {:open_remaining, ms}}, {:reject, reason, real}} ->
         retry_close?(ms, real, tolerance_ms)
 
-      {{status, {:open_remaining, ms}}, {status, real}} ->
-        retry_close?(ms, real, tolerance_ms)
+      {{status, {:open_remaining_seconds, ms}}, {status, real}} ->
+        is_integer(real) and real >= seconds(max(ms - tolerance_ms, 1)) and
+          real <= seconds(ms)
 
       {{:ok, :token}, {:ok, token}} ->
         is_integer(token) and token >= 0

@@ -227,7 +227,8 @@ defmodule Breakwater.Ledger.Worker do
 
     if inflight.token do
       outcome_term = if outcome == :success, do: :success, else: {:failure, elem(outcome, 1)}
-      Breakwater.record(s.subject, outcome_term, latency_ms: latency, token: inflight.token)
+      # Not a router's call: its outcome and latency count, it ends no call in flight.
+      Breakwater.record_unadmitted(s.subject, outcome_term, latency, inflight.token)
     end
 
     case {inflight.kind, outcome} do

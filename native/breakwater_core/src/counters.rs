@@ -11,7 +11,11 @@
 //! more threads than stripes, threads share stripes, which stays exact (the increments
 //! are atomic) at some cost in contention.
 //!
-//! Memory ordering: `Relaxed` throughout; counters order nothing else.
+//! Memory ordering: `Relaxed`, except where the in-flight count
+//! ([`crate::inflight`]) needs one counter's increment to be seen with another's: the
+//! increments that end a call are `Release` ([`StripedCounters::incr_release`]) and the
+//! timer reads them with `Acquire` ([`StripedCounters::get_acquire`]) before the
+//! counters that started it.
 
 use crossbeam_utils::CachePadded;
 use std::cell::Cell;
@@ -45,10 +49,18 @@ pub enum Counter {
     ProbeSuccesses,
     /// Failures of half-open probes, counted by their episode.
     ProbeFailures,
+    /// Rejected: two or more overload signals.
+    RejectedOverloaded,
+    /// Of `Accepted`: admissions of a drain worker's ledger writes (not router calls,
+    /// so not in flight).
+    WritesAdmitted,
+    /// Of `Successes` and `Failures`: outcomes recorded without a router admission (a
+    /// drain worker's writes and health checks).
+    RecordedUnadmitted,
 }
 
 /// Number of [`Counter`] kinds.
-pub const COUNTERS: usize = 12;
+pub const COUNTERS: usize = 15;
 
 /// Stripes per counter set: the machine's parallelism rounded up to a power of two,
 /// between 1 and 32 (beyond 32, memory per subject grows faster than contention falls).
@@ -125,11 +137,29 @@ impl StripedCounters {
         stripe[c as usize].fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Adds one to `c` with `Release`: a reader that sees it with
+    /// [`StripedCounters::get_acquire`] also sees every increment this thread made
+    /// before (on x86 the same instruction as [`StripedCounters::incr`]).
+    #[inline]
+    pub fn incr_release(&self, c: Counter) {
+        let stripe = &self.stripes[thread_index() & self.mask];
+        stripe[c as usize].fetch_add(1, Ordering::Release);
+    }
+
     /// The sum of `c` over all stripes.
     pub fn get(&self, c: Counter) -> u64 {
         self.stripes
             .iter()
             .map(|s| s[c as usize].load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// The sum of `c` over all stripes, each read with `Acquire` (see
+    /// [`StripedCounters::incr_release`]).
+    pub fn get_acquire(&self, c: Counter) -> u64 {
+        self.stripes
+            .iter()
+            .map(|s| s[c as usize].load(Ordering::Acquire))
             .sum()
     }
 

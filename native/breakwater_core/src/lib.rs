@@ -12,6 +12,8 @@
 //! - [`subject`]: a subject's breaker, backpressure, counters and spool together.
 //! - [`counters`]: per-thread striped counters on separate cache lines.
 //! - [`window`]: the optional failure-rate window.
+//! - [`signals`], [`latency`], [`inflight`]: the overload signals' rule, the latency
+//!   histogram and the count of calls in flight.
 //! - [`record`], [`segment`], [`pool`], [`stripe`], [`spool`]: event storage (records
 //!   in segment files, the pool of mapped segments that is the memory budget, one
 //!   write stripe per scheduler thread) and a subject's spool with two-phase drain;
@@ -45,6 +47,8 @@ pub mod backpressure;
 pub mod breaker;
 pub mod clock;
 pub mod counters;
+pub mod inflight;
+pub mod latency;
 pub mod lifecycle;
 pub mod meta;
 pub mod policy;
@@ -55,6 +59,7 @@ pub mod recovery;
 pub mod registry;
 pub mod retire;
 pub mod segment;
+pub mod signals;
 pub mod spool;
 pub mod stamp;
 pub mod state;

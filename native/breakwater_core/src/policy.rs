@@ -81,6 +81,12 @@ pub struct Policy {
     pub overflow: Overflow,
     /// Per-subject segment quota; `None`: a quarter of the pool (at least one).
     pub max_segments: Option<u32>,
+    /// p95 latency (ms) above which the latency signal is overloaded; `None`: off.
+    pub latency_overload_ms: Option<u64>,
+    /// Calls in flight above which the in-flight signal is overloaded; `None`: off.
+    pub inflight_overload: Option<u64>,
+    /// Window of the latency p95.
+    pub latency_window_ms: u64,
 }
 
 impl Default for Policy {
@@ -108,9 +114,15 @@ impl Default for Policy {
             drop_policy: DropPolicy::DropNewest,
             overflow: Overflow::Drop,
             max_segments: None,
+            latency_overload_ms: Some(5_000),
+            inflight_overload: Some(500),
+            latency_window_ms: 60_000,
         }
     }
 }
+
+/// Shortest `latency_window_ms`.
+pub const MIN_LATENCY_WINDOW_MS: u64 = 100;
 
 /// One violated rule: the key, and what was expected of it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -259,6 +271,24 @@ impl Policy {
             self.max_segments.map_or(true, |m| m >= 1),
             "max_segments",
             "none or an integer >= 1",
+        );
+        check(
+            &mut e,
+            self.latency_overload_ms.map_or(true, |m| m >= 1),
+            "latency_overload_ms",
+            "none or an integer >= 1",
+        );
+        check(
+            &mut e,
+            self.inflight_overload.map_or(true, |m| m >= 1),
+            "inflight_overload",
+            "none or an integer >= 1",
+        );
+        check(
+            &mut e,
+            self.latency_window_ms >= MIN_LATENCY_WINDOW_MS,
+            "latency_window_ms",
+            "an integer >= 100",
         );
         if e.is_empty() {
             Ok(())

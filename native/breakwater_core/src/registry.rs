@@ -43,7 +43,7 @@ use crate::pool::RingPool;
 use crate::recovery;
 use crate::retire::Retired;
 use crate::store::{Store, StoreConfig};
-use crate::subject::{Spooled, Subject};
+use crate::subject::{SignalReport, Spooled, Subject};
 use crate::table::{NameTable, Named};
 use crate::transition::{Transition, Transitions};
 use parking_lot::Mutex;
@@ -199,6 +199,7 @@ pub struct Registry<C: Clock> {
     reclaim_grace_ms: AtomicU64,
     rebuilds: AtomicU64,
     removed: AtomicU64,
+    signal_cursor: AtomicUsize,
 }
 
 impl<C: Clock> Registry<C> {
@@ -260,6 +261,7 @@ impl<C: Clock> Registry<C> {
             reclaim_grace_ms: AtomicU64::new(DEFAULT_RECLAIM_GRACE_MS),
             rebuilds: AtomicU64::new(0),
             removed: AtomicU64::new(0),
+            signal_cursor: AtomicUsize::new(0),
         }
     }
 
@@ -597,14 +599,63 @@ impl<C: Clock> Registry<C> {
     }
 
     /// The timer's visit to every subject; transitions go to `out` with their subject.
+    /// Equivalent to [`Registry::tick_reporting`] without reports.
     pub fn tick<'a>(&'a self, out: &mut Vec<(&'a Subject, Transition)>) {
+        self.tick_reporting(out, None);
+    }
+
+    /// The timer's visit: the state rules of every subject ([`Subject::tick_state`]),
+    /// then the signals' upkeep ([`Subject::tick_signals`]) for as many subjects as
+    /// [`SIGNAL_BUDGET`] allows, round robin from where the last visit stopped (so with
+    /// few subjects every one is refreshed on every visit, and with many the visit still
+    /// returns in well under a millisecond). Transitions go to `out` with their subject;
+    /// with `reports`, the signal values of each refreshed subject that has something to
+    /// tell ([`SignalReport::is_notable`]) go there.
+    pub fn tick_reporting<'a>(
+        &'a self,
+        out: &mut Vec<(&'a Subject, Transition)>,
+        mut reports: Option<&mut Vec<(&'a Subject, SignalReport)>>,
+    ) {
         for s in self.subjects() {
             let mut t = Transitions::new();
-            s.tick(&self.store, &self.clock, &mut t);
+            s.tick_state(&self.store, &self.clock, &mut t);
             out.extend(t.iter().map(|t| (s, *t)));
+        }
+        // Round robin over the table's order: from where the last visit stopped, then
+        // those before it (removals and rebuilds move subjects around; a subject visited
+        // twice or once late is all that costs).
+        let start = self.signal_cursor.load(Ordering::Relaxed);
+        let began = Instant::now();
+        let mut visited = 0usize;
+        let mut stopped_at = None;
+        let order = self
+            .subjects()
+            .enumerate()
+            .skip(start)
+            .chain(self.subjects().enumerate().take(start));
+        for (i, s) in order {
+            let mut t = Transitions::new();
+            let report = s.tick_signals(&self.clock, &mut t);
+            out.extend(t.iter().map(|t| (s, *t)));
+            if let (Some(r), Some(reports)) = (report, reports.as_deref_mut()) {
+                if r.is_notable() {
+                    reports.push((s, r));
+                }
+            }
+            visited += 1;
+            if visited % 32 == 0 && began.elapsed() >= SIGNAL_BUDGET {
+                stopped_at = Some(i + 1);
+                break;
+            }
+        }
+        if let Some(next) = stopped_at {
+            self.signal_cursor.store(next, Ordering::Relaxed);
         }
     }
 }
+
+/// Longest a timer visit spends on the signals' upkeep (checked every 32 subjects).
+pub const SIGNAL_BUDGET: std::time::Duration = std::time::Duration::from_micros(250);
 
 impl<C: Clock> Drop for Registry<C> {
     fn drop(&mut self) {

@@ -1,8 +1,8 @@
 //! The subject's state word: both state machines packed into one `u64`.
 //!
-//! Invariant: a subject's breaker state, backpressure state, manual flags and half-open
-//! probe bookkeeping live in one `AtomicU64`, and every transition is one successful
-//! compare-and-swap on it. So every transition has exactly one winner, which is the
+//! Invariant: a subject's breaker state, backpressure state, overload flags, manual flags
+//! and half-open probe bookkeeping live in one `AtomicU64`, and every transition is one
+//! successful compare-and-swap on it. So every transition has exactly one winner, which is the
 //! one that reports it, and the derived [`Status`] (`inactive | warning | active`)
 //! changes exactly when a reported transition changes it: a status change is observed
 //! once, never twice, never missed.
@@ -15,15 +15,22 @@
 //! | 2..4   | backpressure: 0 normal, 1 pressure, 2 dropping, 3 recovery |
 //! | 4      | disabled (admit everything, count, never trip) |
 //! | 5      | forced open (stays open until reset) |
+//! | 6      | latency signal overloaded |
+//! | 7      | in-flight signal overloaded |
 //! | 8..16  | half-open probes in flight |
 //! | 16..24 | half-open probe successes |
-//! | 24..32 | trip streak: opens since the breaker last closed, for the growing open time |
+//! | 24..31 | trip streak: opens since the breaker last closed, for the growing open time (0..127) |
+//! | 31     | depth signal overloaded |
 //! | 32..48 | breaker epoch: bumped by every breaker transition |
 //! | 48..64 | backpressure epoch: bumped by every backpressure transition |
 //!
 //! The epochs tag the timestamps kept beside the word (when the breaker opened, since
 //! when the depth has been calm), so that a reader never pairs a state with a timestamp
 //! of an earlier visit to it; see [`Stamp`].
+//!
+//! The three overload flags ([`Signal`]) are set and cleared by the rules of
+//! [`crate::signals`]; they live here so that the router's status, which counts them,
+//! is still one load of this word.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,15 +59,50 @@ pub enum BackpressureState {
     Recovery = 3,
 }
 
-/// The router-facing summary of both machines.
+/// The router-facing summary of both machines and the overload signals.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Status {
     /// Nothing holds traffic back.
     Inactive,
-    /// Pressure, recovery or a half-open breaker.
+    /// One overloaded signal, pressure, recovery or a half-open breaker.
     Warning,
-    /// Dropping or an open breaker.
+    /// Dropping, an open breaker, or two or more overloaded signals.
     Active,
+}
+
+/// An overload signal: each has a flag in the word, set above its threshold and cleared
+/// at or below `recovery_threshold` × threshold (see [`crate::signals`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Signal {
+    /// Queue depth against `warning_threshold`.
+    Depth,
+    /// p95 call latency against `latency_overload_ms`.
+    Latency,
+    /// Calls in flight against `inflight_overload`.
+    Inflight,
+}
+
+impl Signal {
+    /// Every signal, in the order they are reported.
+    pub const ALL: [Signal; 3] = [Signal::Depth, Signal::Latency, Signal::Inflight];
+
+    /// The name used at the VM boundary.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Depth => "depth",
+            Self::Latency => "latency",
+            Self::Inflight => "inflight",
+        }
+    }
+
+    #[inline]
+    const fn bit(self) -> u64 {
+        match self {
+            Self::Depth => DEPTH_OVERLOADED,
+            Self::Latency => LATENCY_OVERLOADED,
+            Self::Inflight => INFLIGHT_OVERLOADED,
+        }
+    }
 }
 
 impl BreakerState {
@@ -91,9 +133,17 @@ const BP_SHIFT: u32 = 2;
 const BP_MASK: u64 = 0b11 << BP_SHIFT;
 const DISABLED: u64 = 1 << 4;
 const FORCED: u64 = 1 << 5;
+const LATENCY_OVERLOADED: u64 = 1 << 6;
+const INFLIGHT_OVERLOADED: u64 = 1 << 7;
+const DEPTH_OVERLOADED: u64 = 1 << 31;
+const SIGNALS: u64 = LATENCY_OVERLOADED | INFLIGHT_OVERLOADED | DEPTH_OVERLOADED;
 const PROBES_SHIFT: u32 = 8;
 const SUCCESSES_SHIFT: u32 = 16;
 const STREAK_SHIFT: u32 = 24;
+const STREAK: u64 = 0x7f;
+/// Largest trip streak the word holds (7 bits; the eighth is the depth flag). The open
+/// time stops growing long before: it doubles per trip up to `max_open_timeout_ms`.
+pub const MAX_TRIP_STREAK: u8 = 127;
 const BREAKER_EPOCH_SHIFT: u32 = 32;
 const BP_EPOCH_SHIFT: u32 = 48;
 const BYTE: u64 = 0xff;
@@ -108,11 +158,11 @@ impl Word {
     /// A fresh subject: closed, normal, enabled.
     pub const INITIAL: Word = Word(0);
 
-    /// True when both machines rest (closed, normal) and the subject is enabled: the
-    /// state in which the hot paths do nothing but this one test.
+    /// True when both machines rest (closed, normal), no signal is overloaded and the
+    /// subject is enabled: the state in which the hot paths do nothing but this one test.
     #[inline]
     pub fn is_quiet(self) -> bool {
-        self.0 & (BREAKER_MASK | BP_MASK | DISABLED) == 0
+        self.0 & (BREAKER_MASK | BP_MASK | DISABLED | SIGNALS) == 0
     }
 
     /// Breaker state.
@@ -160,10 +210,23 @@ impl Word {
         ((self.0 >> SUCCESSES_SHIFT) & BYTE) as u8
     }
 
-    /// Opens since the breaker last closed, minus one (0 on the first trip).
+    /// Opens since the breaker last closed, minus one (0 on the first trip), up to
+    /// [`MAX_TRIP_STREAK`].
     #[inline]
     pub fn trip_streak(self) -> u8 {
-        ((self.0 >> STREAK_SHIFT) & BYTE) as u8
+        ((self.0 >> STREAK_SHIFT) & STREAK) as u8
+    }
+
+    /// Whether `signal` is overloaded.
+    #[inline]
+    pub fn overloaded(self, signal: Signal) -> bool {
+        self.0 & signal.bit() != 0
+    }
+
+    /// How many signals are overloaded (0..=3).
+    #[inline]
+    pub fn overload_count(self) -> u32 {
+        (self.0 & SIGNALS).count_ones()
     }
 
     /// Breaker epoch (wraps at 2^16).
@@ -178,17 +241,22 @@ impl Word {
         ((self.0 >> BP_EPOCH_SHIFT) & EPOCH) as u16
     }
 
-    /// The router-facing status. A disabled subject is always inactive.
+    /// The router-facing status: active when dropping, open or with two or more
+    /// overloaded signals; warning with one overloaded signal, pressure, recovery or
+    /// half-open; inactive otherwise. A disabled subject is always inactive.
     #[inline]
     pub fn status(self) -> Status {
         if self.disabled() {
             return Status::Inactive;
         }
+        let overloaded = self.overload_count();
         match (self.breaker(), self.backpressure()) {
             (BreakerState::Open, _) | (_, BackpressureState::Dropping) => Status::Active,
+            _ if overloaded >= 2 => Status::Active,
             (BreakerState::HalfOpen, _)
             | (_, BackpressureState::Pressure)
             | (_, BackpressureState::Recovery) => Status::Warning,
+            _ if overloaded == 1 => Status::Warning,
             _ => Status::Inactive,
         }
     }
@@ -245,15 +313,32 @@ impl Word {
         self.set_byte(SUCCESSES_SHIFT, n)
     }
 
-    /// The word with trip streak `n`.
+    /// The word with trip streak `n`, saturating at [`MAX_TRIP_STREAK`].
     pub fn with_trip_streak(self, n: u8) -> Word {
-        self.set_byte(STREAK_SHIFT, n)
+        let n = u64::from(n.min(MAX_TRIP_STREAK));
+        Word((self.0 & !(STREAK << STREAK_SHIFT)) | (n << STREAK_SHIFT))
+    }
+
+    /// The word with `signal`'s overload flag set to `on`.
+    #[inline]
+    pub fn with_overloaded(self, signal: Signal, on: bool) -> Word {
+        Word(if on {
+            self.0 | signal.bit()
+        } else {
+            self.0 & !signal.bit()
+        })
+    }
+
+    /// True when `self` and `other` differ in an overload flag.
+    #[inline]
+    pub fn signals_differ(self, other: Word) -> bool {
+        (self.0 ^ other.0) & SIGNALS != 0
     }
 
     /// True when `self` and `other` differ in a state a transition reports: breaker,
-    /// backpressure, disabled or forced.
+    /// backpressure, an overload flag, disabled or forced.
     pub fn differs_in_state(self, other: Word) -> bool {
-        (self.0 ^ other.0) & (BREAKER_MASK | BP_MASK | DISABLED | FORCED) != 0
+        (self.0 ^ other.0) & (BREAKER_MASK | BP_MASK | DISABLED | FORCED | SIGNALS) != 0
     }
 }
 
@@ -267,6 +352,14 @@ impl fmt::Debug for Word {
             .field("probes", &self.probes())
             .field("probe_successes", &self.probe_successes())
             .field("trip_streak", &self.trip_streak())
+            .field(
+                "overloaded",
+                &Signal::ALL
+                    .iter()
+                    .filter(|s| self.overloaded(**s))
+                    .map(|s| s.name())
+                    .collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -363,6 +456,49 @@ mod tests {
         assert!(o.disabled());
         assert!(w.differs_in_state(o));
         assert!(!w.differs_in_state(w.with_probes(1)));
+    }
+
+    #[test]
+    fn overload_flags_count_towards_the_status() {
+        use BackpressureState::*;
+        use BreakerState::*;
+        let one = Word::INITIAL.with_overloaded(Signal::Latency, true);
+        assert!(!one.is_quiet());
+        assert_eq!(one.status(), Status::Warning);
+        assert_eq!(one.overload_count(), 1);
+        let two = one.with_overloaded(Signal::Depth, true);
+        assert_eq!(two.status(), Status::Active);
+        let three = two.with_overloaded(Signal::Inflight, true);
+        assert_eq!(three.overload_count(), 3);
+        assert_eq!(three.status(), Status::Active);
+        assert_eq!(three.with_disabled(true).status(), Status::Inactive);
+        // One signal does not lift an active state, nor lower it.
+        assert_eq!(one.with_breaker(Open).status(), Status::Active);
+        assert_eq!(one.with_backpressure(Pressure).status(), Status::Warning);
+        assert_eq!(two.with_breaker(HalfOpen).status(), Status::Active);
+        // Flags are reported states, and cleared independently.
+        assert!(Word::INITIAL.differs_in_state(one));
+        let back = three
+            .with_overloaded(Signal::Depth, false)
+            .with_overloaded(Signal::Latency, false);
+        assert!(back.overloaded(Signal::Inflight) && !back.overloaded(Signal::Depth));
+        assert_eq!(back.status(), Status::Warning);
+    }
+
+    #[test]
+    fn trip_streak_saturates_below_the_depth_flag() {
+        let w = Word::INITIAL.with_overloaded(Signal::Depth, true);
+        let s = w.with_trip_streak(200);
+        assert_eq!(s.trip_streak(), MAX_TRIP_STREAK);
+        assert!(
+            s.overloaded(Signal::Depth),
+            "the streak never spills into the flag"
+        );
+        let s = s.with_trip_streak(s.trip_streak().saturating_add(1));
+        assert_eq!(s.trip_streak(), MAX_TRIP_STREAK);
+        let cleared = Word::INITIAL.with_trip_streak(255);
+        assert!(!cleared.overloaded(Signal::Depth));
+        assert_eq!(cleared.with_trip_streak(0).0, 0);
     }
 
     #[test]

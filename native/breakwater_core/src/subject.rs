@@ -13,6 +13,20 @@
 //! stability period of `recovery` is checked against a stamp of when the depth last
 //! became calm, by depth updates, checks and timer ticks.
 //!
+//! # Overload signals
+//!
+//! Beside the backpressure state, three signals ([`Signal`]) each hold a flag in the
+//! word, set and cleared by the rule of [`crate::signals`]: depth (against
+//! `warning_threshold`, evaluated with the backpressure state, in the same CAS),
+//! latency (the p95 of the calls' latencies over `latency_window_ms`, from the
+//! [`crate::latency`] histogram) and in-flight (calls admitted and not yet recorded,
+//! [`crate::inflight`]). A router may report latency and in-flight itself
+//! ([`Subject::report_latency`], [`Subject::report_inflight`]); the value a signal is
+//! judged by is the larger of the reported and the measured one, as for depth. Depth
+//! flags change on every depth change; latency and in-flight flags on a report, on a
+//! change of policy, and on the timer's visit ([`Subject::tick_signals`]), which is
+//! what keeps the measured values current: the hot paths only count.
+//!
 //! # Concurrency
 //!
 //! No mutex on the admit, record, check and depth paths: each reads the state word and
@@ -30,13 +44,16 @@ use crate::backpressure::{self, Thresholds};
 use crate::breaker::{Breaker, Disposition, Gate, Holder};
 use crate::clock::{Clock, Now};
 use crate::counters::{Counter, StripedCounters, COUNTERS};
+use crate::inflight::{self, Bounds, InflightCount};
+use crate::latency::{self, Histogram};
 use crate::lifecycle::Lifecycle;
 use crate::policy::{DropPolicy, Overflow, Policy, PolicyError};
 use crate::probes::Ticket;
+use crate::signals::Threshold;
 use crate::spool::{
     Batch, BatchError, PushOutcome, Recovered, SegmentEvent, Spool, SpoolStats, Taken,
 };
-use crate::state::{BackpressureState, BreakerState, Stamp, Status, Word, NO_TIME};
+use crate::state::{BackpressureState, BreakerState, Signal, Stamp, Status, Word, NO_TIME};
 use crate::store::Store;
 use crate::transition::{Cause, Transition, Transitions};
 use crate::window::WindowCounts;
@@ -45,7 +62,7 @@ use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
 use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Why an admission was refused, in the order they are checked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +75,8 @@ pub enum Reason {
     Backpressure,
     /// Low priority at a depth from `low_priority_shed_ratio × critical`.
     ShedLowPriority,
+    /// Two or more overload signals.
+    Overloaded,
 }
 
 impl Reason {
@@ -68,6 +87,7 @@ impl Reason {
             Self::HalfOpenLimit => "half_open_limit",
             Self::Backpressure => "backpressure",
             Self::ShedLowPriority => "shed_low_priority",
+            Self::Overloaded => "overloaded",
         }
     }
 }
@@ -145,6 +165,7 @@ pub enum Spooled {
 struct RareCounters {
     breaker_transitions: AtomicU64,
     backpressure_transitions: AtomicU64,
+    signal_transitions: AtomicU64,
     status_changes: AtomicU64,
 }
 
@@ -161,6 +182,72 @@ struct HotPolicy {
     quota: AtomicU32,
     drop_oldest: AtomicBool,
     overflow_disk: AtomicBool,
+    latency_above: AtomicU64,
+    latency_recover: AtomicU64,
+    inflight_above: AtomicU64,
+    inflight_recover: AtomicU64,
+}
+
+impl HotPolicy {
+    fn latency(&self) -> Threshold {
+        Threshold {
+            above: self.latency_above.load(Ordering::Relaxed),
+            recover_at: self.latency_recover.load(Ordering::Relaxed),
+        }
+    }
+
+    fn inflight(&self) -> Threshold {
+        Threshold {
+            above: self.inflight_above.load(Ordering::Relaxed),
+            recover_at: self.inflight_recover.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The values the latency and in-flight signals are judged by, beside the counters.
+#[derive(Debug, Default)]
+struct SignalValues {
+    /// p95 latency last reported by the router (0: none).
+    reported_latency: AtomicU64,
+    /// Calls in flight last reported by the router.
+    reported_inflight: AtomicU64,
+    /// p95 of the histogram's window at the timer's last refresh (0: no sample).
+    measured_latency: AtomicU64,
+    /// Samples in the window at the timer's last refresh.
+    latency_samples: AtomicU64,
+}
+
+/// What only the timer's visit reads and writes (under the subject's upkeep lock).
+#[derive(Debug, Default)]
+struct Upkeep {
+    /// When the histogram's current slice began.
+    slice_started_ms: Option<u64>,
+    /// When the p95 was last computed.
+    refreshed_ms: Option<u64>,
+}
+
+/// The signals' values at a timer visit, for the layer above (telemetry).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SignalReport {
+    /// The state word after the visit.
+    pub word: Word,
+    /// Depth.
+    pub depth: u64,
+    /// The p95 latency the signal is judged by (larger of reported and measured).
+    pub latency_p95_ms: u64,
+    /// The calls in flight the signal is judged by (larger of reported and measured).
+    pub inflight: u64,
+}
+
+impl SignalReport {
+    /// True when there is something to tell: a status other than inactive, or a signal
+    /// with a value.
+    pub fn is_notable(&self) -> bool {
+        self.word.status() != Status::Inactive
+            || self.depth > 0
+            || self.latency_p95_ms > 0
+            || self.inflight > 0
+    }
 }
 
 /// The whole policy with its lookup table, swapped as one.
@@ -220,6 +307,8 @@ pub struct Snapshot {
     pub breaker_transitions: u64,
     /// Backpressure transitions.
     pub backpressure_transitions: u64,
+    /// Transitions that moved an overload flag.
+    pub signal_transitions: u64,
     /// Status changes (inactive/warning/active).
     pub status_changes: u64,
     /// Spool counts.
@@ -228,6 +317,24 @@ pub struct Snapshot {
     pub open_remaining_ms: u64,
     /// The failure-rate window now.
     pub window: WindowCounts,
+    /// p95 latency the latency signal is judged by: the larger of reported and measured.
+    pub latency_p95_ms: u64,
+    /// p95 of the latency histogram's window at the timer's last visit (0: no sample).
+    pub measured_latency_p95_ms: u64,
+    /// p95 latency last reported by the router.
+    pub reported_latency_p95_ms: u64,
+    /// Latency samples in the window at the timer's last visit.
+    pub latency_samples: u64,
+    /// Bytes of the latency histogram (0 until the first latency).
+    pub latency_histogram_bytes: u64,
+    /// Calls in flight the in-flight signal is judged by: the larger of reported and
+    /// measured.
+    pub inflight: u64,
+    /// Calls admitted and not yet recorded, now (at least this many: the counters move
+    /// while they are read, see [`crate::inflight`]).
+    pub measured_inflight: u64,
+    /// Calls in flight last reported by the router.
+    pub reported_inflight: u64,
 }
 
 impl Snapshot {
@@ -249,6 +356,10 @@ pub struct Subject {
     calm_since: Stamp,
     rare: RareCounters,
     counters: StripedCounters,
+    signals: CachePadded<SignalValues>,
+    latency: OnceLock<Box<Histogram>>,
+    inflight: InflightCount,
+    upkeep: Mutex<Upkeep>,
     policy: ArcSwap<PolicyView>,
     configure_lock: Mutex<()>,
     spool: Spool,
@@ -270,6 +381,10 @@ impl Subject {
             calm_since: Stamp::default(),
             rare: RareCounters::default(),
             counters: StripedCounters::new(),
+            signals: CachePadded::new(SignalValues::default()),
+            latency: OnceLock::new(),
+            inflight: InflightCount::default(),
+            upkeep: Mutex::new(Upkeep::default()),
             policy: ArcSwap::from_pointee(PolicyView::new(Policy::default(), None)),
             configure_lock: Mutex::new(()),
             spool: Spool::new(),
@@ -344,7 +459,21 @@ impl Subject {
         );
         h.overflow_disk
             .store(policy.overflow == Overflow::Disk, Ordering::Relaxed);
+        let ratio = policy.recovery_threshold;
+        let lt = Threshold::new(policy.latency_overload_ms, ratio);
+        h.latency_above.store(lt.above, Ordering::Relaxed);
+        h.latency_recover.store(lt.recover_at, Ordering::Relaxed);
+        let it = Threshold::new(policy.inflight_overload, ratio);
+        h.inflight_above.store(it.above, Ordering::Relaxed);
+        h.inflight_recover.store(it.recover_at, Ordering::Relaxed);
         self.policy.store(Arc::new(PolicyView::new(policy, extra)));
+    }
+
+    fn depth_threshold(&self) -> Threshold {
+        Threshold {
+            above: self.hot.warning.load(Ordering::Relaxed),
+            recover_at: self.hot.recovery.load(Ordering::Relaxed),
+        }
     }
 
     /// Replaces the policy (validated here too) and re-evaluates the backpressure state
@@ -372,7 +501,9 @@ impl Subject {
         policy.validate()?;
         let _serialised = self.configure_lock.lock();
         self.store_policy(policy, extra, pool_segments);
-        self.evaluate(&Now::new(clock), true, out);
+        let now = Now::new(clock);
+        self.evaluate(&now, true, out);
+        self.evaluate_signals(None, Some(Cause::Configure), &now, out);
         Ok(())
     }
 
@@ -408,6 +539,9 @@ impl Subject {
                     .backpressure_transitions
                     .fetch_add(1, Ordering::Relaxed);
             }
+            if from.signals_differ(to) {
+                self.rare.signal_transitions.fetch_add(1, Ordering::Relaxed);
+            }
             if from.status() != to.status() {
                 self.rare.status_changes.fetch_add(1, Ordering::Relaxed);
             }
@@ -434,8 +568,9 @@ impl Subject {
         w
     }
 
-    /// Moves the backpressure state to where the current depth leads; `configure`: the
-    /// policy has just changed (the cause of any transition this makes).
+    /// Moves the backpressure state, and the depth signal's flag, to where the current
+    /// depth leads (one CAS for both); `configure`: the policy has just changed (the
+    /// cause of any transition this makes).
     fn evaluate<C: Clock>(&self, now: &Now<C>, configure: bool, out: &mut Transitions) {
         let mut w = self.word();
         // Transitions this call may make: one rule step, recovery -> normal with a zero
@@ -467,7 +602,10 @@ impl Subject {
                     self.calm_since.store(epoch, NO_TIME);
                 }
             }
-            if target == current {
+            let overloaded = self
+                .depth_threshold()
+                .next(w.overloaded(Signal::Depth), depth);
+            if target == current && overloaded == w.overloaded(Signal::Depth) {
                 return;
             }
             let cause = if configure {
@@ -480,10 +618,14 @@ impl Subject {
             } else {
                 Cause::Depth
             };
-            let to = w.with_backpressure(target);
+            // The epoch moves only with the state (the calm stamp is tagged by it).
+            let mut to = w.with_overloaded(Signal::Depth, overloaded);
+            if target != current {
+                to = to.with_backpressure(target);
+            }
             match self.swap(w, to, cause, now, out) {
                 Ok(()) => {
-                    if target == BackpressureState::Recovery {
+                    if target == BackpressureState::Recovery && current != target {
                         self.calm_since.store(to.backpressure_epoch(), now.get());
                     }
                     // Go round: with a zero stability period recovery may end at once,
@@ -545,14 +687,16 @@ impl Subject {
         if w.breaker() == BreakerState::Open {
             r = self.breaker.retry_ms(self, w, now);
         }
-        if w.backpressure() == BackpressureState::Dropping {
+        if w.backpressure() == BackpressureState::Dropping || w.overload_count() >= 2 {
             r = r.max(self.hot.retry_after_ms.load(Ordering::Relaxed));
         }
         r.max(1)
     }
 
     /// Admission for a call at `priority` (0..=9), in this order: bypass, circuit open,
-    /// half-open limit, backpressure, low-priority shedding.
+    /// half-open limit, backpressure, two or more overloaded signals, low-priority
+    /// shedding. An admitted call is in flight until its outcome is recorded
+    /// ([`crate::inflight`]: counted from the counters this path increments anyway).
     #[inline]
     pub fn admit<C: Clock>(&self, priority: u8, clock: &C, out: &mut Transitions) -> Admission {
         if priority >= self.hot.bypass_priority.load(Ordering::Relaxed) {
@@ -588,6 +732,11 @@ impl Subject {
             self.counters.incr(Counter::RejectedBackpressure);
             let retry = self.hot.retry_after_ms.load(Ordering::Relaxed);
             return Some(Admission::Reject(Reason::Backpressure, retry));
+        }
+        if w.overload_count() >= 2 {
+            self.counters.incr(Counter::RejectedOverloaded);
+            let retry = self.hot.retry_after_ms.load(Ordering::Relaxed);
+            return Some(Admission::Reject(Reason::Overloaded, retry));
         }
         self.shed(priority)
     }
@@ -647,18 +796,28 @@ impl Subject {
     /// Draining is what relieves backpressure, so backpressure never holds it back.
     /// Answers [`Admission::Probe`] when the write takes a half-open probe slot: its
     /// outcome must be recorded, with the ticket.
+    ///
+    /// A write is not a router call: it is counted as accepted and as `WritesAdmitted`
+    /// (after), so that it is not in flight ([`crate::inflight`]); its outcome is
+    /// recorded with [`Subject::record_unadmitted`].
     pub fn admit_write<C: Clock>(&self, clock: &C, out: &mut Transitions) -> Admission {
         let w = self.word();
-        if w.breaker() == BreakerState::Closed || w.disabled() {
+        let a = if w.breaker() == BreakerState::Closed || w.disabled() {
             self.counters.incr(Counter::Accepted);
-            return Admission::Admit(Ticket::call(w.breaker_epoch()));
+            Admission::Admit(Ticket::call(w.breaker_epoch()))
+        } else {
+            self.admit_slow(w, None, clock, out)
+        };
+        if !matches!(a, Admission::Reject(..)) {
+            self.counters.incr_release(Counter::WritesAdmitted);
         }
-        self.admit_slow(w, None, clock, out)
+        a
     }
 
-    /// Records the outcome of a call whose admission is not known; `latency_ms`, when
-    /// given, makes a call slower than `slow_call_ms` a failure. In half-open the
-    /// outcome is attributed to the oldest probe in flight (see [`crate::breaker`]).
+    /// Records the outcome of a call a router admitted (it is no longer in flight)
+    /// whose admission is not known; `latency_ms`, when given, goes into the latency
+    /// histogram and makes a call slower than `slow_call_ms` a failure. In half-open
+    /// the outcome is attributed to the oldest probe in flight (see [`crate::breaker`]).
     #[inline]
     pub fn record<C: Clock>(
         &self,
@@ -692,12 +851,16 @@ impl Subject {
         clock: &C,
         out: &mut Transitions,
     ) {
+        if let Some(ms) = latency_ms {
+            self.histogram().record(ms);
+        }
         let slow = self.breaker.is_slow(latency_ms);
         if slow {
             self.counters.incr(Counter::SlowCalls);
         }
         let failed = outcome == Outcome::Failure || slow;
-        self.counters.incr(if failed {
+        // Release: the in-flight count reads ends before starts (see `inflight`).
+        self.counters.incr_release(if failed {
             Counter::Failures
         } else {
             Counter::Successes
@@ -710,6 +873,124 @@ impl Subject {
             Disposition::Late => self.counters.incr(Counter::LateOutcomes),
             Disposition::Probe if failed => self.counters.incr(Counter::ProbeFailures),
             Disposition::Probe => self.counters.incr(Counter::ProbeSuccesses),
+        }
+    }
+
+    /// [`Subject::record`] (or, with a `ticket`, [`Subject::record_ticket`]) of a call no
+    /// router admitted (a drain worker's write or health check, admitted by
+    /// [`Subject::admit_write`]): the same outcome and latency, and not an end of a call
+    /// in flight.
+    pub fn record_unadmitted<C: Clock>(
+        &self,
+        outcome: Outcome,
+        latency_ms: Option<u64>,
+        ticket: Option<Ticket>,
+        clock: &C,
+        out: &mut Transitions,
+    ) {
+        // Before the outcome's increment, which the in-flight count reads first.
+        self.counters.incr(Counter::RecordedUnadmitted);
+        self.record_outcome(outcome, latency_ms, ticket, clock, out);
+    }
+
+    /// The latency histogram, allocated on first use.
+    #[inline]
+    fn histogram(&self) -> &Histogram {
+        self.latency.get_or_init(|| Box::new(Histogram::new()))
+    }
+
+    /// Sets the p95 latency (ms) the router measured and re-evaluates the latency
+    /// signal. The signal is judged by the larger of this and the measured p95; a
+    /// report stays until the next one (report 0 to withdraw it).
+    pub fn report_latency<C: Clock>(&self, p95_ms: u64, clock: &C, out: &mut Transitions) {
+        self.signals
+            .reported_latency
+            .store(p95_ms, Ordering::Relaxed);
+        // Orders the store before the word is read in `evaluate_signals` (see there).
+        fence(Ordering::SeqCst);
+        self.evaluate_signals(None, None, &Now::new(clock), out);
+    }
+
+    /// Sets the calls in flight the router counts and re-evaluates the in-flight
+    /// signal, judged by the larger of this and the measured count; a report stays
+    /// until the next one.
+    pub fn report_inflight<C: Clock>(&self, n: u64, clock: &C, out: &mut Transitions) {
+        self.signals.reported_inflight.store(n, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        self.evaluate_signals(None, None, &Now::new(clock), out);
+    }
+
+    /// The p95 latency the signal is judged by.
+    fn latency_value(&self) -> u64 {
+        let s = &self.signals;
+        s.reported_latency
+            .load(Ordering::Relaxed)
+            .max(s.measured_latency.load(Ordering::Relaxed))
+    }
+
+    /// Calls admitted and not yet recorded, now (sums the counter stripes).
+    fn measured_inflight(&self) -> Bounds<u64> {
+        self.inflight.measured(inflight::bounds(&self.counters))
+    }
+
+    /// Moves the latency and in-flight flags to where their values lead (one CAS for
+    /// both). `measured_inflight`: the timer's count, or `None` to count now. `cause`:
+    /// the cause of any transition this makes, or `None` for the signal that moved
+    /// ([`Cause::Latency`] when the latency flag did, else [`Cause::Inflight`]).
+    fn evaluate_signals<C: Clock>(
+        &self,
+        measured_inflight: Option<Bounds<u64>>,
+        cause: Option<Cause>,
+        now: &Now<C>,
+        out: &mut Transitions,
+    ) {
+        let mut w = self.word();
+        // As in `evaluate`: after a won CAS, go round once more, since a concurrent
+        // report may have found its value current before this CAS.
+        let mut rounds = 2;
+        loop {
+            let latency = self.latency_value();
+            let inflight = measured_inflight
+                .unwrap_or_else(|| self.measured_inflight())
+                .at_least(self.signals.reported_inflight.load(Ordering::Relaxed));
+            let to = w
+                .with_overloaded(
+                    Signal::Latency,
+                    self.hot
+                        .latency()
+                        .next(w.overloaded(Signal::Latency), latency),
+                )
+                .with_overloaded(
+                    Signal::Inflight,
+                    self.hot.inflight().next_within(
+                        w.overloaded(Signal::Inflight),
+                        inflight.lo,
+                        inflight.hi,
+                    ),
+                );
+            if to == w {
+                return;
+            }
+            let cause = cause.unwrap_or(
+                if w.overloaded(Signal::Latency) != to.overloaded(Signal::Latency) {
+                    Cause::Latency
+                } else {
+                    Cause::Inflight
+                },
+            );
+            match self.swap(w, to, cause, now, out) {
+                Ok(()) => {
+                    rounds -= 1;
+                    if rounds == 0 {
+                        return;
+                    }
+                    // Pairs with the fences in the reports: either that report's
+                    // evaluation sees this CAS, or this round sees its value.
+                    fence(Ordering::SeqCst);
+                    w = to;
+                }
+                Err(actual) => w = actual,
+            }
         }
     }
 
@@ -887,6 +1168,8 @@ impl Subject {
             st.disk_full_events,
             st.lost_total(),
             self.reported_depth.load(Ordering::Relaxed),
+            self.signals.reported_latency.load(Ordering::Relaxed),
+            self.signals.reported_inflight.load(Ordering::Relaxed),
             self.word.load(Ordering::Relaxed),
         ] {
             h = mix(h, v);
@@ -965,10 +1248,22 @@ impl Subject {
         }
     }
 
-    /// The timer's visit: applies the time-based rules without traffic, clears a stale
-    /// exhaustion once the pool has room again, and fails half-open probes left
-    /// unanswered for `call_timeout_ms`.
-    pub fn tick<C: Clock>(&self, store: &Store, clock: &C, out: &mut Transitions) {
+    /// The timer's visit: [`Subject::tick_state`], then [`Subject::tick_signals`].
+    pub fn tick<C: Clock>(
+        &self,
+        store: &Store,
+        clock: &C,
+        out: &mut Transitions,
+    ) -> Option<SignalReport> {
+        self.tick_state(store, clock, out);
+        self.tick_signals(clock, out)
+    }
+
+    /// The timer's visit to the states: applies the time-based rules without traffic,
+    /// clears a stale exhaustion once the pool has room again, and fails half-open
+    /// probes left unanswered for `call_timeout_ms`. Costs one load of the word for a
+    /// subject at rest.
+    pub fn tick_state<C: Clock>(&self, store: &Store, clock: &C, out: &mut Transitions) {
         let w = self.word();
         let exhausted = self.exhausted.load(Ordering::Relaxed);
         if w.is_quiet() && !exhausted {
@@ -986,6 +1281,57 @@ impl Subject {
         self.breaker.expire_probes(self, w, &now, out);
     }
 
+    /// The timer's visit to the signals: counts the calls in flight, moves the latency
+    /// window on and recomputes its p95 (every `latency_window_ms / 16`, at most every
+    /// second, and whenever the window moved), and re-evaluates the latency and
+    /// in-flight flags. `None` when another visit is under way.
+    pub fn tick_signals<C: Clock>(&self, clock: &C, out: &mut Transitions) -> Option<SignalReport> {
+        let mut upkeep = self.upkeep.try_lock()?;
+        let now = Now::new(clock);
+        let v = &self.signals;
+        let inflight = self.inflight.refresh(inflight::bounds(&self.counters));
+        if let Some(h) = self.latency.get() {
+            let t = now.get();
+            let window = self.policy.load().policy.latency_window_ms;
+            let slice = (window / latency::SLICES as u64).max(1);
+            let mut moved = false;
+            match upkeep.slice_started_ms {
+                None => upkeep.slice_started_ms = Some(t),
+                Some(start) if t >= start.saturating_add(slice) => {
+                    let n = (t - start) / slice;
+                    h.rotate(n.min(latency::SLICES as u64) as usize);
+                    upkeep.slice_started_ms = Some(if n >= latency::SLICES as u64 {
+                        t
+                    } else {
+                        start + n * slice
+                    });
+                    moved = true;
+                }
+                Some(_) => {}
+            }
+            let every = (window / 16).clamp(1, 1_000);
+            if moved
+                || upkeep
+                    .refreshed_ms
+                    .map_or(true, |r| t >= r.saturating_add(every))
+            {
+                let q = h.quantile(0.95);
+                v.measured_latency
+                    .store(q.map_or(0, |q| q.value_ms), Ordering::Relaxed);
+                v.latency_samples
+                    .store(q.map_or(0, |q| q.samples), Ordering::Relaxed);
+                upkeep.refreshed_ms = Some(t);
+            }
+        }
+        self.evaluate_signals(Some(inflight), None, &now, out);
+        Some(SignalReport {
+            word: self.word(),
+            depth: self.depth(),
+            latency_p95_ms: self.latency_value(),
+            inflight: inflight.lo.max(v.reported_inflight.load(Ordering::Relaxed)),
+        })
+    }
+
     /// The subject's state and counts now.
     pub fn snapshot<C: Clock>(&self, clock: &C) -> Snapshot {
         let now = Now::new(clock);
@@ -1001,6 +1347,7 @@ impl Subject {
         // threshold; status shows the exact depth).
         let spool = self.spool_stats();
         let reported = self.reported_depth.load(Ordering::Relaxed);
+        let measured_inflight = self.measured_inflight().lo;
         Snapshot {
             word: w,
             depth: reported.max(spool.spooled_events),
@@ -1020,10 +1367,19 @@ impl Subject {
             successful_recoveries: b.recoveries,
             breaker_transitions: self.rare.breaker_transitions.load(Ordering::Relaxed),
             backpressure_transitions: self.rare.backpressure_transitions.load(Ordering::Relaxed),
+            signal_transitions: self.rare.signal_transitions.load(Ordering::Relaxed),
             status_changes: self.rare.status_changes.load(Ordering::Relaxed),
             spool,
             open_remaining_ms,
             window: self.breaker.window(now.get(), window_ms),
+            latency_p95_ms: self.latency_value(),
+            measured_latency_p95_ms: self.signals.measured_latency.load(Ordering::Relaxed),
+            reported_latency_p95_ms: self.signals.reported_latency.load(Ordering::Relaxed),
+            latency_samples: self.signals.latency_samples.load(Ordering::Relaxed),
+            latency_histogram_bytes: self.latency.get().map_or(0, |h| h.footprint_bytes() as u64),
+            inflight: measured_inflight.max(self.signals.reported_inflight.load(Ordering::Relaxed)),
+            measured_inflight,
+            reported_inflight: self.signals.reported_inflight.load(Ordering::Relaxed),
         }
     }
 }

@@ -1,20 +1,22 @@
 //! Transition reports.
 //!
 //! Invariant: the caller whose compare-and-swap on a subject's state word changed a
-//! reported state (breaker, backpressure, disabled, forced) gets exactly one
+//! reported state (breaker, backpressure, an overload flag, disabled, forced) gets exactly one
 //! [`Transition`] for it; nobody else does. The VM layer writes history and events from
 //! these reports, so history holds each transition once, with its [`Cause`]: the rule
 //! or the manual action that made it.
 
-use crate::state::{BackpressureState, BreakerState, Status, Word};
+use crate::state::{BackpressureState, BreakerState, Signal, Status, Word};
 
 /// What a transition changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Machine {
     /// The breaker state changed (possibly with the forced flag).
     Breaker,
-    /// The backpressure state changed.
+    /// The backpressure state changed (possibly with the depth signal's flag).
     Backpressure,
+    /// Only overload flags changed (see [`crate::signals`]).
+    Signal,
     /// A manual flag changed (disable, enable, force on an open breaker).
     Manual,
 }
@@ -47,20 +49,28 @@ pub enum Cause {
     Disable,
     /// `enable`.
     Enable,
-    /// Backpressure: the depth (reported or spooled) crossed a threshold.
+    /// Backpressure or the depth signal: the depth (reported or spooled) crossed a
+    /// threshold.
     Depth,
     /// Backpressure → dropping: the pool had no segment for the subject.
     Pool,
     /// Backpressure recovery → normal: the depth stayed at or below the recovery depth
     /// for `stability_ms`.
     Stability,
-    /// Backpressure: a new policy's thresholds moved the state (`configure`).
+    /// Backpressure or an overload flag: a new policy's thresholds moved the state
+    /// (`configure`).
     Configure,
+    /// The latency signal: the p95 latency (measured or reported) went above
+    /// `latency_overload_ms`, or down to its recovery value.
+    Latency,
+    /// The in-flight signal: the calls in flight (measured or reported) went above
+    /// `inflight_overload`, or down to its recovery value.
+    Inflight,
 }
 
 impl Cause {
     /// Every cause, in declaration order.
-    pub const ALL: [Cause; 15] = [
+    pub const ALL: [Cause; 17] = [
         Cause::Failures,
         Cause::FailureRate,
         Cause::RemoteOpen,
@@ -76,6 +86,8 @@ impl Cause {
         Cause::Pool,
         Cause::Stability,
         Cause::Configure,
+        Cause::Latency,
+        Cause::Inflight,
     ];
 
     /// The name used at the VM boundary.
@@ -96,6 +108,8 @@ impl Cause {
             Cause::Pool => "pool",
             Cause::Stability => "stability",
             Cause::Configure => "configure",
+            Cause::Latency => "latency",
+            Cause::Inflight => "inflight",
         }
     }
 }
@@ -120,9 +134,27 @@ impl Transition {
             Machine::Breaker
         } else if self.from.backpressure() != self.to.backpressure() {
             Machine::Backpressure
+        } else if self.signals_changed() {
+            Machine::Signal
         } else {
             Machine::Manual
         }
+    }
+
+    /// True when an overload flag changed.
+    pub fn signals_changed(&self) -> bool {
+        self.from.signals_differ(self.to)
+    }
+
+    /// The signals overloaded before and after.
+    pub fn overloaded(&self) -> (Vec<Signal>, Vec<Signal>) {
+        let of = |w: Word| {
+            Signal::ALL
+                .into_iter()
+                .filter(|s| w.overloaded(*s))
+                .collect()
+        };
+        (of(self.from), of(self.to))
     }
 
     /// Breaker state before and after.

@@ -54,11 +54,16 @@ rustler::atoms! {
     pool,
     stability,
     configure,
+    // the signals machine, and the signals (`depth` is a cause too)
+    signal,
+    latency,
+    inflight,
     // rejection reasons
     circuit_open,
     half_open_limit,
     shed_low_priority,
     pool_exhausted,
+    overloaded,
     // outcomes and policies
     success,
     failure,
@@ -68,6 +73,9 @@ rustler::atoms! {
     drop,
     disk,
     // errors
+    invalid_subject,
+    invalid_subject_type,
+    invalid_subject_length,
     unknown_batch,
     unknown_subject,
     spooled,

@@ -9,7 +9,7 @@ use crate::subject_arg::{configured, existing, instance, subject};
 use breakwater_core::counters::stripe_count;
 use breakwater_core::registry::RemoveError;
 use breakwater_core::subject::Subject;
-use breakwater_core::transition::Transitions;
+use breakwater_core::transition::{Transition, Transitions};
 use rustler::{Binary, Encoder, Env, NewBinary, NifResult, Term};
 use std::sync::Arc;
 
@@ -155,11 +155,52 @@ fn tick(env: Env<'_>) -> NifResult<Term<'_>> {
     let inst = instance()?;
     let mut out = Vec::new();
     inst.registry.tick(&mut out);
+    Ok(transition_list(env, &out))
+}
+
+fn transition_list<'a>(env: Env<'a>, out: &[(&Subject, Transition)]) -> Term<'a> {
     let list: Vec<Term> = out
         .iter()
         .map(|(s, t)| (binary(env, s.name()), encode::transition(env, t)).encode(env))
         .collect();
-    Ok(list.encode(env))
+    list.encode(env)
+}
+
+/// The timer's visit, with the signal values of the subjects it refreshed that have
+/// something to tell: `{[{Subject, Transition}], [{Subject, Status, Depth,
+/// LatencyP95Ms, Inflight}]}`.
+#[rustler::nif]
+fn tick_reporting(env: Env<'_>) -> NifResult<Term<'_>> {
+    let inst = instance()?;
+    let mut out = Vec::new();
+    let mut reports = Vec::new();
+    inst.registry.tick_reporting(&mut out, Some(&mut reports));
+    let reports: Vec<Term> = reports
+        .iter()
+        .map(|(s, r)| {
+            (
+                binary(env, s.name()),
+                encode::status(r.word.status()),
+                r.depth,
+                r.latency_p95_ms,
+                r.inflight,
+            )
+                .encode(env)
+        })
+        .collect();
+    Ok((transition_list(env, &out), reports).encode(env))
+}
+
+/// The values the signals are judged by, without creating the subject:
+/// `{Depth, LatencyP95Ms, Inflight}`, or `nil` for an unknown subject.
+#[rustler::nif]
+fn signals<'a>(env: Env<'a>, subject_name: Term<'a>) -> NifResult<Term<'a>> {
+    let inst = instance()?;
+    let Some(s) = inst.registry.get(args::subject(subject_name)?) else {
+        return Ok(atoms::nil().encode(env));
+    };
+    let snap = s.snapshot(inst.registry.clock());
+    Ok((snap.depth, snap.latency_p95_ms, snap.inflight).encode(env))
 }
 
 /// Makes the subject a configured one without touching its policy (created with the

@@ -4,12 +4,13 @@
 //! `Result`, so the layer above writes history exactly once per transition and the
 //! common case (no transition) costs nothing beyond `Result`. A transition is a map:
 //! `#{machine, cause, from_breaker, to_breaker, from_backpressure, to_backpressure,
-//! from_status, to_status, disabled, forced_open, trip_streak, at_ms}`.
+//! from_status, to_status, from_overloaded, to_overloaded, disabled, forced_open,
+//! trip_streak, at_ms}` (the overloaded ones are lists of `depth | latency | inflight`).
 
 use crate::atoms;
 use breakwater_core::counters::Counter;
 use breakwater_core::meta::LostReason;
-use breakwater_core::state::{BackpressureState, BreakerState, Status};
+use breakwater_core::state::{BackpressureState, BreakerState, Signal, Status, Word};
 use breakwater_core::subject::{Reason, Snapshot};
 use breakwater_core::transition::{Cause, Machine, Transition, Transitions};
 use rustler::{Atom, Encoder, Env, Term};
@@ -59,6 +60,7 @@ pub fn reason(r: Reason) -> Atom {
         Reason::HalfOpenLimit => atoms::half_open_limit(),
         Reason::Backpressure => atoms::backpressure(),
         Reason::ShedLowPriority => atoms::shed_low_priority(),
+        Reason::Overloaded => atoms::overloaded(),
     }
 }
 
@@ -80,7 +82,28 @@ pub fn cause(c: Cause) -> Atom {
         Cause::Pool => atoms::pool(),
         Cause::Stability => atoms::stability(),
         Cause::Configure => atoms::configure(),
+        Cause::Latency => atoms::latency(),
+        Cause::Inflight => atoms::inflight(),
     }
+}
+
+/// `depth | latency | inflight`.
+pub fn signal(s: Signal) -> Atom {
+    match s {
+        Signal::Depth => atoms::depth(),
+        Signal::Latency => atoms::latency(),
+        Signal::Inflight => atoms::inflight(),
+    }
+}
+
+/// The signals overloaded in `w`, as a list of atoms.
+pub fn overloaded<'a>(env: Env<'a>, w: Word) -> Term<'a> {
+    Signal::ALL
+        .into_iter()
+        .filter(|s| w.overloaded(*s))
+        .map(signal)
+        .collect::<Vec<_>>()
+        .encode(env)
 }
 
 fn map<'a>(env: Env<'a>, pairs: &[(&'static str, Term<'a>)]) -> Term<'a> {
@@ -97,6 +120,7 @@ pub fn transition<'a>(env: Env<'a>, t: &Transition) -> Term<'a> {
     let machine = match t.machine() {
         Machine::Breaker => atoms::breaker(),
         Machine::Backpressure => atoms::backpressure(),
+        Machine::Signal => atoms::signal(),
         Machine::Manual => atoms::manual(),
     };
     map(
@@ -116,6 +140,8 @@ pub fn transition<'a>(env: Env<'a>, t: &Transition) -> Term<'a> {
             ),
             ("from_status", status(t.from.status()).encode(env)),
             ("to_status", status(t.to.status()).encode(env)),
+            ("from_overloaded", overloaded(env, t.from)),
+            ("to_overloaded", overloaded(env, t.to)),
             ("disabled", t.to.disabled().encode(env)),
             ("forced_open", t.to.forced_open().encode(env)),
             ("trip_streak", t.to.trip_streak().encode(env)),
@@ -166,7 +192,8 @@ pub fn counter_pairs(s: &Snapshot) -> Vec<(&'static str, u64)> {
     let rejected_admission = c(Counter::RejectedCircuitOpen)
         + c(Counter::RejectedHalfOpenLimit)
         + c(Counter::RejectedBackpressure)
-        + c(Counter::RejectedShedLowPriority);
+        + c(Counter::RejectedShedLowPriority)
+        + c(Counter::RejectedOverloaded);
     let lost = |r: LostReason| sp.lost_events[r as usize];
     vec![
         ("accepted", c(Counter::Accepted)),
@@ -188,6 +215,7 @@ pub fn counter_pairs(s: &Snapshot) -> Vec<(&'static str, u64)> {
             "rejected_shed_low_priority",
             c(Counter::RejectedShedLowPriority),
         ),
+        ("rejected_overloaded", c(Counter::RejectedOverloaded)),
         (
             "rejected_pool_exhausted",
             sp.dropped_newest_events + sp.disk_full_events,
@@ -206,6 +234,7 @@ pub fn counter_pairs(s: &Snapshot) -> Vec<(&'static str, u64)> {
         ("successful_recoveries", s.successful_recoveries),
         ("breaker_transitions", s.breaker_transitions),
         ("backpressure_transitions", s.backpressure_transitions),
+        ("signal_transitions", s.signal_transitions),
         ("status_changes", s.status_changes),
         ("dropped_events", sp.dropped_events()),
         ("dropped_bytes", sp.dropped_bytes()),
@@ -303,6 +332,24 @@ pub fn snapshot<'a>(
             ("segment_quota", policy_quota.encode(env)),
             ("window_calls", s.window.calls.encode(env)),
             ("window_failures", s.window.failures.encode(env)),
+            ("overloaded", overloaded(env, w)),
+            ("latency_p95_ms", s.latency_p95_ms.encode(env)),
+            (
+                "measured_latency_p95_ms",
+                s.measured_latency_p95_ms.encode(env),
+            ),
+            (
+                "reported_latency_p95_ms",
+                s.reported_latency_p95_ms.encode(env),
+            ),
+            ("latency_samples", s.latency_samples.encode(env)),
+            (
+                "latency_histogram_bytes",
+                s.latency_histogram_bytes.encode(env),
+            ),
+            ("inflight", s.inflight.encode(env)),
+            ("measured_inflight", s.measured_inflight.encode(env)),
+            ("reported_inflight", s.reported_inflight.encode(env)),
             ("counters", counters),
         ],
     )

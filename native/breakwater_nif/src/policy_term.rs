@@ -107,6 +107,19 @@ pub fn decode_policy<'a>(term: Term<'a>, base: Policy) -> Result<Policy, Vec<Pro
                 |v| optional(v, int::<u32>),
                 "nil or an integer"
             ),
+            "latency_overload_ms" => set!(
+                latency_overload_ms,
+                |v| optional(v, int::<u64>),
+                "nil or an integer"
+            ),
+            "inflight_overload" => set!(
+                inflight_overload,
+                |v| optional(v, int::<u64>),
+                "nil or an integer"
+            ),
+            "latency_window_ms" => {
+                set!(latency_window_ms, int::<u64>, "a non-negative integer")
+            }
             "drop_policy" => set!(
                 drop_policy,
                 |v: Term| match v.decode::<rustler::Atom>().ok()? {

@@ -1,5 +1,6 @@
-//! The router's hot paths: check, admit, record, report_depth; and their variants that
-//! hand out and take back an admission's token (`admit_token`, `record_token`).
+//! The router's hot paths: check, admit, record, and the reports of depth, latency and
+//! calls in flight; and the variants of admit and record that hand out and take back an
+//! admission's token (`admit_token`, `record_token`).
 //!
 //! Each validates its arguments first (a bad call changes nothing, not even by creating
 //! a subject), decodes the subject by reference (no copy, no refcount), finds it in the
@@ -11,14 +12,15 @@ use crate::args::{self, argument_error};
 use crate::atoms;
 use crate::encode;
 use crate::hot_nif::{hot_nif, Raw};
-use crate::subject_arg::{existing, subject};
+use crate::subject_arg::{instance, subject};
 use breakwater_core::probes::Ticket;
-use breakwater_core::subject::{Admission, Outcome};
+use breakwater_core::subject::{Admission, Outcome, Subject};
 use breakwater_core::transition::Transitions;
 use rustler::{Atom, Encoder, Env, NifResult, Term};
 
 // The router's NIFs, registered without rustler's per-call allocation (`hot_nif`).
 hot_nif!("check", check, 1, [0]);
+hot_nif!("check_ms", check_ms, 1, [0]);
 hot_nif!("admit", admit, 2, [0, 1]);
 hot_nif!("admit_event", admit_event, 2, [0, 1]);
 hot_nif!("admit_write", admit_write, 1, [0]);
@@ -27,18 +29,29 @@ hot_nif!("admit_token", admit_token, 2, [0, 1]);
 hot_nif!("admit_event_token", admit_event_token, 2, [0, 1]);
 hot_nif!("record_token", record_token, 4, [0, 1, 2, 3]);
 hot_nif!("report_depth", report_depth, 2, [0, 1]);
+hot_nif!("report_latency", report_latency, 2, [0, 1]);
+hot_nif!("report_inflight", report_inflight, 2, [0, 1]);
+hot_nif!("record_write", record_write, 4, [0, 1, 2, 3]);
 
-/// `{Status, RetryAfterMs}` for `router_intake_backpressure:check_backpressure/1`. A
-/// read: an unknown subject is at rest (`{backpressure_inactive, 0}`) and is not created.
-fn check<'a>(env: Env<'a>, subject_name: Term<'a>) -> NifResult<Raw> {
-    let (inst, s) = match existing(subject_name)? {
-        (inst, Some(s)) => (inst, s),
-        (_, None) => return Ok(unknown_check(env)),
+/// Longest subject the router module accepts (its callers' rule: 1..1023 bytes).
+const ROUTER_MAX_SUBJECT: usize = 1_023;
+
+/// The subject `check/1` names, if it exists (a read creates nothing), or the router's
+/// error term for a bad name: `{error, {invalid_subject, invalid_subject_type |
+/// invalid_subject_length}}`.
+type Found = (&'static crate::instance::Instance, Option<&'static Subject>);
+
+#[inline(always)]
+fn router_subject<'a>(env: Env<'a>, term: Term<'a>) -> NifResult<Result<Found, Term<'a>>> {
+    let inst = instance()?;
+    let Ok(name) = rustler::Binary::from_term(term) else {
+        return Ok(Err(invalid_subject(env, atoms::invalid_subject_type())));
     };
-    let mut out = Transitions::new();
-    let (status, retry) = s.check(inst.registry.clock(), &mut out);
-    let result = (encode::check_status(status), retry).encode(env);
-    Ok(encode::raw_with_transitions(env, result, &out))
+    let name = name.as_slice();
+    if name.is_empty() || name.len() > ROUTER_MAX_SUBJECT {
+        return Ok(Err(invalid_subject(env, atoms::invalid_subject_length())));
+    }
+    Ok(Ok((inst, inst.registry.get(name))))
 }
 
 #[cold]
@@ -46,6 +59,40 @@ fn unknown_check(env: Env<'_>) -> Raw {
     (atoms::backpressure_inactive(), 0u64)
         .encode(env)
         .as_c_arg()
+}
+
+#[cold]
+fn invalid_subject<'a>(env: Env<'a>, why: Atom) -> Term<'a> {
+    (atoms::error(), (atoms::invalid_subject(), why)).encode(env)
+}
+
+/// `{Status, RetryAfterSeconds}` for `router_intake_backpressure:check_backpressure/1`:
+/// the retry hint in whole seconds, rounded up (0 unless active). A read: an unknown
+/// subject is at rest (`{backpressure_inactive, 0}`) and is not created. A subject that
+/// is not a binary of 1..1023 bytes gives `{error, {invalid_subject, Why}}`.
+fn check<'a>(env: Env<'a>, subject_name: Term<'a>) -> NifResult<Raw> {
+    let (inst, s) = match router_subject(env, subject_name)? {
+        Ok((inst, Some(s))) => (inst, s),
+        Ok((_, None)) => return Ok(unknown_check(env)),
+        Err(error) => return Ok(error.as_c_arg()),
+    };
+    let mut out = Transitions::new();
+    let (status, retry_ms) = s.check(inst.registry.clock(), &mut out);
+    let result = (encode::check_status(status), retry_ms.div_ceil(1_000)).encode(env);
+    Ok(encode::raw_with_transitions(env, result, &out))
+}
+
+/// [`check`] with the retry hint in milliseconds (the detailed status).
+fn check_ms<'a>(env: Env<'a>, subject_name: Term<'a>) -> NifResult<Raw> {
+    let (inst, s) = match router_subject(env, subject_name)? {
+        Ok((inst, Some(s))) => (inst, s),
+        Ok((_, None)) => return Ok(unknown_check(env)),
+        Err(error) => return Ok(error.as_c_arg()),
+    };
+    let mut out = Transitions::new();
+    let (status, retry_ms) = s.check(inst.registry.clock(), &mut out);
+    let result = (encode::check_status(status), retry_ms).encode(env);
+    Ok(encode::raw_with_transitions(env, result, &out))
 }
 
 fn admission<'a>(env: Env<'a>, a: Admission) -> Term<'a> {
@@ -152,7 +199,9 @@ fn latency_arg(latency_ms: Term<'_>) -> NifResult<Option<u64>> {
     }
 }
 
-/// Records `success | failure`, with an optional latency in ms (`nil` for none).
+/// Records `success | failure` of a call the router admitted, with an optional latency
+/// in ms (`nil` for none): the latency goes into the histogram, the call is no longer
+/// in flight.
 fn record<'a>(
     env: Env<'a>,
     subject_name: Term<'a>,
@@ -185,7 +234,23 @@ fn record_token<'a>(
 ) -> NifResult<Raw> {
     let outcome = outcome_arg(outcome)?;
     let latency = latency_arg(latency_ms)?;
-    let ticket = token
+    let ticket = ticket_arg(token)?;
+    let (inst, s) = match subject(env, subject_name)? {
+        Ok(found) => found,
+        Err(error) => return Ok(error.as_c_arg()),
+    };
+    let mut out = Transitions::new();
+    s.record_ticket(outcome, latency, ticket, inst.registry.clock(), &mut out);
+    Ok(encode::raw_with_transitions(
+        env,
+        atoms::ok().encode(env),
+        &out,
+    ))
+}
+
+#[inline(always)]
+fn ticket_arg(token: Term<'_>) -> NifResult<Ticket> {
+    token
         .decode::<u64>()
         .ok()
         .and_then(Ticket::from_raw)
@@ -194,13 +259,65 @@ fn record_token<'a>(
                 "token must be an integer in 0..{} (from admit with token: true)",
                 Ticket::MAX
             ))
-        })?;
+        })
+}
+
+/// `record_token/4` for a drain worker's write or health check (admitted by
+/// `admit_write/1`, whose token it takes back): no router admitted it, so it ends no
+/// call in flight.
+fn record_write<'a>(
+    env: Env<'a>,
+    subject_name: Term<'a>,
+    outcome: Term<'a>,
+    latency_ms: Term<'a>,
+    token: Term<'a>,
+) -> NifResult<Raw> {
+    let outcome = outcome_arg(outcome)?;
+    let latency = latency_arg(latency_ms)?;
+    let ticket = ticket_arg(token)?;
     let (inst, s) = match subject(env, subject_name)? {
         Ok(found) => found,
         Err(error) => return Ok(error.as_c_arg()),
     };
     let mut out = Transitions::new();
-    s.record_ticket(outcome, latency, ticket, inst.registry.clock(), &mut out);
+    s.record_unadmitted(
+        outcome,
+        latency,
+        Some(ticket),
+        inst.registry.clock(),
+        &mut out,
+    );
+    Ok(encode::raw_with_transitions(
+        env,
+        atoms::ok().encode(env),
+        &out,
+    ))
+}
+/// Sets the p95 latency (ms) the router measured.
+fn report_latency<'a>(env: Env<'a>, subject_name: Term<'a>, p95_ms: Term<'a>) -> NifResult<Raw> {
+    let p95_ms = args::non_neg(p95_ms, "p95_ms")?;
+    let (inst, s) = match subject(env, subject_name)? {
+        Ok(found) => found,
+        Err(error) => return Ok(error.as_c_arg()),
+    };
+    let mut out = Transitions::new();
+    s.report_latency(p95_ms, inst.registry.clock(), &mut out);
+    Ok(encode::raw_with_transitions(
+        env,
+        atoms::ok().encode(env),
+        &out,
+    ))
+}
+
+/// Sets the calls in flight the router counts.
+fn report_inflight<'a>(env: Env<'a>, subject_name: Term<'a>, n: Term<'a>) -> NifResult<Raw> {
+    let n = args::non_neg(n, "inflight")?;
+    let (inst, s) = match subject(env, subject_name)? {
+        Ok(found) => found,
+        Err(error) => return Ok(error.as_c_arg()),
+    };
+    let mut out = Transitions::new();
+    s.report_inflight(n, inst.registry.clock(), &mut out);
     Ok(encode::raw_with_transitions(
         env,
         atoms::ok().encode(env),
