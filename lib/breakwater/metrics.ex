@@ -21,7 +21,10 @@ defmodule Breakwater.Metrics do
   "Cluster" in docs/operations.md). Per-subject metrics carry a `subject` label; `breakwater_circuit_state` is 0 closed, 1 half_open, 2 open;
   `breakwater_backpressure_state` is 0 normal, 1 pressure, 2 dropping, 3 recovery;
   `breakwater_backpressure_status` is the router status, 0 inactive, 1 warning,
-  2 active. `metric_names/0` lists every family with its type and help text.
+  2 active; `breakwater_overloaded{subject,signal}` is 1 while that overload signal
+  (`depth`, `latency`, `inflight`) is overloaded, beside the values the signals are
+  judged by (`breakwater_queue_depth`, `breakwater_latency_p95_ms`,
+  `breakwater_inflight`). `metric_names/0` lists every family with its type and help text.
 
   ## Bounded
 
@@ -62,6 +65,7 @@ defmodule Breakwater.Metrics do
     {"backpressure", :rejected_backpressure},
     {"circuit_open", :rejected_circuit_open},
     {"half_open_limit", :rejected_half_open_limit},
+    {"overloaded", :rejected_overloaded},
     {"pool_exhausted", :rejected_pool_exhausted},
     {"shed_low_priority", :rejected_shed_low_priority},
     {"spool_unavailable", :rejected_spool_unavailable}
@@ -87,6 +91,15 @@ defmodule Breakwater.Metrics do
      {:field, :queue_depth}},
     {"breakwater_reported_depth", :gauge, "Queue depth last reported by the router.",
      {:field, :reported_depth}},
+    {"breakwater_latency_p95_ms", :gauge,
+     "p95 call latency (ms) the latency signal is judged by: the larger of the router's " <>
+       "report and the p95 measured over latency_window_ms.", {:field, :latency_p95_ms}},
+    {"breakwater_latency_samples", :gauge,
+     "Call latencies recorded in the latency window (at the timer's last refresh).",
+     {:field, :latency_samples}},
+    {"breakwater_inflight", :gauge,
+     "Calls in flight the in-flight signal is judged by: the larger of the router's " <>
+       "report and the calls admitted and not yet recorded.", {:field, :inflight}},
     {"breakwater_high_watermark", :gauge, "Highest queue depth seen.", {:field, :high_watermark}},
     {"breakwater_spooled_events", :gauge,
      "Events waiting in the spool (pool segments and overflow files).",
@@ -166,8 +179,8 @@ defmodule Breakwater.Metrics do
   ]
 
   @rejected_help "Calls and events refused, by reason: circuit_open, half_open_limit, " <>
-                   "backpressure, shed_low_priority (admission), pool_exhausted and " <>
-                   "spool_unavailable (enqueue)."
+                   "backpressure, overloaded, shed_low_priority (admission), pool_exhausted " <>
+                   "and spool_unavailable (enqueue)."
 
   @global_families [
     {"breakwater_ring_pool_free_segments", :gauge, "Free segments in the ring pool.",
@@ -222,6 +235,9 @@ defmodule Breakwater.Metrics do
       {"router_backpressure_recovery_total", :counter,
        "Recoveries (active to inactive, active to warning, warning to inactive), by subject."},
       {"breakwater_rejected_total", :counter, @rejected_help},
+      {"breakwater_overloaded", :gauge,
+       "1 while the signal (depth, latency, inflight) is overloaded: above its threshold, " <>
+         "until at or below recovery_threshold x threshold."},
       {"breakwater_alerts", :gauge, "Active alerts (Breakwater.alerts/0)."},
       {"breakwater_subjects_events_total", :counter,
        "Every subject: events recorded in history, by event type."},
@@ -265,6 +281,12 @@ defmodule Breakwater.Metrics do
         {[subject: label, reason: reason], counter(status, key)}
       end
 
+    overloaded =
+      for {label, status} <- subjects, signal <- [:depth, :inflight, :latency] do
+        {[subject: label, signal: Atom.to_string(signal)],
+         if(signal in Map.get(status, :overloaded, []), do: 1, else: 0)}
+      end
+
     global =
       for {name, _type, _help, key} <- @global_families do
         {name, if(is_map_key(pool, key), do: [{[], Map.fetch!(pool, key)}], else: [])}
@@ -286,6 +308,7 @@ defmodule Breakwater.Metrics do
         {"router_backpressure_events_total", event_samples(subjects)},
         {"router_backpressure_recovery_total", recovery_samples(subjects)},
         {"breakwater_rejected_total", rejected},
+        {"breakwater_overloaded", overloaded},
         {"breakwater_alerts", [{[], length(Breakwater.alerts())}]},
         {"breakwater_subjects_events_total", node_event_samples()},
         {"breakwater_subjects_recovery_total", [{[], safe(&History.node_recovery_count/0, 0)}]},

@@ -97,9 +97,9 @@ defmodule Breakwater.Native do
   @doc false
   def enable(_subject), do: nif_error()
   @doc false
-  def tick, do: nif_error()
+  def tick(_budgeted), do: nif_error()
   @doc false
-  def tick_reporting, do: nif_error()
+  def tick_reporting(_budgeted), do: nif_error()
   @doc false
   def status(_subject), do: nif_error()
   @doc false

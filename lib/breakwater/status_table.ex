@@ -4,8 +4,11 @@ defmodule Breakwater.StatusTable do
   aligned table; `:rows` holds the maps of `Breakwater.status/1`.
 
       iex> Breakwater.status()
-      subject  status    breaker  backpressure  depth  rejected  dropped
-      ledger   inactive  closed   normal            0         0        0
+      subject  status    breaker  backpressure  depth  p95 ms  inflight  overloaded  rejected  dropped
+      ledger   inactive  closed   normal            0       0         0  -                  0        0
+
+  `p95 ms` and `inflight` are the values the latency and in-flight signals are judged
+  by; `overloaded` lists the overloaded signals (`-` for none).
   """
   defstruct rows: []
 
@@ -17,6 +20,9 @@ defmodule Breakwater.StatusTable do
     {"breaker", :left},
     {"backpressure", :left},
     {"depth", :right},
+    {"p95 ms", :right},
+    {"inflight", :right},
+    {"overloaded", :left},
     {"rejected", :right},
     {"dropped", :right}
   ]
@@ -32,6 +38,9 @@ defmodule Breakwater.StatusTable do
           Atom.to_string(r.breaker),
           Atom.to_string(r.backpressure),
           Integer.to_string(r.queue_depth),
+          Integer.to_string(Map.get(r, :latency_p95_ms, 0)),
+          Integer.to_string(Map.get(r, :inflight, 0)),
+          overloaded(Map.get(r, :overloaded, [])),
           Integer.to_string(r.counters.rejected),
           Integer.to_string(r.counters.dropped_events)
         ]
@@ -58,6 +67,9 @@ defmodule Breakwater.StatusTable do
       |> String.trim_trailing()
     end)
   end
+
+  defp overloaded([]), do: "-"
+  defp overloaded(signals), do: Enum.map_join(signals, ",", &Atom.to_string/1)
 
   # Subject names are binaries of any content: show printable ones as they are and
   # others inspected, so a name can never break the table.

@@ -25,16 +25,22 @@ defmodule Breakwater.Ticker do
   per visit per subject, and not for a subject whose status this visit changed: that
   change emitted it already).
 
-  The state rules cost a few nanoseconds per resting subject; the signals' upkeep is
-  bounded to a quarter of a millisecond per visit (round robin beyond that), so a visit
-  stays well under a millisecond for `max_subjects` subjects.
+  The state rules cost a few nanoseconds per resting subject, and so does the signals'
+  upkeep for a subject with nothing to watch (no call admitted or latency recorded
+  since the last visit, nothing in flight, nothing in the latency window); the upkeep
+  of the others is bounded to a quarter of a millisecond per periodic visit (round
+  robin beyond that), so a visit stays well under a millisecond for `max_subjects`
+  subjects.
   """
   use GenServer
 
   @doc false
   def start_link(opts), do: GenServer.start_link(__MODULE__, opts, name: __MODULE__)
 
-  @doc "Runs one visit now and waits for it (tests use this instead of sleeping)."
+  @doc """
+  Runs one complete visit now (every subject's signals, without the periodic visit's
+  time budget) and waits for it; tests use this instead of sleeping.
+  """
   @spec tick() :: :ok
   def tick, do: GenServer.call(__MODULE__, :tick)
 
@@ -58,7 +64,7 @@ defmodule Breakwater.Ticker do
 
   @impl true
   def handle_call(:tick, _from, state) do
-    visit()
+    visit(false)
     {:reply, :ok, state}
   end
 
@@ -68,15 +74,19 @@ defmodule Breakwater.Ticker do
 
   @impl true
   def handle_info(:tick, state) do
-    visit()
+    visit(true)
     {:noreply, state |> slow_work() |> schedule()}
   end
 
   def handle_info(_other, state), do: {:noreply, state}
 
-  defp visit do
+  @doc false
+  # One visit, in the calling process (tests hold the ticker and visit by hand);
+  # `budgeted`: the periodic visit's time budget for the signals' upkeep.
+  @spec visit(boolean) :: :ok
+  def visit(budgeted \\ false) do
     if Breakwater.Telemetry.available?() do
-      {transitions, reports} = Breakwater.Native.tick_reporting()
+      {transitions, reports} = Breakwater.Native.tick_reporting(budgeted)
       record(transitions)
       changed = for {s, %{from_status: f, to_status: t}} <- transitions, f != t, do: s
 
@@ -84,7 +94,7 @@ defmodule Breakwater.Ticker do
         Breakwater.Telemetry.backpressure_status(subject, status, {depth, p95, inflight})
       end
     else
-      record(Breakwater.Native.tick())
+      record(Breakwater.Native.tick(budgeted))
     end
 
     :ok

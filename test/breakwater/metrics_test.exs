@@ -348,6 +348,44 @@ defmodule Breakwater.MetricsTest do
       assert value(families, "breakwater_queue_depth", %{"subject" => b}) == 0
     end
 
+    test "the overload signals: their values and a flag per signal" do
+      s =
+        TestSubjects.subject(
+          warning_threshold: 10,
+          critical_threshold: 100,
+          latency_overload_ms: 200,
+          inflight_overload: 5
+        )
+
+      overloaded = fn families, signal ->
+        value(families, "breakwater_overloaded", %{"subject" => s, "signal" => signal})
+      end
+
+      families = scrape([s])
+      for signal <- ~w(depth latency inflight), do: assert(overloaded.(families, signal) == 0)
+      assert value(families, "breakwater_latency_p95_ms", %{"subject" => s}) == 0
+      assert value(families, "breakwater_inflight", %{"subject" => s}) == 0
+
+      :ok = Breakwater.report_depth(s, 11)
+      :ok = Breakwater.report_latency(s, 250)
+      for _ <- 1..3, do: :ok = Breakwater.admit(s, priority: :critical)
+      assert {:reject, :overloaded, _} = Breakwater.admit(s)
+
+      families = scrape([s])
+      assert overloaded.(families, "depth") == 1
+      assert overloaded.(families, "latency") == 1
+      assert overloaded.(families, "inflight") == 0
+      assert value(families, "breakwater_latency_p95_ms", %{"subject" => s}) == 250
+      assert value(families, "breakwater_inflight", %{"subject" => s}) == 3
+      assert value(families, "breakwater_backpressure_status", %{"subject" => s}) == 2
+
+      assert value(families, "breakwater_rejected_total", %{
+               "subject" => s,
+               "reason" => "overloaded"
+             }) ==
+               1
+    end
+
     test "rejections are counted by reason, bypasses on their own" do
       s = TestSubjects.subject(warning_threshold: 10, critical_threshold: 100, max_segments: 1)
       reasons = ~w(backpressure circuit_open half_open_limit pool_exhausted shed_low_priority)

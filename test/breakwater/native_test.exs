@@ -180,7 +180,9 @@ defmodule Breakwater.NativeTest do
     assert :ok = unwrap(Native.enable(s))
     assert :ok = unwrap(Native.reset(s))
     assert Native.status(s).breaker == :closed
-    assert is_list(Native.tick())
+    assert is_list(Native.tick(true))
+    assert {transitions, reports} = Native.tick_reporting(false)
+    assert is_list(transitions) and is_list(reports)
     before = Native.now_ms()
     assert :ok = Native.advance_clock(1_000)
     assert Native.now_ms() >= before + 1_000

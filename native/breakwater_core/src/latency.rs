@@ -43,7 +43,7 @@
 //! for three quarters of a window).
 
 use crate::counters::{stripe_count, thread_index};
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 /// Bits of a value that get a bucket each: values below `2^LINEAR_BITS` are exact.
 const LINEAR_BITS: u32 = 6;
@@ -124,6 +124,9 @@ pub struct Histogram {
     blocks: Box<[Block]>,
     stripes: usize,
     current: AtomicUsize,
+    /// Set by `record` (when not set already), swapped back by the timer: there are
+    /// samples to look at.
+    armed: AtomicBool,
 }
 
 impl Histogram {
@@ -142,6 +145,7 @@ impl Histogram {
                 .collect(),
             stripes,
             current: AtomicUsize::new(0),
+            armed: AtomicBool::new(false),
         }
     }
 
@@ -168,6 +172,21 @@ impl Histogram {
         let stripe = thread_index() & (self.stripes - 1);
         self.count(slice, stripe, bucket(ms))
             .fetch_add(1, Ordering::Relaxed);
+        // Read before writing: written once per visit of the timer at most.
+        if !self.armed.load(Ordering::Relaxed) {
+            self.armed.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// True when a value was recorded since the last [`Histogram::disarm`].
+    pub fn is_armed(&self) -> bool {
+        self.armed.load(Ordering::Relaxed)
+    }
+
+    /// The timer's part: clears [`Histogram::is_armed`] before it reads the counts (a
+    /// value recorded after this arms it again).
+    pub fn disarm(&self) {
+        self.armed.swap(false, Ordering::AcqRel);
     }
 
     /// The timer's part: moves on by `slices` quarter windows (at most [`SLICES`]),

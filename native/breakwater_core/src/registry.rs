@@ -598,23 +598,25 @@ impl<C: Clock> Registry<C> {
         self.table().entries().map(|p| unsafe { &*p })
     }
 
-    /// The timer's visit to every subject; transitions go to `out` with their subject.
-    /// Equivalent to [`Registry::tick_reporting`] without reports.
+    /// A complete visit of the timer to every subject; transitions go to `out` with
+    /// their subject. [`Registry::tick_reporting`] without reports or budget.
     pub fn tick<'a>(&'a self, out: &mut Vec<(&'a Subject, Transition)>) {
-        self.tick_reporting(out, None);
+        self.tick_reporting(out, None, false);
     }
 
     /// The timer's visit: the state rules of every subject ([`Subject::tick_state`]),
-    /// then the signals' upkeep ([`Subject::tick_signals`]) for as many subjects as
-    /// [`SIGNAL_BUDGET`] allows, round robin from where the last visit stopped (so with
-    /// few subjects every one is refreshed on every visit, and with many the visit still
-    /// returns in well under a millisecond). Transitions go to `out` with their subject;
-    /// with `reports`, the signal values of each refreshed subject that has something to
-    /// tell ([`SignalReport::is_notable`]) go there.
+    /// then the signals' upkeep ([`Subject::tick_signals`], which costs a few loads for
+    /// a subject with nothing to watch). With `budgeted`, the upkeep stops after
+    /// [`SIGNAL_BUDGET`] and the next visit goes on from there (round robin), so that a
+    /// periodic visit returns in well under a millisecond however many subjects are
+    /// busy; without, it visits every subject (an explicit visit: tests, operators).
+    /// Transitions go to `out` with their subject; with `reports`, the signal values of
+    /// each visited subject that has something to tell ([`SignalReport::is_notable`]).
     pub fn tick_reporting<'a>(
         &'a self,
         out: &mut Vec<(&'a Subject, Transition)>,
         mut reports: Option<&mut Vec<(&'a Subject, SignalReport)>>,
+        budgeted: bool,
     ) {
         for s in self.subjects() {
             let mut t = Transitions::new();
@@ -643,7 +645,7 @@ impl<C: Clock> Registry<C> {
                 }
             }
             visited += 1;
-            if visited % 32 == 0 && began.elapsed() >= SIGNAL_BUDGET {
+            if budgeted && visited % 32 == 0 && began.elapsed() >= SIGNAL_BUDGET {
                 stopped_at = Some(i + 1);
                 break;
             }

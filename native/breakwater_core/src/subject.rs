@@ -169,10 +169,14 @@ struct RareCounters {
     status_changes: AtomicU64,
 }
 
-/// The policy values the hot paths read, one atomic each.
+/// The policy values the hot paths read, one atomic each, and the in-flight signal's
+/// request for the timer (on the line `admit` reads first).
 #[derive(Debug, Default)]
 struct HotPolicy {
     bypass_priority: AtomicU8,
+    /// Set by `admit` (when not set already): calls may be in flight, the timer should
+    /// count them. Swapped back by the timer's visit.
+    inflight_armed: AtomicBool,
     low_priority_max: AtomicU8,
     warning: AtomicU64,
     critical: AtomicU64,
@@ -215,6 +219,9 @@ struct SignalValues {
     measured_latency: AtomicU64,
     /// Samples in the window at the timer's last refresh.
     latency_samples: AtomicU64,
+    /// The timer's last visit left something to watch: calls in flight, samples in
+    /// the latency window, or a latency or in-flight flag set.
+    busy: AtomicBool,
 }
 
 /// What only the timer's visit reads and writes (under the subject's upkeep lock).
@@ -699,6 +706,7 @@ impl Subject {
     /// ([`crate::inflight`]: counted from the counters this path increments anyway).
     #[inline]
     pub fn admit<C: Clock>(&self, priority: u8, clock: &C, out: &mut Transitions) -> Admission {
+        self.arm_inflight();
         if priority >= self.hot.bypass_priority.load(Ordering::Relaxed) {
             self.counters.incr(Counter::Bypassed);
             // A bypass admission does not depend on the word: any moment of the call
@@ -714,6 +722,17 @@ impl Subject {
             return Admission::Admit(Ticket::call(w.breaker_epoch()));
         }
         self.admit_slow(w, Some(priority), clock, out)
+    }
+
+    /// Asks the timer to count the calls in flight (see [`Subject::tick_signals`]).
+    /// Read before writing: the line is read by `admit` anyway, and written once per
+    /// visit of the timer at most. Release: the timer that swaps it sees the counts
+    /// incremented before.
+    #[inline]
+    fn arm_inflight(&self) {
+        if !self.hot.inflight_armed.load(Ordering::Relaxed) {
+            self.hot.inflight_armed.store(true, Ordering::Release);
+        }
     }
 
     fn shed(&self, priority: u8) -> Option<Admission> {
@@ -865,6 +884,9 @@ impl Subject {
         } else {
             Counter::Successes
         });
+        // A record nobody admitted must be forgotten by the timer's next visit, before
+        // later admissions are counted against it.
+        self.arm_inflight();
         match self
             .breaker
             .record(self, self.word(), failed, ticket, clock, out)
@@ -1284,13 +1306,31 @@ impl Subject {
     /// The timer's visit to the signals: counts the calls in flight, moves the latency
     /// window on and recomputes its p95 (every `latency_window_ms / 16`, at most every
     /// second, and whenever the window moved), and re-evaluates the latency and
-    /// in-flight flags. `None` when another visit is under way.
+    /// in-flight flags.
+    ///
+    /// Only a subject with something to watch is visited: one that admitted a call or
+    /// recorded a latency since the last visit (they arm it), whose last visit left
+    /// calls in flight, latencies in the window or a flag set, or whose state is not at
+    /// rest (for the report); any other costs three loads. `None` when not visited (or
+    /// another visit is under way).
     pub fn tick_signals<C: Clock>(&self, clock: &C, out: &mut Transitions) -> Option<SignalReport> {
-        let mut upkeep = self.upkeep.try_lock()?;
-        let now = Now::new(clock);
         let v = &self.signals;
+        let histogram = self.latency.get();
+        let armed = self.hot.inflight_armed.load(Ordering::Relaxed)
+            || histogram.is_some_and(|h| h.is_armed());
+        if !armed && !v.busy.load(Ordering::Relaxed) && self.word().is_quiet() {
+            return None;
+        }
+        let mut upkeep = self.upkeep.try_lock()?;
+        // Disarm before counting (AcqRel: pairs with the arming stores): a call admitted
+        // after this swap arms the subject again; one before it is in the counts below.
+        self.hot.inflight_armed.swap(false, Ordering::AcqRel);
+        if let Some(h) = histogram {
+            h.disarm();
+        }
+        let now = Now::new(clock);
         let inflight = self.inflight.refresh(inflight::bounds(&self.counters));
-        if let Some(h) = self.latency.get() {
+        if let Some(h) = histogram {
             let t = now.get();
             let window = self.policy.load().policy.latency_window_ms;
             let slice = (window / latency::SLICES as u64).max(1);
@@ -1324,8 +1364,16 @@ impl Subject {
             }
         }
         self.evaluate_signals(Some(inflight), None, &now, out);
+        let w = self.word();
+        v.busy.store(
+            inflight.hi > 0
+                || v.latency_samples.load(Ordering::Relaxed) > 0
+                || w.overloaded(Signal::Latency)
+                || w.overloaded(Signal::Inflight),
+            Ordering::Relaxed,
+        );
         Some(SignalReport {
-            word: self.word(),
+            word: w,
             depth: self.depth(),
             latency_p95_ms: self.latency_value(),
             inflight: inflight.lo.max(v.reported_inflight.load(Ordering::Relaxed)),

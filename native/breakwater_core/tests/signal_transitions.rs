@@ -608,3 +608,66 @@ fn concurrent_reports_converge_and_report_each_flag_change_once() {
     let w = s.word();
     assert!(w.overloaded(Signal::Latency) && !w.overloaded(Signal::Inflight));
 }
+
+#[test]
+fn the_timer_visits_only_subjects_with_something_to_watch() {
+    let h = H::new(policy(|p| p.latency_window_ms = 4_000));
+    assert!(h.tick().0.is_none(), "at rest: not visited");
+    h.admit(5);
+    assert!(h.tick().0.is_some(), "an admission arms it");
+    assert!(h.tick().0.is_some(), "a call in flight keeps it busy");
+    h.record(None);
+    assert!(h.tick().0.is_some(), "a record arms it");
+    assert!(
+        h.tick().0.is_none(),
+        "nothing in flight, nothing recorded: at rest"
+    );
+    h.record(Some(10));
+    assert!(h.tick().0.is_some(), "a latency arms it");
+    h.wait(1_000);
+    assert!(h.tick().0.is_some(), "latencies in the window keep it busy");
+    h.wait(4_000);
+    assert!(h.tick().0.is_some(), "the visit that empties the window");
+    assert_eq!(h.snap().latency_samples, 0);
+    assert!(h.tick().0.is_none());
+    h.depth(150);
+    assert!(h.tick().0.is_some(), "not at rest: visited, for the report");
+    h.latency(6_000);
+    assert!(h.tick().0.is_some());
+}
+
+#[test]
+fn budgeted_visits_reach_every_busy_subject_round_robin() {
+    let reg = Registry::new(
+        RegistryConfig {
+            max_subjects: 5_000,
+            default_policy: policy(|_| {}),
+            ..RegistryConfig::default()
+        },
+        ManualClock::new(5_000),
+    )
+    .unwrap();
+    let mut t = Transitions::new();
+    for i in 0..5_000 {
+        let s = reg.subject(format!("s{i}").as_bytes()).unwrap();
+        assert_eq!(answer(s.admit(5, reg.clock(), &mut t)), Answer::Admit);
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut visits = 0;
+    while seen.len() < 5_000 {
+        visits += 1;
+        assert!(visits <= 1_000, "round robin must reach everyone");
+        let mut out = Vec::new();
+        let mut reports = Vec::new();
+        reg.tick_reporting(&mut out, Some(&mut reports), true);
+        for (s, r) in reports {
+            assert_eq!(r.inflight, 1);
+            seen.insert(s.name().to_vec());
+        }
+    }
+    // An unbudgeted visit reaches all of them at once.
+    let mut out = Vec::new();
+    let mut reports = Vec::new();
+    reg.tick_reporting(&mut out, Some(&mut reports), false);
+    assert_eq!(reports.len(), 5_000);
+}

@@ -149,12 +149,14 @@ fn enable<'a>(env: Env<'a>, subject_name: Term<'a>) -> NifResult<Term<'a>> {
     })
 }
 
-/// The timer's visit to every subject: `[{Subject, Transition}]`.
+/// The timer's visit to every subject: `[{Subject, Transition}]`. `budgeted`: the
+/// periodic visit (the signals' upkeep bounded in time, round robin); otherwise every
+/// subject is visited.
 #[rustler::nif]
-fn tick(env: Env<'_>) -> NifResult<Term<'_>> {
+fn tick(env: Env<'_>, budgeted: bool) -> NifResult<Term<'_>> {
     let inst = instance()?;
     let mut out = Vec::new();
-    inst.registry.tick(&mut out);
+    inst.registry.tick_reporting(&mut out, None, budgeted);
     Ok(transition_list(env, &out))
 }
 
@@ -170,11 +172,12 @@ fn transition_list<'a>(env: Env<'a>, out: &[(&Subject, Transition)]) -> Term<'a>
 /// something to tell: `{[{Subject, Transition}], [{Subject, Status, Depth,
 /// LatencyP95Ms, Inflight}]}`.
 #[rustler::nif]
-fn tick_reporting(env: Env<'_>) -> NifResult<Term<'_>> {
+fn tick_reporting(env: Env<'_>, budgeted: bool) -> NifResult<Term<'_>> {
     let inst = instance()?;
     let mut out = Vec::new();
     let mut reports = Vec::new();
-    inst.registry.tick_reporting(&mut out, Some(&mut reports));
+    inst.registry
+        .tick_reporting(&mut out, Some(&mut reports), budgeted);
     let reports: Vec<Term> = reports
         .iter()
         .map(|(s, r)| {
