@@ -3,12 +3,18 @@ defmodule Breakwater.Demo do
   The scripted scenario behind `make demo`.
 
   Router processes with mixed priorities (normal, low-priority batch, and control
-  traffic at a priority that bypasses the breaker) admit events with
-  `Breakwater.admit/2` and spool them with `Breakwater.enqueue/3` for one subject. A
+  traffic at a priority that bypasses the breaker) produce events for one subject. A
   `Breakwater.Ledger.Simulated` ledger, attached with `Breakwater.attach_ledger/3`,
-  drains them. The script moves the ledger through four phases:
+  drains the spool. The script moves the ledger through five phases:
 
-      healthy -> ledger slow ({:slow, 100}) -> ledger down -> ledger up (recovery)
+      healthy -> ledger lags ({:slow, 50}) -> ledger slow ({:slow, 100})
+              -> ledger down -> ledger up (recovery)
+
+  While the ledger lags, it keeps up with the traffic: the depth stays low, and it is
+  the latency of its writes (their p95 over `latency_window_ms`, measured from the
+  outcomes Breakwater records) that turns the status to warning. When it is slow, the
+  depth grows past the warning threshold too: two overload signals make the status
+  active before the spool's memory quota runs out.
 
   then stops the routers, lets the ledger drain everything that is left (memory and
   disk spool) and checks the accounting:
@@ -36,8 +42,10 @@ defmodule Breakwater.Demo do
   caller to retry later) while the status is active; a low-priority router also
   refuses while it is warning. They do not ask the breaker: it guards the ledger's
   writes, which are the drain worker's, and the worker's writes are the half-open
-  probes. Control traffic (priority >= `bypass_priority`) goes through `admit/2`, which
-  lets it pass in every state and counts it as bypassed.
+  probes. Control traffic (priority >= `bypass_priority`) does not wait behind the
+  spool: it writes to the ledger itself through `Breakwater.call/3`, which admits it in
+  every state (counted as bypassed), records the write's outcome and latency, and
+  ends the call; a write that fails is spooled instead, so nothing is lost.
   """
 
   alias Breakwater.Demo.{Accounting, Chart}
@@ -48,6 +56,7 @@ defmodule Breakwater.Demo do
   # {name, ledger mode, duration at scale 1 (ms), minimum duration (ms)}
   @phases [
     {"healthy", :up, 6_000, 300},
+    {"ledger lags", {:slow, 50}, 6_000, 900},
     {"ledger slow", {:slow, 100}, 8_000, 600},
     {"ledger down", :down, 8_000, 1_200},
     {"ledger up", :up, 9_000, 1_500}
@@ -74,12 +83,13 @@ defmodule Breakwater.Demo do
     :other
   ]
   # :counters slots: produced, bypassed, enqueue rejected (dropped), enqueue errors,
-  # then one per refusal reason.
+  # written directly (control traffic), then one per refusal reason.
   @produced 1
   @bypassed 2
   @enqueue_rejected 3
   @enqueue_errors 4
-  @reason_base 5
+  @direct 5
+  @reason_base 6
 
   @typedoc "What `run/1` returns."
   @type report :: %{
@@ -97,7 +107,7 @@ defmodule Breakwater.Demo do
         }
 
   @doc """
-  Runs the full demo (about 31 s of scenario), printing as it goes. Returns normally
+  Runs the full demo (about 37 s of scenario), printing as it goes. Returns normally
   when the run succeeded and nothing was lost; otherwise halts the VM with exit status 1.
 
   The environment variable `BREAKWATER_DEMO_SCALE` (a number, default 1.0) scales the
@@ -263,7 +273,11 @@ defmodule Breakwater.Demo do
       overflow: :disk,
       drop_policy: :drop_newest,
       retry_after_seconds: 1,
-      alert_on_active: true
+      alert_on_active: true,
+      # A write slower than this at the p95 is overloaded: the lagging ledger's 50 ms
+      # are, its healthy few ms are not (calm again at 15).
+      latency_overload_ms: 30,
+      latency_window_ms: max(round(2_000 * scale), 200)
     ]
   end
 
@@ -283,6 +297,8 @@ defmodule Breakwater.Demo do
 
     policy_text =
       "warning #{policy[:warning_threshold]}, critical #{policy[:critical_threshold]}, " <>
+        "latency p95 #{policy[:latency_overload_ms]} ms over " <>
+        "#{policy[:latency_window_ms]} ms, " <>
         "#{policy[:max_segments]} segments in memory then disk, " <>
         "failure_threshold #{policy[:failure_threshold]}, " <>
         "open_timeout_ms #{policy[:open_timeout_ms]}"
@@ -294,7 +310,7 @@ defmodule Breakwater.Demo do
             "live:",
             String.split(
               "phase, time, events in (produced) and out (delivered), depth, " <>
-                "breaker state, backpressure state"
+                "p95 latency (ms), breaker state, backpressure state"
             )
           )
 
@@ -356,25 +372,31 @@ defmodule Breakwater.Demo do
     end
   end
 
+  # Control traffic writes to the ledger itself (see the moduledoc), and spools what the
+  # ledger refuses.
+  defp attempt(ctx, r) when r.priority >= ctx.bypass do
+    seq = r.seq + 1
+    event = "r#{r.id}-#{seq} #{r.kind} p#{r.priority}"
+    write = fn -> Simulated.write_batch(ctx.subject, [event]) end
+    :counters.add(ctx.counters, @bypassed, 1)
+
+    case Breakwater.call(ctx.subject, write, priority: r.priority) do
+      {:ok, :ok} ->
+        :counters.add(ctx.counters, @produced, 1)
+        :counters.add(ctx.counters, @direct, 1)
+
+      {:error, _reason} ->
+        spool(ctx, event)
+    end
+
+    %{r | seq: seq}
+  end
+
   defp attempt(ctx, r) do
     case gate(ctx, r.priority) do
       :ok ->
         seq = r.seq + 1
-        event = "r#{r.id}-#{seq} #{r.kind} p#{r.priority}"
-
-        case Breakwater.enqueue(ctx.subject, event) do
-          :ok ->
-            :counters.add(ctx.counters, @produced, 1)
-
-          {:reject, :pool_exhausted, _} ->
-            :counters.add(ctx.counters, @produced, 1)
-            :counters.add(ctx.counters, @enqueue_rejected, 1)
-
-          _error ->
-            :counters.add(ctx.counters, @enqueue_errors, 1)
-        end
-
-        if r.priority >= ctx.bypass, do: :counters.add(ctx.counters, @bypassed, 1)
+        spool(ctx, "r#{r.id}-#{seq} #{r.kind} p#{r.priority}")
         %{r | seq: seq}
 
       {:refused, reason} ->
@@ -384,27 +406,29 @@ defmodule Breakwater.Demo do
     end
   end
 
+  defp spool(ctx, event) do
+    case Breakwater.enqueue(ctx.subject, event) do
+      :ok ->
+        :counters.add(ctx.counters, @produced, 1)
+
+      {:reject, :pool_exhausted, _} ->
+        :counters.add(ctx.counters, @produced, 1)
+        :counters.add(ctx.counters, @enqueue_rejected, 1)
+
+      _error ->
+        :counters.add(ctx.counters, @enqueue_errors, 1)
+    end
+  end
+
   for {reason, i} <- Enum.with_index(@reasons), do: defp(index(unquote(reason)), do: unquote(i))
 
-  # Control traffic asks admit/2, which lets it pass in every state (counted as
-  # bypassed).
-  defp gate(ctx, priority) when priority >= ctx.bypass, do: admit(ctx.subject, priority)
-
-  # Everything else only asks intake's question: the breaker guards the ledger's
+  # A router that spools only asks intake's question: the breaker guards the ledger's
   # writes, which are the drain worker's (its writes are the half-open probes).
   defp gate(ctx, priority) do
     case :router_intake_backpressure.check_backpressure(ctx.subject) do
       {:backpressure_active, _retry} -> {:refused, :router_status_active}
       {:backpressure_warning, _} when priority <= ctx.low_max -> {:refused, :shed_low_priority}
       _ -> :ok
-    end
-  end
-
-  defp admit(subject, priority) do
-    case Breakwater.admit(subject, priority: priority) do
-      :ok -> :ok
-      {:reject, reason, _retry} -> {:refused, reason}
-      _other -> {:refused, :other}
     end
   end
 
@@ -474,6 +498,8 @@ defmodule Breakwater.Demo do
       phase: state.phase,
       depth: st.queue_depth,
       disk: st.accounting.spooled_disk,
+      latency_p95: st.latency_p95_ms,
+      overloaded: st.overloaded,
       breaker: st.breaker,
       backpressure: st.backpressure,
       status: st.status,
@@ -529,12 +555,23 @@ defmodule Breakwater.Demo do
   # The live progress line of `sample`: exactly `width` columns.
   @spec progress_line(map, pos_integer) :: String.t()
   def progress_line(s, width) do
-    :io_lib.format("~-11ts ~5.1fs  in ~7s  out ~7s  depth ~6s  ~-9s ~-8s", [
+    seconds = s.t_ms / 1000
+
+    time =
+      if seconds < 100,
+        do: :erlang.float_to_binary(seconds, decimals: 1),
+        else: Integer.to_string(trunc(seconds))
+
+    # p95 in ms, at most 4 digits (9999: ten seconds or more).
+    p95 = s |> Map.get(:latency_p95, 0) |> min(9_999) |> Integer.to_string()
+
+    :io_lib.format("~-11ts ~4ss in ~6s out ~6s depth ~6s p95 ~4s ~-9s ~-8s", [
       to_string(s.phase),
-      s.t_ms / 1000,
+      time,
       int(s.produced),
       int(s.delivered),
       int(s.depth),
+      p95,
       Atom.to_string(s.breaker),
       Atom.to_string(s.backpressure)
     ])
@@ -575,6 +612,7 @@ defmodule Breakwater.Demo do
         refused: Enum.sum(Map.values(refused_by_reason)),
         refused_by_reason: refused_by_reason,
         bypassed: :counters.get(ctx.counters, @bypassed),
+        direct: :counters.get(ctx.counters, @direct),
         delivered: length(received),
         delivered_breakwater: st.accounting.delivered,
         enqueued_breakwater: st.accounting.enqueued,
@@ -598,6 +636,7 @@ defmodule Breakwater.Demo do
       Chart.svg(samples,
         title: "Breakwater demo: a ledger slows, fails and recovers (lost = #{acc.lost})",
         thresholds: %{warning: policy.warning_threshold, critical: policy.critical_threshold},
+        latency_threshold: policy.latency_overload_ms,
         interval_ms: @sample_ms,
         phases: for({at, name, _mode} <- state.phase_log, do: %{t_ms: at, name: name}),
         breaker_transitions: transitions(ctx, history, :breaker),
@@ -698,10 +737,16 @@ defmodule Breakwater.Demo do
   end
 
   defp describe(%{breaker: {b0, b1}, backpressure: {p0, p1}} = e) do
+    {o0, o1} = Map.get(e, :overloaded, {[], []})
+    # Signals that became overloaded (+) or calm (-), e.g. "+latency".
+    flags = Enum.map(o1 -- o0, &"+#{&1}") ++ Enum.map(o0 -- o1, &"-#{&1}")
+
     parts =
       [
         b0 != b1 && "breaker #{b0} -> #{b1}",
-        p0 != p1 && "backpressure #{p0} -> #{p1}"
+        p0 != p1 && "backpressure #{p0} -> #{p1}",
+        # The depth flag moving with a backpressure transition goes without saying.
+        p0 == p1 and b0 == b1 && flags != [] && "overloaded " <> Enum.join(flags, " ")
       ]
       |> Enum.filter(&is_binary/1)
 
@@ -714,8 +759,11 @@ defmodule Breakwater.Demo do
         do: " [#{short(e.previous_status)} -> #{short(e.status)}]",
         else: ""
 
+    text = Enum.join(parts, " ") <> cause <> status
     reason = if Map.has_key?(e, :reason), do: "  (#{e.reason})", else: ""
-    Enum.join(parts, ", ") <> cause <> status <> reason
+
+    # The failure reason only when it fits (13 columns go to the time in front).
+    if String.length(text <> reason) <= 79 - 13, do: text <> reason, else: text
   end
 
   defp describe(e), do: inspect(e)

@@ -176,6 +176,7 @@ defmodule Breakwater.DemoTest do
           t_ms: i * 100,
           depth: if(i < 25, do: i * 40, else: max(1_000 - (i - 25) * 100, 0)),
           disk: if(i in 18..26, do: 300, else: 0),
+          latency_p95: if(i in 5..14, do: 80, else: 4),
           breaker: breaker,
           backpressure: backpressure,
           rejected_by_reason: by_reason,
@@ -201,6 +202,7 @@ defmodule Breakwater.DemoTest do
         [
           title: "Demo <run> & 'test'",
           thresholds: %{warning: 400, critical: 900},
+          latency_threshold: 30,
           interval_ms: 100,
           breaker_transitions: @breaker_transitions
         ] ++ opts
@@ -266,6 +268,32 @@ defmodule Breakwater.DemoTest do
       assert [critical] = xpath(doc, "//line[@id='critical-threshold']")
       [frame | _] = xpath(doc, "//g[@id='depth']/rect")
       assert num(critical, :y1) > num(frame, :y)
+    end
+
+    test "the latency line and its threshold are drawn on a panel of their own" do
+      doc = parse!(chart())
+      assert [line] = xpath(doc, "//g[@id='latency']/polyline[@id='latency-line']")
+      points = attr(line, :points) |> String.split(" ")
+      assert length(points) == 40
+      assert [threshold] = xpath(doc, "//line[@id='latency-threshold']")
+      assert "latency threshold 30 ms" in texts(doc)
+      assert "p95 latency (ms)" in texts(doc)
+      assert "p95 latency (the latency signal's value)" in texts(doc)
+
+      # 80 ms is above the threshold line, 4 ms below it; the panel lies between the
+      # depth panel and the breaker band.
+      ys = Enum.map(points, &(&1 |> String.split(",") |> List.last() |> Float.parse() |> elem(0)))
+      assert Enum.at(ys, 10) < num(threshold, :y1) and Enum.at(ys, 0) > num(threshold, :y1)
+      [depth_frame | _] = xpath(doc, "//g[@id='depth']/rect")
+      [latency_frame | _] = xpath(doc, "//g[@id='latency']/rect")
+      [breaker | _] = xpath(doc, "//g[@id='breaker']/rect")
+      assert num(latency_frame, :y) > num(depth_frame, :y) + num(depth_frame, :height)
+      assert num(breaker, :y) > num(latency_frame, :y) + num(latency_frame, :height)
+
+      # Without samples or threshold the panel is empty, and no threshold is drawn.
+      doc = parse!(Chart.svg([]))
+      assert xpath(doc, "//line[@id='latency-threshold']") == []
+      assert [_] = xpath(doc, "//g[@id='latency']")
     end
 
     test "the breaker band follows the exact transitions; every probe is marked" do
@@ -393,6 +421,7 @@ defmodule Breakwater.DemoTest do
         produced: 123_456_789_012,
         delivered: 123_456_789_000,
         depth: 98_765_432,
+        latency_p95: 123_456,
         breaker: :half_open,
         backpressure: :recovery
       }
@@ -404,7 +433,14 @@ defmodule Breakwater.DemoTest do
       end
 
       # Usual counts fit in 79 columns whole.
-      usual = %{sample | t_ms: 31_000, produced: 99_999, delivered: 99_999, depth: 99_999}
+      usual = %{
+        sample
+        | t_ms: 31_000,
+          produced: 99_999,
+          delivered: 99_999,
+          depth: 99_999,
+          latency_p95: 9_999
+      }
 
       assert Demo.progress_line(usual, 79)
              |> String.trim_trailing()
@@ -445,10 +481,20 @@ defmodule Breakwater.DemoTest do
       assert acc.produced > 0
       assert acc.delivered == acc.produced - acc.dropped
       assert Accounting.spooled(acc) == 0
-      assert acc.delivered_breakwater == acc.delivered
-      assert acc.enqueued_breakwater == acc.produced
+      # Control traffic writes to the ledger itself (and spools what fails).
+      assert acc.direct > 0 and acc.direct <= acc.bypassed
+      assert acc.delivered_breakwater + acc.direct == acc.delivered
+      assert acc.enqueued_breakwater + acc.direct == acc.produced
       assert acc.bypassed > 0
       assert acc.refused > 0
+
+      # Every call the routers admitted was recorded: nothing is left in flight.
+      assert Breakwater.status(s).inflight == 0
+
+      # While the ledger lags (slow, keeping up), the latency signal is what warns.
+      lags = Enum.filter(report.samples, &(&1.phase == "ledger lags"))
+      assert Enum.any?(lags, &(:latency in &1.overloaded and &1.status == :warning))
+      assert Enum.any?(report.timeline, &(&1 =~ "+latency"))
 
       # The counts are the real ones: the ledger holds exactly the delivered events.
       assert length(Breakwater.Ledger.Simulated.received(s)) == acc.delivered
@@ -475,21 +521,26 @@ defmodule Breakwater.DemoTest do
       assert title =~ "lost = 0"
       assert [_] = xpath(doc, "//line[@id='warning-threshold']")
       assert [_] = xpath(doc, "//line[@id='critical-threshold']")
+      assert [_] = xpath(doc, "//line[@id='latency-threshold']")
+      assert [_] = xpath(doc, "//polyline[@id='latency-line']")
 
       half_opens =
-        Enum.count(Breakwater.History.history(s), &match?(%{breaker: {_, :half_open}}, &1))
+        Enum.count(
+          Breakwater.History.history(s),
+          &match?(%{breaker: {from, :half_open}} when from != :half_open, &1)
+        )
 
       assert half_opens > 0
       assert length(xpath(doc, "//polygon[@class='probe']")) == half_opens
       assert xpath(doc, "//g[@id='rejections']/rect[starts-with(@class, 'rejected-')]") != []
 
-      # The output: no carriage return; as it ran, one line per phase (5) and per
+      # The output: no carriage return; as it ran, one line per phase (6) and per
       # transition (those of the timeline), the same lines as the timeline's.
       refute out =~ "\r"
       [live, _after] = String.split(out, "\nTimeline", parts: 2)
       progress = live |> String.split("\n") |> Enum.filter(&String.starts_with?(&1, "  +"))
       assert length(progress) == length(report.timeline)
-      assert Enum.count(progress, &(&1 =~ "phase    -> ")) == 5
+      assert Enum.count(progress, &(&1 =~ "phase    -> ")) == 6
 
       for line <- String.split(out, "\n"),
           String.starts_with?(line, "  "),

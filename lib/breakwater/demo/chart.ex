@@ -3,11 +3,12 @@ defmodule Breakwater.Demo.Chart do
   Renders the demo's samples as a self-contained SVG chart. Pure: samples (and
   optionally the exact transitions) in, an SVG document (a binary) out.
 
-  Four rows share the time axis:
+  Five rows share the time axis:
 
   - the spool depth over time as a line (and the events waiting on disk, dashed), with
     the warning and critical thresholds as horizontal lines and the phases of the
     scenario marked above;
+  - the p95 latency the latency signal is judged by, with its threshold;
   - the breaker state as a band: closed (green), half-open (amber), open (red), with a
     tick above it for every half-open probe, however short it was;
   - the backpressure state as a band: normal, pressure, dropping, recovery;
@@ -18,9 +19,9 @@ defmodule Breakwater.Demo.Chart do
 
   A sample is a map with `:t_ms` (time since the start), `:depth`, `:breaker`
   (`:closed | :half_open | :open`) and `:rejected` (refusals since the previous
-  sample); optional: `:disk` (events on disk), `:phase` (a name), `:backpressure`
-  (`:normal | :pressure | :dropping | :recovery`) and `:rejected_by_reason` (reason →
-  refusals since the previous sample).
+  sample); optional: `:disk` (events on disk), `:latency_p95` (ms), `:phase` (a name),
+  `:backpressure` (`:normal | :pressure | :dropping | :recovery`) and
+  `:rejected_by_reason` (reason → refusals since the previous sample).
 
   The bands come from the samples unless the exact transitions are given
   (`breaker_transitions:`, `backpressure_transitions:`, lists of
@@ -35,6 +36,7 @@ defmodule Breakwater.Demo.Chart do
           required(:breaker) => atom,
           required(:rejected) => non_neg_integer,
           optional(:disk) => non_neg_integer,
+          optional(:latency_p95) => non_neg_integer,
           optional(:phase) => String.t() | atom,
           optional(:backpressure) => atom,
           optional(:rejected_by_reason) => %{optional(atom) => non_neg_integer}
@@ -48,10 +50,12 @@ defmodule Breakwater.Demo.Chart do
   @right 30
   @depth_top 86
   @depth_h 240
-  @breaker_top 346
+  @latency_top 346
+  @latency_h 80
+  @breaker_top 446
   @band_h 20
-  @bp_top 372
-  @bars_top 424
+  @bp_top 472
+  @bars_top 524
   @bars_h 110
   @axis_y @bars_top + @bars_h
   @legend_top @axis_y + 62
@@ -85,12 +89,16 @@ defmodule Breakwater.Demo.Chart do
   @warning_colour "#ef6c00"
   @critical_colour "#b71c1c"
   @probe_colour "#e65100"
+  @latency_colour "#6a1b9a"
+  @latency_threshold_colour "#ad1457"
 
   @doc """
   The SVG document for `samples`. Options:
 
   - `title:` (default "Breakwater demo");
   - `thresholds:` `%{warning: n, critical: n}`, drawn on the depth panel;
+  - `latency_threshold:` the latency signal's threshold (ms; `nil`: none), drawn on the
+    latency panel;
   - `interval_ms:` the sampling interval, named in the refusals' axis label (100);
   - `breaker_transitions:`, `backpressure_transitions:` the exact state changes;
   - `phases:` the exact start of each phase, `[%{t_ms: t, name: name}]` (by default,
@@ -102,6 +110,7 @@ defmodule Breakwater.Demo.Chart do
   def svg(samples, opts \\ []) do
     title = Keyword.get(opts, :title, "Breakwater demo")
     thresholds = Keyword.get(opts, :thresholds, %{})
+    latency_threshold = Keyword.get(opts, :latency_threshold)
     interval = Keyword.get(opts, :interval_ms, 100)
     samples = Enum.sort_by(samples, & &1.t_ms)
 
@@ -125,7 +134,7 @@ defmodule Breakwater.Demo.Chart do
 
     probes = probes(samples, Keyword.get(opts, :breaker_transitions))
     reasons = reasons(samples)
-    {legend, legend_rows} = legend(thresholds, reasons)
+    {legend, legend_rows} = legend(thresholds, latency_threshold, reasons)
     height = @legend_top + legend_rows * @legend_row + 16
 
     IO.iodata_to_binary([
@@ -136,6 +145,7 @@ defmodule Breakwater.Demo.Chart do
       text(@width / 2, 28, title, ~s(text-anchor="middle" font-size="18" font-weight="bold")),
       phases(Keyword.get_lazy(opts, :phases, fn -> phase_starts(samples) end), x),
       depth_panel(samples, x, depth_max, thresholds),
+      latency_panel(samples, x, latency_threshold),
       band("breaker", "breaker", @breaker_top, breaker, x, @breaker_colours),
       probe_marks(probes, x),
       band("backpressure", "backpressure", @bp_top, backpressure, x, @bp_colours),
@@ -188,6 +198,61 @@ defmodule Breakwater.Demo.Chart do
         "disk-line"
       ),
       "</g>\n"
+    ]
+  end
+
+  # ---- latency ----------------------------------------------------------------------
+
+  defp latency_panel(samples, x, threshold) do
+    top =
+      samples
+      |> Enum.map(&Map.get(&1, :latency_p95, 0))
+      |> Enum.concat(if is_integer(threshold), do: [threshold * 2], else: [])
+      |> Enum.max(fn -> 0 end)
+      |> Kernel.*(1.05)
+      |> ceil()
+      |> nice_ceiling()
+
+    y = fn v -> @latency_top + @latency_h - min(v, top) / top * @latency_h end
+
+    threshold_line =
+      if is_integer(threshold) and threshold >= 0 do
+        yy = y.(threshold)
+
+        [
+          ~s(<line id="latency-threshold" class="threshold" x1="#{@left}" y1="#{fmt(yy)}" ),
+          ~s(x2="#{@width - @right}" y2="#{fmt(yy)}" stroke="#{@latency_threshold_colour}" ),
+          ~s(stroke-width="1.5" stroke-dasharray="8 4"/>
+),
+          text(
+            @width - @right - 4,
+            yy - 4,
+            "latency threshold #{group(threshold)} ms",
+            ~s(text-anchor="end" fill="#{@latency_threshold_colour}")
+          )
+        ]
+      else
+        []
+      end
+
+    [
+      ~s(<g id="latency">
+),
+      frame(@latency_top, @latency_h),
+      text(@left - 6, @latency_top + 10, group(top), ~s(text-anchor="end")),
+      text(@left - 6, @latency_top + @latency_h, "0", ~s(text-anchor="end")),
+      vertical_label(24, @latency_top + @latency_h / 2, "p95 latency (ms)"),
+      threshold_line,
+      polyline(
+        samples,
+        x,
+        y,
+        &Map.get(&1, :latency_p95, 0),
+        ~s(stroke="#{@latency_colour}" stroke-width="2"),
+        "latency-line"
+      ),
+      "</g>
+"
     ]
   end
 
@@ -434,7 +499,7 @@ defmodule Breakwater.Demo.Chart do
 
   # One row per panel, entries laid out left to right by their estimated width (a row
   # too long wraps). Returns the markup and the number of rows.
-  defp legend(thresholds, reasons) do
+  defp legend(thresholds, latency_threshold, reasons) do
     groups = [
       {"depth",
        [
@@ -445,6 +510,12 @@ defmodule Breakwater.Demo.Chart do
            {kind, colour} <- [warning: @warning_colour, critical: @critical_colour],
            Map.has_key?(thresholds, kind),
            do: {:threshold, colour, "#{kind} threshold"}
+         )},
+      {"latency",
+       [{:line, @latency_colour, "p95 latency (the latency signal's value)"}] ++
+         if(is_integer(latency_threshold),
+           do: [{:threshold, @latency_threshold_colour, "latency threshold"}],
+           else: []
          )},
       {"breaker",
        for(s <- [:closed, :half_open, :open], do: {:box, @breaker_colours[s], @breaker_labels[s]}) ++
