@@ -12,7 +12,7 @@ export ERL_AFLAGS ?= -kernel shell_history disabled
 APT_PACKAGES := erlang-nox erlang-dev elixir erlang-proper
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps native dist test test-rust test-elixir test-ship lint soak bench bench-core bench-beam demo demo-cluster clean
+.PHONY: all deps native dist test test-rust test-elixir test-ship lint soak bench bench-core bench-compare bench-beam demo demo-cluster clean
 
 all: test
 
@@ -72,10 +72,12 @@ soak: deps
 	BW_FAULT_KILLS=$(SOAK_KILLS) MIX_ENV=test mix test \
 	  test/breakwater/fault_matrix_test.exs test/breakwater/spool_damage_test.exs
 
-# Criterion benches of the Rust core, then the BEAM bench, which writes
-# docs/benchmarks.md from both (one after the other, even under make -j).
+# Criterion benches of the Rust core, the before/after comparison of the hot paths, then
+# the BEAM bench, which writes docs/benchmarks.md from all three (one after the other,
+# even under make -j).
 bench: deps
 	$(MAKE) --no-print-directory bench-core
+	$(MAKE) --no-print-directory bench-compare
 	$(MAKE) --no-print-directory bench-beam
 
 # Results in target/criterion; the console output (with the thread-scaling table the
@@ -87,6 +89,17 @@ bench-core:
 	mkdir -p target
 	set -o pipefail; cargo bench -p breakwater_core --bench core \
 	  $(if $(BENCH_CORE_FILTER),-- '$(BENCH_CORE_FILTER)') 2>&1 | tee target/bench-core.log
+
+# The hot paths (check, admit, record with and without a latency) on a scratch clone of
+# BEFORE and on this tree, alternately, in one time window (benches/compare.sh). BEFORE
+# defaults to the revision before the overload signals came in.
+BEFORE ?= $(shell git log -1 --format=%H --grep='^Overload signals: depth' 2>/dev/null)
+bench-compare: deps
+	@if [ -z "$(BEFORE)" ]; then \
+	  echo "bench-compare: no BEFORE revision (set BEFORE=<rev>); skipped"; \
+	else \
+	  benches/compare.sh "$(BEFORE)^"; \
+	fi
 
 bench-beam: deps
 	MIX_ENV=bench mix run benches/beam_bench.exs

@@ -1,11 +1,12 @@
 # The BEAM bench of Breakwater's NIF paths: `make bench-beam`, i.e.
 #
 #     MIX_ENV=bench mix run benches/beam_bench.exs [--quick] [--no-doc] [--out FILE]
-#                                                  [--only check,admit]
+#                                                  [--only check,admit] [--terms FILE]
 #
 # --quick: 3 short runs per measurement (a smoke test; the figures are rough);
 # --no-doc: print only; --out: write the document elsewhere than docs/benchmarks.md;
-# --only: some measurements (ids of Breakwater.Bench.Specs), printed, no document.
+# --only: some measurements (ids of Breakwater.Bench.Specs), printed, no document;
+# --terms: also write the results as an Erlang term (benches/compare.sh reads them).
 # BENCH_CRITERION_DIR and BENCH_CORE_LOG override where criterion's results are read
 # (target/criterion, target/bench-core.log).
 #
@@ -34,7 +35,7 @@ end
 
 {opts, _, _} =
   OptionParser.parse(System.argv(),
-    strict: [quick: :boolean, doc: :boolean, only: :string, out: :string]
+    strict: [quick: :boolean, doc: :boolean, only: :string, out: :string, terms: :string]
   )
 
 only =
@@ -55,6 +56,6 @@ doc =
     true -> "docs/benchmarks.md"
   end
 
-run_opts = [{:doc, doc} | run_opts]
+run_opts = [{:doc, doc}, {:terms, opts[:terms]} | run_opts]
 
 Breakwater.Bench.Main.run(run_opts)

@@ -12,6 +12,11 @@
 //! `target/criterion/<group>/<bench>/new/estimates.json`, which the BEAM bench
 //! (`benches/beam_bench.exs`) copies into `docs/benchmarks.md`.
 //!
+//! The `signals` group measures the overload signals' costs: a record with a latency
+//! (into the histogram), the histogram alone, the timer's p95 of a full histogram, the
+//! timer's visit to a subject at rest and to a busy one, and a check of a subject made
+//! active by two signals.
+//!
 //! After the criterion groups, a plain multi-threaded measurement prints the aggregate
 //! throughput of check and admit on one shared subject at 1 and 2 threads (and more
 //! when the machine has them) and the scaling factor.
@@ -122,6 +127,89 @@ fn normal_state(c: &mut Criterion) {
             black_box(s.check(clock, &mut out))
         })
     });
+    g.finish();
+}
+
+// ---- the overload signals --------------------------------------------------------------
+
+fn signals(c: &mut Criterion) {
+    use breakwater_core::latency::Histogram;
+    let reg = default_registry();
+    let clock = reg.clock();
+    let mut g = c.benchmark_group("signals");
+    configure(&mut g);
+    g.throughput(Throughput::Elements(1));
+
+    let s = reg.subject(b"latency").unwrap();
+    g.bench_function("record_success_latency", |b| {
+        b.iter(|| {
+            let mut out = Transitions::new();
+            black_box(s).record(
+                black_box(Outcome::Success),
+                black_box(Some(12)),
+                clock,
+                &mut out,
+            );
+            black_box(out.is_empty())
+        })
+    });
+
+    let h = Histogram::with_stripes(2);
+    let mut v = 0u64;
+    g.bench_function("histogram_record", |b| {
+        b.iter(|| {
+            v = v.wrapping_add(7_919) % 100_000;
+            black_box(&h).record(black_box(v));
+        })
+    });
+    // The timer's p95 of a histogram with samples in every bucket range.
+    for i in 0..100_000u64 {
+        h.record(i * 37 % 4_000_000);
+    }
+    g.bench_function("histogram_p95", |b| {
+        b.iter(|| black_box(black_box(&h).quantile(0.95)))
+    });
+
+    let idle = reg.subject(b"idle").unwrap();
+    g.bench_function("tick_signals_idle", |b| {
+        b.iter(|| {
+            let mut out = Transitions::new();
+            black_box(black_box(idle).tick_signals(clock, &mut out))
+        })
+    });
+    // A subject with calls in flight: every visit counts them.
+    let busy = reg.subject(b"busy").unwrap();
+    for _ in 0..10 {
+        busy.admit(5, clock, &mut Transitions::new());
+    }
+    g.bench_function("tick_signals_inflight", |b| {
+        b.iter(|| {
+            let mut out = Transitions::new();
+            black_box(black_box(busy).tick_signals(clock, &mut out))
+        })
+    });
+    assert_eq!(
+        busy.tick_signals(clock, &mut Transitions::new())
+            .unwrap()
+            .inflight,
+        10
+    );
+
+    // Active by two signals: the check reads the word, sees it is not quiet, and
+    // answers active with the retry hint.
+    let hot = reg.subject(b"overloaded").unwrap();
+    hot.report_latency(10_000, clock, &mut Transitions::new());
+    hot.report_inflight(10_000, clock, &mut Transitions::new());
+    g.bench_function("check_overloaded", |b| {
+        b.iter(|| {
+            let mut out = Transitions::new();
+            black_box(black_box(hot).check(clock, &mut out))
+        })
+    });
+    assert_eq!(
+        hot.check(clock, &mut Transitions::new()),
+        (Status::Active, 30_000)
+    );
     g.finish();
 }
 
@@ -858,6 +946,7 @@ fn scaling_report() {
 criterion_group!(
     benches,
     normal_state,
+    signals,
     drop_path,
     recovery,
     spool,

@@ -318,6 +318,10 @@ defmodule Breakwater do
              t <= @max_token,
       do: observe(subject, Native.record_token(subject, outcome, nil, t))
 
+  def record(subject, outcome, latency_ms: ms)
+      when is_binary(subject) and outcome in [:success, :failure] and is_integer(ms) and ms >= 0,
+      do: observe(subject, Native.record(subject, outcome, ms))
+
   def record(subject, outcome, opts) do
     subject = Subject.normalize!(subject)
     {native, meta} = outcome!(outcome)

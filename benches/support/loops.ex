@@ -77,6 +77,21 @@ defmodule Breakwater.Bench.Loops do
     record_token(n - 1, s, t)
   end
 
+  def record_latency(0, _s), do: :ok
+
+  def record_latency(n, s) do
+    :ok = Breakwater.record(s, :success, latency_ms: 12)
+    record_latency(n - 1, s)
+  end
+
+  # The NIF alone, without and with a latency (into the histogram).
+  def nif_record(0, _s, _latency), do: :ok
+
+  def nif_record(n, s, latency) do
+    :ok = Native.record(s, :success, latency)
+    nif_record(n - 1, s, latency)
+  end
+
   def enqueue(0, _s, _event), do: :ok
 
   def enqueue(n, s, event) do

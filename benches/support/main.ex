@@ -14,6 +14,7 @@ defmodule Breakwater.Bench.Main do
     target_ms = Keyword.get(opts, :target_ms, @target_ms)
     doc = Keyword.get(opts, :doc, "docs/benchmarks.md")
     only = Keyword.get(opts, :only)
+    terms = Keyword.get(opts, :terms)
 
     schedulers = :erlang.system_info(:schedulers_online)
     procs = Enum.uniq(Enum.filter([1, 2, schedulers], &(&1 <= schedulers)))
@@ -84,8 +85,12 @@ defmodule Breakwater.Bench.Main do
         result
       end
 
+    if terms do
+      File.write!(terms, :erlang.term_to_binary(Enum.map(results, &term/1)))
+    end
+
     transitions = Process.get(:mix_transitions_total, 0)
-    memory = memory()
+    memory = if only, do: %{skipped: "a run of some measurements (--only)"}, else: memory()
     IO.puts("")
     IO.puts(Report.memory_text(memory))
 
@@ -126,6 +131,10 @@ defmodule Breakwater.Bench.Main do
         {peer, [{remote, n, :enqueue}]}
     end
   end
+
+  # A result as plain data for benches/compare.exs: {id, name, %{procs => best ns/op}}.
+  defp term(%{spec: spec, by_procs: by_procs}),
+    do: {spec.id, spec.name, Map.new(by_procs, fn {p, s} -> {p, s.ns} end)}
 
   defp stats(runs_ns, procs, ops_per_proc) do
     sorted = Enum.sort(runs_ns)
@@ -183,10 +192,17 @@ defmodule Breakwater.Bench.Main do
     for s <- names, do: :ok = Breakwater.configure(s, warning_threshold: 20_000)
     snap2 = snapshot()
 
+    # Then a first latency each: the histogram is allocated on a subject's first latency.
+    for s <- names, do: :ok = Breakwater.record(s, :success, latency_ms: 5)
+    snap3 = snapshot()
+    histogram = Native.status(hd(names)).latency_histogram_bytes
+
     %{
       subjects: @mem_subjects,
       first_use: diff(snap0, snap1),
       configure: diff(snap1, snap2),
+      latency: diff(snap2, snap3),
+      histogram_bytes: histogram,
       pool: info1
     }
   end

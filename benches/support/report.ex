@@ -254,6 +254,25 @@ defmodule Breakwater.Bench.Report do
           }
       end
 
+    # The latency histogram's cost on the record path: the same NIF call with and
+    # without a latency, in this run.
+    histogram =
+      case {ns.(:nif_record, 1), ns.(:nif_record_latency, 1)} do
+        {a, b} when is_number(a) and is_number(b) ->
+          d = max(b - a, ns.(:nif_record_latency, top) - ns.(:nif_record, top))
+
+          %{
+            target: "a latency adds ≤ 10 ns to record (NIF, with vs without)",
+            measured:
+              "+#{fmt(d)} ns (#{fmt(a)} → #{fmt(b)} ns at 1p, " <>
+                "#{fmt(ns.(:nif_record, top))} → #{fmt(ns.(:nif_record_latency, top))} at #{top}p)",
+            pass: d <= 10
+          }
+
+        _ ->
+          nil
+      end
+
     Enum.reject(
       [
         per_sched.(:check, 60, "check_backpressure/1"),
@@ -261,6 +280,8 @@ defmodule Breakwater.Bench.Report do
         scaling,
         per_sched.(:admit, 80, "admit/2"),
         per_sched.(:record, 100, "record/2"),
+        per_sched.(:record_latency, 100, "record/3 with latency_ms"),
+        histogram,
         enqueue,
         crash_vs_memory,
         enqueue_scaling,
@@ -297,6 +318,7 @@ defmodule Breakwater.Bench.Report do
     memory, #{m.subjects} subjects:
       created on first use: #{fmt(per.(m.first_use, :rss))} B/subject process RSS (native), #{fmt(per.(m.first_use, :beam))} B/subject BEAM (erlang:memory total)
       then configure/2:     #{fmt(per.(m.configure, :rss))} B/subject process RSS, #{fmt(per.(m.configure, :beam))} B/subject BEAM, of which ETS #{fmt(per.(m.configure, :ets))} B
+      then a first latency: #{fmt(per.(m.latency, :rss))} B/subject process RSS (the histogram: #{m.histogram_bytes} B of counts)
       ring pool: #{p.segments} segments x #{p.segment_bytes} B = #{mib(budget)} budget; footprint #{mib(p.footprint_bytes)} (#{fmt((p.footprint_bytes - budget) / budget * 100)} % over: each segment's 4 KiB header page)
       subject table: #{p.subjects} subjects, capacity #{p.subject_capacity}, max_subjects #{p.max_subjects}; #{p.counter_stripes} counter stripes
     """
@@ -492,6 +514,10 @@ defmodule Breakwater.Bench.Report do
 
     #{targets_table(data)}
 
+    ### Before and after the overload signals
+
+    #{compare_md()}
+
     ## Memory
 
     #{memory_md(data.memory)}
@@ -503,9 +529,10 @@ defmodule Breakwater.Bench.Report do
     ## Reproduce
 
     ```sh
-    make bench        # both parts: make bench-core, then make bench-beam
-    make bench-core   # cargo bench -p breakwater_core --bench core (criterion, about 2 min)
-    make bench-beam   # MIX_ENV=bench mix run benches/beam_bench.exs; writes this file
+    make bench          # all: make bench-core, make bench-compare, then make bench-beam
+    make bench-core     # cargo bench -p breakwater_core --bench core (criterion, about 2 min)
+    make bench-compare  # benches/compare.sh: before/after on a scratch clone (BEFORE=<rev>)
+    make bench-beam     # MIX_ENV=bench mix run benches/beam_bench.exs; writes this file
     ```
 
     The BEAM part runs under `config/bench.exs` (a pool of 512 segments, logger at
@@ -566,6 +593,26 @@ defmodule Breakwater.Bench.Report do
     Enum.join(["| target | measured | |", "|---|---|---|" | rows], "\n")
   end
 
+  # target/bench-compare/compare.md, written by `make bench-compare` (benches/compare.sh).
+  defp compare_md do
+    path = "target/bench-compare/compare.md"
+
+    intro =
+      "The overload signals added a latency histogram to `record` and an in-flight count " <>
+        "(read from counters the paths already write, plus a flag the timer swaps) to " <>
+        "`admit` and `record`. `make bench-compare` runs the hot paths on a scratch clone " <>
+        "of the revision before them and on this tree, alternately, in the same time " <>
+        "window:"
+
+    case File.read(path) do
+      {:ok, text} ->
+        intro <> "\n\n" <> String.trim(text)
+
+      _ ->
+        intro <> " not run for this file (`make bench` runs it; `make bench-compare` alone)."
+    end
+  end
+
   defp memory_md(%{skipped: why}), do: "Skipped: #{why}."
 
   defp memory_md(m) do
@@ -582,6 +629,11 @@ defmodule Breakwater.Bench.Report do
     |---|--:|--:|--:|
     | subject created on first use (`check_backpressure/1`) | #{per.(m.first_use, :rss)} | #{per.(m.first_use, :beam)} | #{per.(m.first_use, :ets)} |
     | then `Breakwater.configure/2` | #{per.(m.configure, :rss)} | #{per.(m.configure, :beam)} | #{per.(m.configure, :ets)} |
+    | then a first latency (`record/3` with `latency_ms:`) | #{per.(m.latency, :rss)} | #{per.(m.latency, :beam)} | #{per.(m.latency, :ets)} |
+
+    A subject's latency histogram is allocated on its first latency: #{m.histogram_bytes} bytes of
+    counts here (`latency_histogram_bytes` in `Breakwater.status/1`: 4 quarter-window
+    slices × #{div(m.histogram_bytes, 4 * 2304)} stripes × 576 buckets × 4 bytes), plus its header.
 
     Ring pool (`Breakwater.Native.pool_info/0`): #{p.segments} segments of #{p.segment_bytes} B and
     #{p.segment_capacity} events: a configured budget of #{mib(budget)}, an allocated footprint of

@@ -43,6 +43,21 @@ defmodule Breakwater.Bench.Specs do
         setup: &setup_token/1,
         verify: &verify_record/3
       ),
+      simple(
+        :record_latency,
+        "Breakwater.record/3 (:success, latency_ms: 12)",
+        &run_record_latency/3,
+        verify: &verify_record/3
+      ),
+      simple(:nif_record, "Native.record/3 (NIF alone, no latency)", &run_nif_record/3,
+        verify: &verify_record/3
+      ),
+      simple(
+        :nif_record_latency,
+        "Native.record/3 (NIF alone, latency 12 ms)",
+        &run_nif_record_latency/3,
+        verify: &verify_record/3
+      ),
       enqueue_spec(max_procs),
       drain_spec(max_procs),
       mix_spec(),
@@ -70,6 +85,14 @@ defmodule Breakwater.Bench.Specs do
   # ---- the shared hot subject -------------------------------------------------------
 
   defp setup_hot(_procs) do
+    # The loops admit without recording and record without admitting, millions of
+    # times: with the overload signals (where the tree under test has them) off, the
+    # calls they leave in flight and their latencies never change the subject's state,
+    # so every loop measures the quiet path it claims to.
+    if :inflight_overload in Breakwater.Policy.keys() do
+      :ok = Breakwater.configure(@hot, inflight_overload: nil, latency_overload_ms: nil)
+    end
+
     # A write creates the subject (a check is a read and creates nothing).
     :ok = Breakwater.report_depth(@hot, 0)
     {:backpressure_inactive, 0} = :router_intake_backpressure.check_backpressure(@hot)
@@ -97,6 +120,10 @@ defmodule Breakwater.Bench.Specs do
     Process.put(:accepted, Native.status(ctx.subject).counters.accepted)
     Map.put(ctx, :token, token)
   end
+
+  defp run_record_latency(ctx, _i, n), do: Loops.record_latency(n, ctx.subject)
+  defp run_nif_record(ctx, _i, n), do: Loops.nif_record(n, ctx.subject, nil)
+  defp run_nif_record_latency(ctx, _i, n), do: Loops.nif_record(n, ctx.subject, 12)
 
   defp verify_admit(ctx, procs, n), do: counter_delta(ctx.subject, :accepted, procs * n)
   defp verify_record(ctx, procs, n), do: counter_delta(ctx.subject, :successes, procs * n)
