@@ -41,6 +41,53 @@ defmodule Breakwater.TelemetryTest do
                     %{subject: ^s, reason: :circuit_open}}
   end
 
+  test "backpressure_status/3 and backpressure_triggered/2: the router module's events" do
+    s = TestSubjects.unique()
+    assert Telemetry.backpressure_status(s, :warning, {1_500, 20, 3}) == :ok
+
+    assert_receive {:telemetry, [:router_intake_backpressure, :backpressure_status],
+                    %{
+                      active: 0,
+                      pending_messages: 1_500,
+                      latency_p95_ms: 20,
+                      inflight_messages: 3
+                    }, %{subject: ^s}}
+
+    assert Telemetry.backpressure_status(s, :backpressure_active, {0, 6_000, 0}) == :ok
+
+    assert_receive {:telemetry, [:router_intake_backpressure, :backpressure_status],
+                    %{active: 1, latency_p95_ms: 6_000}, %{subject: ^s}}
+
+    assert Telemetry.backpressure_triggered(s, "latency") == :ok
+
+    assert_receive {:telemetry, [:router_intake_backpressure, :backpressure_triggered],
+                    %{count: 1}, %{subject: ^s, trigger: "latency"}}
+  end
+
+  test "trigger/1 names what made a transition active" do
+    base = %{
+      from_breaker: :closed,
+      to_breaker: :closed,
+      from_backpressure: :pressure,
+      to_backpressure: :pressure,
+      from_overloaded: [],
+      to_overloaded: []
+    }
+
+    assert Telemetry.trigger(%{base | to_breaker: :open}) == "circuit_open"
+    assert Telemetry.trigger(%{base | to_backpressure: :dropping}) == "dropping"
+
+    assert Telemetry.trigger(%{
+             base
+             | from_overloaded: [:depth],
+               to_overloaded: [:depth, :inflight]
+           }) ==
+             "inflight"
+
+    assert Telemetry.trigger(Map.put(base, :cause, :failures)) == "failures"
+    assert Telemetry.trigger(base) == "overload"
+  end
+
   test "nothing is emitted while :telemetry is known to be absent" do
     s = TestSubjects.unique()
     :ok = Telemetry.put_available(false)
