@@ -6,7 +6,7 @@ defmodule Breakwater.Alerts do
   | alert | raised when | cleared when | severity |
   |---|---|---|---|
   | `:circuit_open` | the breaker opens | the breaker leaves open | warning |
-  | `:backpressure_active` | status becomes active for a reason other than an open breaker (backpressure dropping), and the policy has `alert_on_active` | status leaves active, or only the open breaker keeps it there | warning |
+  | `:backpressure_active` | status becomes active for a reason other than an open breaker (backpressure dropping, or two overload signals at once), and the policy has `alert_on_active` | status leaves active, or only the open breaker keeps it there | warning |
   | `:backpressure_warning` | status becomes warning and the policy has `alert_on_warning` | status leaves warning | warning |
   | `:circuit_open_escalated` | the breaker has been open `alert_escalate_after_ms` | the breaker leaves open | critical |
   | `:depth_critical_escalated` | backpressure has been dropping for `depth_escalate_after_ms` (application key, default 120 000) and the depth is still at or above critical | backpressure leaves dropping | critical |
@@ -221,11 +221,13 @@ defmodule Breakwater.Alerts do
     case Breakwater.Native.status(subject) do
       %{} = current ->
         policy = Breakwater.PolicyStore.get(subject)
-        # Active because of backpressure, not only because the breaker is open: an
-        # open breaker is the circuit_open alarm's incident.
+        # Active because of backpressure (dropping, or two overload signals), not only
+        # because the breaker is open: an open breaker is the circuit_open alarm's
+        # incident.
         bp_active =
           current.status == :active and
-            not (current.breaker == :open and current.backpressure != :dropping)
+            (current.backpressure == :dropping or length(current.overloaded) >= 2 or
+               current.breaker != :open)
 
         state
         |> toggle(subject, :backpressure_active, bp_active and policy.alert_on_active, now)
