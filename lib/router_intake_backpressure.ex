@@ -31,9 +31,10 @@ defmodule :router_intake_backpressure do
   written only when the call itself made a transition (e.g. the open time of a breaker
   ran out), exactly once; telemetry likewise, never on an unchanged status.
   It is a read: an unknown subject answers `{backpressure_inactive, 0}` and is not
-  created (nor by the other reads here; `get_detailed_backpressure_status/1` of an
-  unknown subject is `{error, unknown_subject}`). The `track_*` functions write
-  history, and create the subject like any write.
+  created (nor by the other reads here: `get_detailed_backpressure_status/1` of an
+  unknown subject describes one at rest under the default policy, with zero metrics
+  and empty `counters`). The `track_*` functions write history, and create the
+  subject like any write.
 
   ## Errors
 
@@ -103,7 +104,7 @@ defmodule :router_intake_backpressure do
   def get_detailed_backpressure_status(subject) do
     with {:ok, subject} <- Subject.router(subject),
          {status, retry_ms} when status in @statuses <- check_ms(subject),
-         %{} = native <- Native.status(subject) do
+         %{} = native <- native_status(subject) do
       policy = PolicyStore.get(subject)
 
       erlang(%{
@@ -156,6 +157,37 @@ defmodule :router_intake_backpressure do
     else
       {:error, _} = error -> error
     end
+  end
+
+  # A subject nothing has created yet answers as one at rest under the default policy
+  # (the router's callers ask before the first traffic); the read creates nothing.
+  defp native_status(subject) do
+    case Native.status(subject) do
+      {:error, :unknown_subject} -> at_rest()
+      other -> other
+    end
+  end
+
+  defp at_rest do
+    %{
+      overloaded: [],
+      breaker: :closed,
+      backpressure: :normal,
+      disabled: false,
+      forced_open: false,
+      queue_depth: 0,
+      reported_depth: 0,
+      high_watermark: 0,
+      open_remaining_ms: 0,
+      latency_p95_ms: 0,
+      measured_latency_p95_ms: 0,
+      reported_latency_p95_ms: 0,
+      latency_samples: 0,
+      inflight: 0,
+      measured_inflight: 0,
+      reported_inflight: 0,
+      counters: %{}
+    }
   end
 
   defp check_ms(subject) do

@@ -575,7 +575,10 @@ defmodule Breakwater.AcceptanceTest do
         assert Breakwater.nack(new, 1) == {:error, :unknown_batch}
         assert Breakwater.status(new) == {:error, :unknown_subject}
         assert @router.check_backpressure(new) == {:backpressure_inactive, 0}
-        assert @router.get_detailed_backpressure_status(new) == {:error, :unknown_subject}
+
+        assert %{status: :backpressure_inactive, breaker: :closed, counters: %{}} =
+                 @router.get_detailed_backpressure_status(new)
+
         assert @router.get_backpressure_events(new) == []
         refute Breakwater.Native.exists(new)
 

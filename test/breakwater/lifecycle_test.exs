@@ -22,7 +22,19 @@ defmodule Breakwater.LifecycleTest do
 
       assert Breakwater.status(s) == {:error, :unknown_subject}
       assert @router.check_backpressure(s) == {:backpressure_inactive, 0}
-      assert @router.get_detailed_backpressure_status(s) == {:error, :unknown_subject}
+      # The router's callers ask before any traffic: a subject at rest, zero metrics.
+      default = @router.get_default_backpressure_policy()
+      latency = default.latency_overload_ms
+      inflight = default.inflight_overload
+
+      assert %{
+               subject: ^s,
+               status: :backpressure_inactive,
+               metrics: %{pending_messages: 0, latency_p95_ms: 0, inflight_messages: 0},
+               thresholds: %{latency_overload_ms: ^latency, inflight_overload: ^inflight},
+               recovery: %{recovered: false, recovery_time: :undefined}
+             } = @router.get_detailed_backpressure_status(s)
+
       assert @router.get_backpressure_policy(s) == @router.get_default_backpressure_policy()
       assert Breakwater.policy(s) == :persistent_term.get({Breakwater, :config}).default_policy
       assert @router.get_backpressure_events(s) == []
