@@ -11,7 +11,8 @@ defmodule Breakwater.Ledger.Worker do
   answers (a write admitted as a half-open probe answers that probe; one admitted
   before the breaker opened is late). Its latencies feed the subject's latency signal;
   its writes are not router calls, so they are never counted in flight. One call is
-  in flight at a time, and the worker waits for it with a timer, never blocking: it answers `info/1` and shuts down promptly whatever the ledger does.
+  in flight at a time, and the worker waits for it with a timer, never blocking: it
+  answers `info/1` and shuts down promptly whatever the ledger does.
 
   Health checks (`health_check/1` of the ledger module) keep detection and recovery
   independent of traffic:
