@@ -35,7 +35,8 @@
 //! upper bound's reading and not in the lower's, so `lo <= raw <= hi` for the moment
 //! the starts were read, give or take a drain worker's counts seen half done (its
 //! `Accepted` without its `WritesAdmitted`, its `RecordedUnadmitted` without its
-//! outcome), which raise both bounds by at most two while they last. The interval is a
+//! outcome), which move the bounds by at most two while they last (the two readings are
+//! ordered into `lo <= hi`, so such a race widens the interval). The interval is a
 //! few calls wide under load, and wide only when the reading thread is preempted
 //! between its loads; [`bounds`] reads again when it is wider than [`SLACK`].
 //!
@@ -106,11 +107,17 @@ pub fn bounds(c: &StripedCounters) -> Bounds<i64> {
             .wrapping_add(c.get(Counter::Bypassed));
         let writes_after = c.get_acquire(Counter::WritesAdmitted);
         let ends_after = ends(c);
+        let lo = started.wrapping_sub(writes_after).wrapping_sub(ends_after) as i64;
+        let hi = started
+            .wrapping_sub(writes_before)
+            .wrapping_sub(ends_before) as i64;
+        // A worker's unadmitted record seen half done by the second reading of the ends
+        // (its `RecordedUnadmitted` without its outcome) and not at all by the first puts
+        // the second one below the first: order the two, so a race only widens the
+        // interval.
         let b = Bounds {
-            lo: started.wrapping_sub(writes_after).wrapping_sub(ends_after) as i64,
-            hi: started
-                .wrapping_sub(writes_before)
-                .wrapping_sub(ends_before) as i64,
+            lo: lo.min(hi),
+            hi: lo.max(hi),
         };
         if best.map_or(true, |x| b.hi - b.lo < x.hi - x.lo) {
             best = Some(b);

@@ -97,7 +97,7 @@ impl Counters {
             .wrapping_sub(writes_before)
             .wrapping_sub(ends_before) as i64;
         let lo = started.wrapping_sub(writes_after).wrapping_sub(ends_after) as i64;
-        (lo.min(hi), hi)
+        (lo.min(hi), lo.max(hi))
     }
 }
 
