@@ -24,7 +24,13 @@ defmodule Breakwater.Metrics do
   2 active; `breakwater_overloaded{subject,signal}` is 1 while that overload signal
   (`depth`, `latency`, `inflight`) is overloaded, beside the values the signals are
   judged by (`breakwater_queue_depth`, `breakwater_latency_p95_ms`,
-  `breakwater_inflight`). `metric_names/0` lists every family with its type and help text.
+  `breakwater_inflight`). The latency series (`breakwater_latency_p95_ms`,
+  `breakwater_latency_samples`, `breakwater_overloaded{signal="latency"}`) appear once
+  the subject has a latency (recorded or reported), the in-flight ones
+  (`breakwater_inflight`, `breakwater_overloaded{signal="inflight"}`) once it has
+  admitted a call or had calls in flight reported: a subject fed only depth reports has
+  no series of signals it never measured. `metric_names/0` lists every family with its
+  type and help text.
 
   ## Bounded
 
@@ -76,7 +82,8 @@ defmodule Breakwater.Metrics do
   @status_values %{inactive: 0, warning: 1, active: 2}
 
   # Per-subject families: {name, type, help, how to read the value from a status map}.
-  # {:counter, key} reads status.counters[key]; {:field, key} reads status[key].
+  # {:counter, key} reads status.counters[key]; {:field, key} reads status[key];
+  # {:signal, signal, source} reads source, for subjects that use the signal only.
   @subject_families [
     {"breakwater_circuit_state", :gauge, "Circuit breaker state: 0 closed, 1 half_open, 2 open.",
      {:enum, :breaker, @breaker_values}},
@@ -93,13 +100,15 @@ defmodule Breakwater.Metrics do
      {:field, :reported_depth}},
     {"breakwater_latency_p95_ms", :gauge,
      "p95 call latency (ms) the latency signal is judged by: the larger of the router's " <>
-       "report and the p95 measured over latency_window_ms.", {:field, :latency_p95_ms}},
+       "report and the p95 measured over latency_window_ms (subjects with a latency).",
+     {:signal, :latency, {:field, :latency_p95_ms}}},
     {"breakwater_latency_samples", :gauge,
-     "Call latencies recorded in the latency window (at the timer's last refresh).",
-     {:field, :latency_samples}},
+     "Call latencies recorded in the latency window (at the timer's last refresh; " <>
+       "subjects with a latency).", {:signal, :latency, {:field, :latency_samples}}},
     {"breakwater_inflight", :gauge,
      "Calls in flight the in-flight signal is judged by: the larger of the router's " <>
-       "report and the calls admitted and not yet recorded.", {:field, :inflight}},
+       "report and the calls admitted and not yet recorded (subjects with admissions).",
+     {:signal, :inflight, {:field, :inflight}}},
     {"breakwater_high_watermark", :gauge, "Highest queue depth seen.", {:field, :high_watermark}},
     {"breakwater_spooled_events", :gauge,
      "Events waiting in the spool (pool segments and overflow files).",
@@ -273,7 +282,12 @@ defmodule Breakwater.Metrics do
 
     per_subject =
       for {name, _type, _help, source} <- @subject_families do
-        {name, for({label, status} <- subjects, do: {[subject: label], read(status, source)})}
+        {name,
+         for(
+           {label, status} <- subjects,
+           shown?(status, source),
+           do: {[subject: label], read(status, source)}
+         )}
       end
 
     rejected =
@@ -282,7 +296,9 @@ defmodule Breakwater.Metrics do
       end
 
     overloaded =
-      for {label, status} <- subjects, signal <- [:depth, :inflight, :latency] do
+      for {label, status} <- subjects,
+          signal <- [:depth, :inflight, :latency],
+          signal == :depth or in_use?(status, signal) do
         {[subject: label, signal: Atom.to_string(signal)],
          if(signal in Map.get(status, :overloaded, []), do: 1, else: 0)}
       end
@@ -364,11 +380,32 @@ defmodule Breakwater.Metrics do
   defp number(true), do: "1"
   defp number(false), do: "0"
 
+  defp read(status, {:signal, _signal, source}), do: read(status, source)
   defp read(status, {:field, key}), do: non_neg(Map.get(status, key))
   defp read(status, {:counter, key}), do: counter(status, key)
   defp read(status, {:bool, key}), do: if(Map.get(status, key) == true, do: 1, else: 0)
   defp read(status, {:enum, key, values}), do: Map.get(values, Map.get(status, key), 0)
   defp read(status, :critical), do: if(critical?(status.subject), do: 1, else: 0)
+
+  defp shown?(status, {:signal, signal, _source}), do: in_use?(status, signal)
+  defp shown?(_status, _source), do: true
+
+  # Whether a subject has series for the latency or in-flight signal: once it has a
+  # value for it (a latency recorded or reported; a call admitted or calls in flight
+  # reported), or while the signal is overloaded. A subject that never had one would
+  # only repeat zeros (most subjects of a router that reports depth only), at five
+  # series each.
+  defp in_use?(status, :latency) do
+    non_neg(Map.get(status, :latency_histogram_bytes)) > 0 or
+      non_neg(Map.get(status, :latency_p95_ms)) > 0 or
+      :latency in Map.get(status, :overloaded, [])
+  end
+
+  defp in_use?(status, :inflight) do
+    counter(status, :accepted) + counter(status, :bypassed) > 0 or
+      non_neg(Map.get(status, :inflight)) > 0 or
+      :inflight in Map.get(status, :overloaded, [])
+  end
 
   defp counter(status, key), do: non_neg(Map.get(Map.get(status, :counters, %{}), key))
 

@@ -361,10 +361,15 @@ defmodule Breakwater.MetricsTest do
         value(families, "breakwater_overloaded", %{"subject" => s, "signal" => signal})
       end
 
+      # Before any latency or admission, only the depth signal has series.
       families = scrape([s])
-      for signal <- ~w(depth latency inflight), do: assert(overloaded.(families, signal) == 0)
-      assert value(families, "breakwater_latency_p95_ms", %{"subject" => s}) == 0
-      assert value(families, "breakwater_inflight", %{"subject" => s}) == 0
+      assert overloaded.(families, "depth") == 0
+      assert overloaded.(families, "latency") == nil
+      assert overloaded.(families, "inflight") == nil
+      assert value(families, "breakwater_latency_p95_ms", %{"subject" => s}) == nil
+      assert value(families, "breakwater_latency_samples", %{"subject" => s}) == nil
+      assert value(families, "breakwater_inflight", %{"subject" => s}) == nil
+      assert value(families, "breakwater_queue_depth", %{"subject" => s}) == 0
 
       :ok = Breakwater.report_depth(s, 11)
       :ok = Breakwater.report_latency(s, 250)
@@ -384,6 +389,18 @@ defmodule Breakwater.MetricsTest do
                "reason" => "overloaded"
              }) ==
                1
+
+      # Back to calm with latencies recorded: the series stay (the subject has measured
+      # latencies, and admitted calls), at zero.
+      :ok = Breakwater.report_latency(s, 0)
+      for _ <- 1..3, do: :ok = Breakwater.record(s, :success, latency_ms: 0)
+      :ok = Breakwater.Ticker.tick()
+      families = scrape([s])
+      assert overloaded.(families, "latency") == 0
+      assert overloaded.(families, "inflight") == 0
+      assert value(families, "breakwater_latency_p95_ms", %{"subject" => s}) == 0
+      assert value(families, "breakwater_latency_samples", %{"subject" => s}) == 3
+      assert value(families, "breakwater_inflight", %{"subject" => s}) == 0
     end
 
     test "rejections are counted by reason, bypasses on their own" do

@@ -135,6 +135,16 @@ defmodule Breakwater.OperationsTest do
     assert body =~ ~r/^breakwater_subjects_queue_depth\{#{n}\} \d+$/m
     assert body =~ ~r/^breakwater_subjects_rejected_total\{#{n},reason="circuit_open"\} \d+$/m
     assert body =~ ~r/^# TYPE breakwater_subjects_events_total counter$/m
+
+    # Subjects fed only depth reports have no series of the signals they never measured.
+    quiet = subjects |> Enum.drop(150) |> Enum.find(&(&1 in detailed))
+    assert quiet != nil
+    refute body =~ ~s(breakwater_latency_p95_ms{node="#{node()}",subject="#{quiet}"})
+    refute body =~ ~s(breakwater_inflight{node="#{node()}",subject="#{quiet}"})
+    assert body =~ ~s(breakwater_overloaded{node="#{node()}",subject="#{quiet}",signal="depth"} 0)
+
+    # Bounded by the detailed subjects: about 3.7 KB each here (some 50 series of
+    # 70-80 bytes, node label included), so 1 000 of them stay under 4 MB.
     assert byte_size(body) < 4_000_000
   end
 
