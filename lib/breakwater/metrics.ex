@@ -347,7 +347,10 @@ defmodule Breakwater.Metrics do
     |> Enum.sort_by(&elem(&1, 0))
     |> Enum.map(fn {name, samples} ->
       {type, text} = Map.fetch!(help, name)
-      family(name, type, text, samples, node_label)
+      # A binary per family: the iodata of one family (a few list cells per byte) is
+      # garbage as soon as it is written, so the renderer's heap holds the body's bytes
+      # and one family's iodata at a time, not the whole body's.
+      IO.iodata_to_binary(family(name, type, text, samples, node_label))
     end)
     |> IO.iodata_to_binary()
   end
