@@ -208,6 +208,17 @@ defmodule Breakwater.ModelTest do
   # model made. `:ok` or `{:mismatch, details}`.
   defp run_case(cmds, opts) do
     s = T.subject(@base, "model")
+
+    try do
+      run_case(s, cmds, opts)
+    after
+      # Hundreds of runs would otherwise leave hundreds of open and half-open subjects
+      # behind, which other tests' views of the worst subjects would have to rank.
+      :ok = Breakwater.remove(s)
+    end
+  end
+
+  defp run_case(s, cmds, opts) do
     model = Model.new(@base)
 
     result =
