@@ -17,7 +17,7 @@ defmodule Breakwater.RouterCallersTest do
   @router_defaults [warning_threshold: 1_000, critical_threshold: 50_000]
 
   setup do
-    Process.register(self(), :telemetry.listener())
+    :ok = :telemetry.listen()
     Breakwater.Telemetry.refresh()
     on_exit(fn -> Breakwater.Telemetry.refresh() end)
     :ok

@@ -8,7 +8,7 @@ defmodule Breakwater.TelemetryTest do
   doctest Breakwater.Telemetry
 
   setup do
-    Process.register(self(), :telemetry.listener())
+    :ok = :telemetry.listen()
     on_exit(fn -> Telemetry.refresh() end)
     :ok
   end

@@ -23,4 +23,29 @@ defmodule :telemetry do
 
   @doc false
   def listener, do: @listener
+
+  @doc false
+  # Registers the calling process as the listener. The previous test's process may
+  # still hold the name: ExUnit starts the next test once a test has reported, not once
+  # its process is gone, and on a loaded machine the next setup can come first. So wait
+  # for the holder to exit (it is a finished test's process) before registering.
+  def listen do
+    case Process.whereis(@listener) do
+      me when me == self() ->
+        :ok
+
+      nil ->
+        Process.register(self(), @listener)
+        :ok
+
+      pid ->
+        ref = Process.monitor(pid)
+
+        receive do
+          {:DOWN, ^ref, :process, ^pid, _} -> listen()
+        after
+          5_000 -> raise "#{inspect(pid)} holds #{inspect(@listener)} for more than 5 s"
+        end
+    end
+  end
 end
