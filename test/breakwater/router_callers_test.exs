@@ -216,6 +216,55 @@ defmodule Breakwater.RouterCallersTest do
       assert @router.check_backpressure(s) == {:backpressure_inactive, 0}
     end
 
+    test "calls admitted and never recorded stop counting after call_timeout_ms" do
+      s =
+        T.subject(
+          @router_defaults ++ [inflight_overload: 20, call_timeout_ms: 10_000],
+          "abandoned"
+        )
+
+      # The timer held: only these visits take the marks the expiry is judged by. The
+      # native clock also moves with real time, so each step keeps a margin of seconds
+      # from the boundary it tests.
+      visit_at = fn ms ->
+        :ok = Breakwater.Native.advance_clock(ms)
+        Breakwater.Ticker.visit()
+      end
+
+      timer_held(fn ->
+        # 30 callers admitted and died before recording: an in-flight warning at first.
+        for _ <- 1..30, do: :ok = Breakwater.admit(s)
+        visit_at.(0)
+        assert @router.get_inflight_count(s) == 30
+        assert @router.check_backpressure(s) == {:backpressure_warning, 0}
+
+        # 5 newer calls, 5 s later; 1 of the 35 answers.
+        :ok = Breakwater.Native.advance_clock(5_000)
+        for _ <- 1..5, do: :ok = Breakwater.admit(s)
+        :ok = Breakwater.record(s, :success)
+        visit_at.(0)
+        assert @router.get_inflight_count(s) == 34
+
+        # Once the 30 are call_timeout_ms old, at most the 5 newer ones still count.
+        visit_at.(5_000)
+        assert @router.get_inflight_count(s) in 4..5
+        assert @router.check_backpressure(s) == {:backpressure_inactive, 0}
+
+        # The newer ones a timeout after the visit that marked them; a forgotten call
+        # recorded late changes nothing.
+        visit_at.(3_000)
+        assert @router.get_inflight_count(s) in 4..5
+        visit_at.(2_000)
+        assert @router.get_inflight_count(s) == 0
+        :ok = Breakwater.record(s, :success)
+        visit_at.(0)
+        assert @router.get_inflight_count(s) == 0
+        :ok = Breakwater.admit(s)
+        visit_at.(0)
+        assert @router.get_inflight_count(s) == 1
+      end)
+    end
+
     test "call/3 records its latency; a drain worker's writes are not in flight" do
       s = T.subject(@router_defaults ++ [latency_overload_ms: 30], "call")
 

@@ -20,7 +20,9 @@ defmodule Breakwater.SignalsModelTest do
   @numtests String.to_integer(System.get_env("BREAKWATER_MODEL_NUMTESTS", "500"))
 
   # Latencies the test records are below 64 ms, where the histogram is exact; its
-  # window (100 000 s) outlasts any test case, so nothing ages out.
+  # window (100 000 s) outlasts any test case, so nothing ages out. Neither do calls
+  # in flight (call_timeout_ms): their expiry is tested apart, in the router callers'
+  # test.
   @base [
     warning_threshold: 10,
     critical_threshold: 40,
@@ -29,6 +31,7 @@ defmodule Breakwater.SignalsModelTest do
     latency_overload_ms: 30,
     inflight_overload: 5,
     latency_window_ms: 100_000_000,
+    call_timeout_ms: 100_000_000,
     failure_threshold: 1_000
   ]
 

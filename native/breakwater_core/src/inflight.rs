@@ -27,6 +27,19 @@
 //! calls that were in flight when it was rebased (their records come later), until they
 //! end; once nothing is in flight it is exactly zero again. It never reads high.
 //!
+//! # Calls never recorded are forgotten after `call_timeout_ms`
+//!
+//! A caller that admits and then dies (or forgets to record) would otherwise stay in
+//! flight for good, and enough of them would hold the in-flight signal up for ever. No
+//! call can be in flight longer than `call_timeout_ms` and still count: the count is
+//! capped by the calls started in the last `call_timeout_ms`. The timer keeps a few
+//! [`Marks`] of the starts (one per `call_timeout_ms / 8` at most) and, from the newest
+//! mark at least `call_timeout_ms` old, raises `base` to `starts_then − ends_now`. That
+//! is a lower bound of the calls started before the mark and never ended (at most
+//! `ends_now` of them can have ended, whatever the order), so only calls that really
+//! are older than the timeout are forgotten. A forgotten call recorded later lowers the
+//! count as any unmatched record does, and the base follows it down again.
+//!
 //! # Concurrency
 //!
 //! The counters move while they are summed, so a reading is an interval
@@ -96,7 +109,24 @@ fn ends(c: &StripedCounters) -> u64 {
 /// `started − ended` (see the module documentation) as an interval around the moment
 /// the starts were read; read again (at most three times) while wider than [`SLACK`].
 pub fn bounds(c: &StripedCounters) -> Bounds<i64> {
-    let mut best: Option<Bounds<i64>> = None;
+    reading(c).raw
+}
+
+/// One reading of the counters: `started − ended` as an interval, and the two sides
+/// as the timer's expiry needs them (starts at least, ends at most).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reading {
+    /// `started − ended`.
+    pub raw: Bounds<i64>,
+    /// Router calls started, at least (wrapping counter).
+    pub starts_lo: u64,
+    /// Router calls ended, at most (wrapping counter).
+    pub ends_hi: u64,
+}
+
+/// [`bounds`] with the starts and ends it was taken from.
+pub fn reading(c: &StripedCounters) -> Reading {
+    let mut best: Option<Reading> = None;
     for _ in 0..3 {
         let ends_before = ends(c);
         // Writes are counted after their `Accepted`: read before the starts (Acquire),
@@ -119,14 +149,59 @@ pub fn bounds(c: &StripedCounters) -> Bounds<i64> {
             lo: lo.min(hi),
             hi: lo.max(hi),
         };
-        if best.map_or(true, |x| b.hi - b.lo < x.hi - x.lo) {
-            best = Some(b);
+        if best.map_or(true, |x| b.hi - b.lo < x.raw.hi - x.raw.lo) {
+            // The starts net of the larger write count, the larger of the two end
+            // readings (compared as a difference: the counters wrap).
+            let ends_hi = if (ends_after.wrapping_sub(ends_before) as i64) >= 0 {
+                ends_after
+            } else {
+                ends_before
+            };
+            best = Some(Reading {
+                raw: b,
+                starts_lo: started.wrapping_sub(writes_after),
+                ends_hi,
+            });
         }
         if b.hi - b.lo <= SLACK {
             break;
         }
     }
     best.expect("read at least once")
+}
+
+/// Marks of the starts counter taken by the timer, so that it can tell how many calls
+/// had started `call_timeout_ms` ago. Fixed size; kept under the subject's upkeep lock.
+#[derive(Debug, Default)]
+pub struct Marks {
+    /// `(time ms, starts_lo)`, oldest overwritten first; `None` until taken.
+    marks: [Option<(u64, u64)>; MARKS],
+    next: usize,
+}
+
+/// Marks kept: one more than the spacing divides the timeout into, so that a mark at
+/// least `call_timeout_ms` old is kept once the timer has run that long.
+const MARKS: usize = 9;
+
+impl Marks {
+    /// Takes a mark when the newest is at least `timeout_ms / 8` old, and answers the
+    /// starts of the newest mark at least `timeout_ms` old, if any.
+    pub fn update(&mut self, now_ms: u64, starts_lo: u64, timeout_ms: u64) -> Option<u64> {
+        let spacing = (timeout_ms / (MARKS as u64 - 1)).max(1);
+        let newest = self.marks[(self.next + MARKS - 1) % MARKS];
+        if newest.map_or(true, |(t, _)| {
+            now_ms.saturating_sub(t) >= spacing || t > now_ms
+        }) {
+            self.marks[self.next] = Some((now_ms, starts_lo));
+            self.next = (self.next + 1) % MARKS;
+        }
+        self.marks
+            .iter()
+            .flatten()
+            .filter(|(t, _)| *t <= now_ms && now_ms - t >= timeout_ms)
+            .max_by_key(|(t, _)| *t)
+            .map(|(_, s)| *s)
+    }
 }
 
 /// A subject's in-flight count: the base the timer keeps (see the module
@@ -157,6 +232,26 @@ impl InflightCount {
         }
         self.measured(raw)
     }
+
+    /// [`InflightCount::refresh`], forgetting the calls that started before the newest
+    /// mark at least `timeout_ms` old and have not ended (see the module
+    /// documentation). Callers serialise refreshes (the subject's upkeep lock).
+    pub fn refresh_expiring(
+        &self,
+        r: Reading,
+        marks: &mut Marks,
+        now_ms: u64,
+        timeout_ms: u64,
+    ) -> Bounds<u64> {
+        if let Some(starts_then) = marks.update(now_ms, r.starts_lo, timeout_ms) {
+            // At least this many calls started before the mark and never ended.
+            let floor = starts_then.wrapping_sub(r.ends_hi) as i64;
+            if floor.wrapping_sub(self.base.load(Ordering::Relaxed)) > 0 {
+                self.base.store(floor, Ordering::Relaxed);
+            }
+        }
+        self.refresh(r.raw)
+    }
 }
 
 #[cfg(test)]
@@ -179,6 +274,52 @@ mod tests {
     fn worker_poll(c: &StripedCounters) {
         c.incr(Counter::Accepted);
         c.incr_release(Counter::WritesAdmitted);
+    }
+
+    #[test]
+    fn calls_never_recorded_are_forgotten_after_the_timeout() {
+        let c = StripedCounters::with_stripes(2);
+        let n = InflightCount::default();
+        let mut marks = Marks::default();
+        let tick = |t: u64, marks: &mut Marks| n.refresh_expiring(reading(&c), marks, t, 1_000);
+        // 10 calls admitted at 0 that never answer, 3 more at 600 of which 1 answers.
+        for _ in 0..10 {
+            admit(&c);
+        }
+        assert_eq!(tick(0, &mut marks).hi, 10);
+        for _ in 0..3 {
+            admit(&c);
+        }
+        record(&c);
+        assert_eq!(tick(600, &mut marks).hi, 12, "nothing is a timeout old yet");
+        // At 1 000 the mark of 0 is a timeout old: of its 10 starts at most 1 ended.
+        assert_eq!(tick(1_000, &mut marks).hi, 3);
+        // The 9 forgotten stay forgotten; the 2 of 600 still count, until 1 600.
+        assert_eq!(tick(1_200, &mut marks).hi, 3);
+        assert_eq!(tick(1_700, &mut marks).hi, 0);
+        // A forgotten call recorded late does not make the count negative or drift.
+        record(&c);
+        assert_eq!(tick(1_800, &mut marks).hi, 0);
+        admit(&c);
+        assert_eq!(tick(1_900, &mut marks).hi, 1);
+    }
+
+    #[test]
+    fn calls_that_answer_in_time_are_never_forgotten() {
+        let c = StripedCounters::with_stripes(2);
+        let n = InflightCount::default();
+        let mut marks = Marks::default();
+        // A steady 5 calls in flight, each answering 300 ms after it started, for 10 s.
+        let mut t = 0;
+        for _ in 0..5 {
+            admit(&c);
+        }
+        while t < 10_000 {
+            t += 100;
+            record(&c);
+            admit(&c);
+            assert_eq!(n.refresh_expiring(reading(&c), &mut marks, t, 1_000).hi, 5);
+        }
     }
 
     #[test]

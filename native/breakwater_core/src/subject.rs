@@ -231,6 +231,8 @@ struct Upkeep {
     slice_started_ms: Option<u64>,
     /// When the p95 was last computed.
     refreshed_ms: Option<u64>,
+    /// Marks of the starts, to forget calls never recorded.
+    inflight_marks: inflight::Marks,
 }
 
 /// The signals' values at a timer visit, for the layer above (telemetry).
@@ -1329,7 +1331,13 @@ impl Subject {
             h.disarm();
         }
         let now = Now::new(clock);
-        let inflight = self.inflight.refresh(inflight::bounds(&self.counters));
+        let timeout = self.policy.load().policy.call_timeout_ms;
+        let inflight = self.inflight.refresh_expiring(
+            inflight::reading(&self.counters),
+            &mut upkeep.inflight_marks,
+            now.get(),
+            timeout,
+        );
         if let Some(h) = histogram {
             let t = now.get();
             let window = self.policy.load().policy.latency_window_ms;
