@@ -171,17 +171,30 @@ fn no_event_is_lost_when_its_durable_subject_is_removed_under_producers() {
 fn removal_under_producers(r: &Registry<ManualClock>) {
     const PRODUCERS: u64 = 3;
     const EVENTS: u64 = 20_000;
+    // Every CHECKPOINT events the producers meet and wait (a while at most) for a
+    // removal: the subject is empty only when all of them pause, which a loaded machine
+    // may never grant by chance, so a run without one would test nothing.
+    const CHECKPOINT: u64 = 5_000;
     let accepted = AtomicU64::new(0);
     let removals = AtomicU64::new(0);
     let done = AtomicBool::new(false);
+    let meet = std::sync::Barrier::new(PRODUCERS as usize);
     let delivered: Vec<Vec<u8>> = thread::scope(|scope| {
         let producers: Vec<_> = (0..PRODUCERS)
             .map(|p| {
-                let accepted = &accepted;
+                let (accepted, removals, meet) = (&accepted, &removals, &meet);
                 scope.spawn(move || {
                     let mut t = Transitions::new();
                     for i in 0..EVENTS {
-                        if i % 500 == 0 {
+                        if i > 0 && i % CHECKPOINT == 0 {
+                            meet.wait();
+                            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+                            while removals.load(Ordering::Relaxed) < i / CHECKPOINT
+                                && std::time::Instant::now() < deadline
+                            {
+                                thread::sleep(Duration::from_micros(200));
+                            }
+                        } else if i % 500 == 0 {
                             // Now and then the consumer catches up, the subject is empty
                             // and the remover gets its chance.
                             thread::sleep(Duration::from_millis(1));
