@@ -13,6 +13,7 @@ use crate::atoms;
 use crate::encode;
 use crate::hot_nif::{hot_nif, Raw};
 use crate::subject_arg::{instance, subject};
+use breakwater_core::clock::MonotonicClock;
 use breakwater_core::probes::Ticket;
 use breakwater_core::subject::{Admission, Outcome, Subject};
 use breakwater_core::transition::Transitions;
@@ -293,47 +294,38 @@ fn record_write<'a>(
         &out,
     ))
 }
+
 /// Sets the p95 latency (ms) the router measured.
 fn report_latency<'a>(env: Env<'a>, subject_name: Term<'a>, p95_ms: Term<'a>) -> NifResult<Raw> {
-    let p95_ms = args::non_neg(p95_ms, "p95_ms")?;
-    let (inst, s) = match subject(env, subject_name)? {
-        Ok(found) => found,
-        Err(error) => return Ok(error.as_c_arg()),
-    };
-    let mut out = Transitions::new();
-    s.report_latency(p95_ms, inst.registry.clock(), &mut out);
-    Ok(encode::raw_with_transitions(
-        env,
-        atoms::ok().encode(env),
-        &out,
-    ))
+    report(env, subject_name, p95_ms, "p95_ms", Subject::report_latency)
 }
 
 /// Sets the calls in flight the router counts.
 fn report_inflight<'a>(env: Env<'a>, subject_name: Term<'a>, n: Term<'a>) -> NifResult<Raw> {
-    let n = args::non_neg(n, "inflight")?;
-    let (inst, s) = match subject(env, subject_name)? {
-        Ok(found) => found,
-        Err(error) => return Ok(error.as_c_arg()),
-    };
-    let mut out = Transitions::new();
-    s.report_inflight(n, inst.registry.clock(), &mut out);
-    Ok(encode::raw_with_transitions(
-        env,
-        atoms::ok().encode(env),
-        &out,
-    ))
+    report(env, subject_name, n, "inflight", Subject::report_inflight)
 }
 
 /// Sets the depth the router reports.
 fn report_depth<'a>(env: Env<'a>, subject_name: Term<'a>, depth: Term<'a>) -> NifResult<Raw> {
-    let depth = args::non_neg(depth, "depth")?;
+    report(env, subject_name, depth, "depth", Subject::report_depth)
+}
+
+/// A report NIF: `value` (a non-negative integer, named `what` in the error) applied
+/// to the subject by `apply`; `ok`, with the transitions it made.
+fn report<'a>(
+    env: Env<'a>,
+    subject_name: Term<'a>,
+    value: Term<'a>,
+    what: &str,
+    apply: fn(&Subject, u64, &MonotonicClock, &mut Transitions),
+) -> NifResult<Raw> {
+    let value = args::non_neg(value, what)?;
     let (inst, s) = match subject(env, subject_name)? {
         Ok(found) => found,
         Err(error) => return Ok(error.as_c_arg()),
     };
     let mut out = Transitions::new();
-    s.report_depth(depth, inst.registry.clock(), &mut out);
+    apply(s, value, inst.registry.clock(), &mut out);
     Ok(encode::raw_with_transitions(
         env,
         atoms::ok().encode(env),
