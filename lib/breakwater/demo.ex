@@ -106,6 +106,29 @@ defmodule Breakwater.Demo do
           duration_ms: non_neg_integer
         }
 
+  @doc false
+  # What both demos' `main/0` share: errors only in the log, the scale from
+  # BREAKWATER_DEMO_SCALE (a number, default 1.0), and a run whose crash halts the VM
+  # with status 1.
+  @spec run_from_env((keyword -> report)) :: report when report: term
+  def run_from_env(run) do
+    :logger.set_primary_config(:level, :error)
+
+    scale =
+      case Float.parse(System.get_env("BREAKWATER_DEMO_SCALE", "1.0")) do
+        {s, ""} when s > 0 -> s
+        _ -> 1.0
+      end
+
+    try do
+      run.(scale: scale)
+    rescue
+      e ->
+        IO.puts(:stderr, "\ndemo failed: " <> Exception.format(:error, e, __STACKTRACE__))
+        System.halt(1)
+    end
+  end
+
   @doc """
   Runs the full demo (about 37 s of scenario), printing as it goes. Returns normally
   when the run succeeded and nothing was lost; otherwise halts the VM with exit status 1.
@@ -115,22 +138,7 @@ defmodule Breakwater.Demo do
   """
   @spec main() :: :ok
   def main do
-    :logger.set_primary_config(:level, :error)
-
-    scale =
-      case Float.parse(System.get_env("BREAKWATER_DEMO_SCALE", "1.0")) do
-        {s, ""} when s > 0 -> s
-        _ -> 1.0
-      end
-
-    report =
-      try do
-        run(scale: scale)
-      rescue
-        e ->
-          IO.puts(:stderr, "\ndemo failed: " <> Exception.format(:error, e, __STACKTRACE__))
-          System.halt(1)
-      end
+    report = run_from_env(&run/1)
 
     if report.ok? do
       IO.puts("\nRESULT: ok (lost = #{report.accounting.lost})")

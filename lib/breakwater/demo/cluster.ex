@@ -46,22 +46,7 @@ defmodule Breakwater.Demo.Cluster do
   """
   @spec main() :: :ok
   def main do
-    :logger.set_primary_config(:level, :error)
-
-    scale =
-      case Float.parse(System.get_env("BREAKWATER_DEMO_SCALE", "1.0")) do
-        {s, ""} when s > 0 -> s
-        _ -> 1.0
-      end
-
-    report =
-      try do
-        run(scale: scale)
-      rescue
-        e ->
-          IO.puts(:stderr, "\ndemo failed: " <> Exception.format(:error, e, __STACKTRACE__))
-          System.halt(1)
-      end
+    report = Breakwater.Demo.run_from_env(&run/1)
 
     if report.problems == [] do
       IO.puts("\nRESULT: ok (lost = 0 on every node)")
