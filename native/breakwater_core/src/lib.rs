@@ -45,6 +45,7 @@
 
 pub mod backpressure;
 pub mod breaker;
+pub mod checksum;
 pub mod clock;
 pub mod counters;
 pub mod inflight;

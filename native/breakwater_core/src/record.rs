@@ -9,16 +9,15 @@
 //! ```
 //!
 //! `word` is the payload length plus one, so that 0 means "nothing written here yet" (an
-//! empty event is a valid event). `crc` is the CRC-32 (IEEE polynomial, `crc32fast`) of the stamp and the
-//! payload (16 contiguous bytes on), seeded with the word, so that a damaged length changes both
-//! the bytes checksummed and the seed; 0 in segments that are never read back after a
-//! crash (see [`crate::segment`]). One call over contiguous bytes: three calls (stamp,
-//! payload, word) cost half as much again for a 256-byte event. CRC-32 rather than
-//! CRC-32C for speed at these sizes: `crc32fast` folds 64 bytes a step with carry-less
-//! multiplication, where the `crc32c` crate runs the `crc32` instruction 8 bytes at a
-//! time, one after the other, below 768 bytes (264 bytes: 23 ns against 31, best of 7;
-//! see `docs/design.md`). `stamp` orders the record against records of other stripes
-//! ([`crate::stamp`]).
+//! empty event is a valid event). `crc` is the CRC-32C (Castagnoli) register after the
+//! stamp and the payload (16 contiguous bytes on), seeded with the word, without the
+//! final inversion ([`crate::checksum`]), so that a damaged length changes both the bytes
+//! checksummed and the seed; 0 in segments that are never read back after a crash (see
+//! [`crate::segment`]). The writer computes it while it copies the payload in: each
+//! 8-byte word is loaded once, stored into the segment and fed to one of three `crc32`
+//! instruction chains that run side by side; that is what keeps a `:crash` enqueue
+//! within a few nanoseconds of a `:memory` one (see `docs/design.md`). `stamp` orders
+//! the record against records of other stripes ([`crate::stamp`]).
 //!
 //! Invariant: a writer fills stamp, payload and crc, and only then stores `word`, with
 //! `Release`. A reader (or recovery, after a crash) that sees `word == 0` has found the
@@ -52,9 +51,7 @@ pub const fn size(payload: usize) -> usize {
 /// to the end of the payload.
 #[inline]
 pub fn checksum(stamp_and_payload: &[u8], word: u32) -> u32 {
-    let mut h = crc32fast::Hasher::new_with_initial(word);
-    h.update(stamp_and_payload);
-    h.finalize()
+    crate::checksum::raw(word, stamp_and_payload)
 }
 
 /// Writes a record of `payload` stamped `stamp` at `dst`, word last.
@@ -73,15 +70,15 @@ pub unsafe fn write(dst: *mut u8, stamp: u64, payload: &[u8], checksummed: bool)
     // SAFETY (whole block): within the caller's exclusive, aligned region.
     unsafe {
         (dst.add(8) as *mut u64).write(stamp.to_le());
-        std::ptr::copy_nonoverlapping(payload.as_ptr(), dst.add(HEADER), n);
-        let pad = size(n) - HEADER - n;
-        std::ptr::write_bytes(dst.add(HEADER + n), 0, pad);
         let crc = if checksummed {
-            // The bytes just written, read back from this thread's own region.
-            checksum(std::slice::from_raw_parts(dst.add(8), 8 + n), word)
+            // One pass over the payload: copied and checksummed together.
+            crate::checksum::copy_record(word, stamp, payload, dst.add(HEADER))
         } else {
+            std::ptr::copy_nonoverlapping(payload.as_ptr(), dst.add(HEADER), n);
             0
         };
+        let pad = size(n) - HEADER - n;
+        std::ptr::write_bytes(dst.add(HEADER + n), 0, pad);
         (dst.add(4) as *mut u32).write(crc.to_le());
         // Published last: the word is what says the record exists.
         (*(dst as *const AtomicU32)).store(word.to_le(), Ordering::Release);

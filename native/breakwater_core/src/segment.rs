@@ -52,7 +52,8 @@ pub const MAX_OWNER: usize = 512;
 /// Longest subject recorded.
 pub const MAX_SUBJECT: usize = 1024;
 const MAGIC: [u8; 8] = *b"BWSEGMT1";
-const VERSION: u32 = 1;
+/// 2: record checksums are CRC-32C (1 had CRC-32 with the IEEE polynomial).
+const VERSION: u32 = 2;
 const STATE_FREE: u32 = 0;
 const STATE_LIVE: u32 = 1;
 const SEALED_AT: usize = 2048;
