@@ -310,7 +310,9 @@ defmodule Breakwater.LedgerTest do
     test "a file that cannot be created refuses with spool_unavailable: counted, logged once" do
       s = subject(overflow: :disk, max_segments: 1)
       for e <- events(1..256, s), do: :ok = Breakwater.enqueue(s, e)
-      # No overflow file can be created: a file stands where the directory was.
+      # No overflow file can be created: a file stands where the directory was. The
+      # files made beforehand (the reserve) are used up first; the enqueue path never
+      # creates one itself.
       dir = Path.join(:persistent_term.get({Breakwater, :config}).spool_dir, "overflow")
       aside = dir <> ".aside"
       File.rename!(dir, aside)
@@ -319,8 +321,18 @@ defmodule Breakwater.LedgerTest do
       log =
         try do
           ExUnit.CaptureLog.capture_log(fn ->
+            accepted =
+              Enum.reduce_while(1..100_000, 0, fn i, n ->
+                case Breakwater.enqueue(s, "reserve-#{i}") do
+                  :ok -> {:cont, n + 1}
+                  {:reject, :spool_unavailable, _} -> {:halt, n}
+                end
+              end)
+
+            wait_until(fn -> Breakwater.Native.spool_info().reserve_failing end)
+            assert Breakwater.Native.spool_info().reserve_overflow == 0
             results = for i <- 1..5, do: Breakwater.enqueue(s, "lost-#{i}")
-            send(self(), {:results, results})
+            send(self(), {:results, accepted, results})
             :ok = Breakwater.Spool.Keeper.run_now()
           end)
         after
@@ -328,12 +340,14 @@ defmodule Breakwater.LedgerTest do
           File.rename!(aside, dir)
         end
 
-      assert_received {:results, results}
+      assert_received {:results, accepted, results}
+      assert accepted > 0
       assert Enum.all?(results, &match?({:reject, :spool_unavailable, retry} when retry > 0, &1))
       st = Breakwater.status(s)
-      assert st.counters.rejected_spool_unavailable == 5
-      assert st.accounting.dropped == 5
-      assert st.accounting.spooled_memory == 256
+      # The first refusal (the reserve found empty) and the five after it.
+      assert st.counters.rejected_spool_unavailable == 6
+      assert st.accounting.dropped == 6
+      assert st.accounting.spooled_memory + st.accounting.spooled_disk == 256 + accepted
       assert balanced?(s)
       # One line for the outage, with the OS error; not one per event.
       assert [_] = Regex.scan(~r/spool unavailable: cannot create overflow file/, log)
@@ -344,10 +358,10 @@ defmodule Breakwater.LedgerTest do
                & &1.event_type
              )
 
-      # Once the directory is back (and the retry time has passed), files are created
-      # again, and the end of the outage is logged (a warning; the test configuration
-      # logs errors only).
-      Process.sleep(600)
+      # Once the directory is back, the reserve's thread creates files again (it
+      # retries every 500 ms), events are accepted, and the end of the outage is logged
+      # (a warning; the test configuration logs errors only).
+      wait_until(fn -> Breakwater.Native.spool_info().reserve_overflow > 0 end)
       Logger.put_module_level(Breakwater.Spool.Keeper, :warning)
       on_exit(fn -> Logger.delete_module_level(Breakwater.Spool.Keeper) end)
 
@@ -358,7 +372,8 @@ defmodule Breakwater.LedgerTest do
         end)
 
       assert log =~ "spool available again"
-      assert log =~ "5 events were refused"
+      assert log =~ ~r/[56] events were refused/
+      refute Breakwater.Native.spool_info().reserve_failing
     end
   end
 

@@ -58,6 +58,7 @@ pub mod probes;
 pub mod record;
 pub mod recovery;
 pub mod registry;
+pub mod reserve;
 pub mod retire;
 pub mod segment;
 pub mod signals;

@@ -357,6 +357,11 @@ fn encode_header(h: &MetaHeader) -> Vec<u8> {
     b
 }
 
+/// Whether a meta image's header was never written (a reserve file never used).
+pub fn is_blank(b: &[u8]) -> bool {
+    b.len() >= HEADER_BYTES && b[..HEADER_BYTES].iter().all(|&x| x == 0)
+}
+
 /// Reads a meta header; `None` when damaged or not a meta file.
 pub fn decode_header(b: &[u8]) -> Option<MetaHeader> {
     if b.len() < 24 || b[0..8] != MAGIC || b[8..12] != VERSION.to_le_bytes() {
@@ -433,26 +438,47 @@ impl MetaFile {
     /// Maps `file` (sized and allocated to [`FILE_BYTES`]) and, when `fresh`, writes its
     /// header and an empty state.
     pub fn open(file: &File, path: &Path, header: &MetaHeader, fresh: bool) -> io::Result<Self> {
+        let mut m = Self::blank(file, path)?;
+        if fresh {
+            m.init(header);
+        } else {
+            m.seq = decode_state(&m.map).map_or(0, |(s, _)| s);
+        }
+        Ok(m)
+    }
+
+    /// Maps `file` (sized and allocated to [`FILE_BYTES`], all zeros: a reserve file)
+    /// without writing to it; [`MetaFile::init`] makes it a subject's.
+    pub fn blank(file: &File, path: &Path) -> io::Result<Self> {
         // SAFETY: the file is this node's own (the spool directory is locked), sized
         // and allocated before mapping and never truncated while mapped.
         let map = unsafe { MmapOptions::new().len(FILE_BYTES).map_mut(file)? };
-        let mut m = Self {
+        Ok(Self {
             map,
             path: path.to_path_buf(),
             seq: 0,
             scratch: Vec::with_capacity(1024),
             free_slots: (0..LIVE_SLOTS as u16).rev().collect(),
-        };
-        if fresh {
-            m.map[..HEADER_BYTES].fill(0);
-            let h = encode_header(header);
-            m.map[..h.len()].copy_from_slice(&h);
-            m.map[LIVE_AT..].fill(0);
-            m.write_state(&State::default());
-        } else {
-            m.seq = decode_state(&m.map).map_or(0, |(s, _)| s);
+        })
+    }
+
+    /// Writes a zero into every page, so that no later store into the mapping faults
+    /// a page in (done by the reserve's thread, off the routers' paths).
+    pub fn touch(&mut self) {
+        for at in (0..FILE_BYTES).step_by(4096) {
+            self.map[at] = 0;
         }
-        Ok(m)
+    }
+
+    /// Writes the header and an empty state: the file is `header.subject`'s. Only
+    /// stores into the mapping (no file operation).
+    pub fn init(&mut self, header: &MetaHeader) {
+        self.map[..HEADER_BYTES].fill(0);
+        let h = encode_header(header);
+        self.map[..h.len()].copy_from_slice(&h);
+        self.map[LIVE_AT..].fill(0);
+        self.seq = 0;
+        self.write_state(&State::default());
     }
 
     /// Its file.

@@ -278,9 +278,14 @@ pub fn open(pool: PoolConfig, config: StoreConfig) -> Opened {
             );
             continue;
         };
-        let header = read_header(&file)
-            .ok()
-            .and_then(|b| meta::decode_header(&b));
+        let head = read_header(&file).ok();
+        if head.as_deref().is_some_and(meta::is_blank) {
+            // A reserve file never used (made ahead of need, never given a subject).
+            drop(file);
+            let _ = std::fs::remove_file(&path);
+            continue;
+        }
+        let header = head.and_then(|b| meta::decode_header(&b));
         let size_ok = file
             .metadata()
             .is_ok_and(|m| m.len() >= meta::FILE_BYTES as u64);

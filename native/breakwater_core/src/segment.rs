@@ -416,6 +416,20 @@ impl Segment {
         self.dirty.store(true, Ordering::Relaxed);
     }
 
+    /// Writes a zero into every page of a free, mapped segment, so that no later store
+    /// into it faults a page in (the reserve's thread does this, off the routers'
+    /// paths). Needs the segment to itself.
+    pub fn touch(&mut self) {
+        if self.ptr.is_null() {
+            return;
+        }
+        for at in (0..self.geometry.image_bytes()).step_by(4096) {
+            // SAFETY: exclusively ours, within the mapped image; the byte is 0 already
+            // (a fresh, allocated file), the write only makes the page resident.
+            unsafe { std::ptr::write_volatile(self.ptr.add(at), 0) };
+        }
+    }
+
     /// Sets the identity of a live segment found at recovery (its header already says
     /// it; nothing is written).
     pub fn set_identity(&mut self, id: &Identity) {

@@ -7,7 +7,8 @@
 //! stripe's lock, a stamp, a copy into the stripe's current segment, and two counter
 //! stores into the subject's meta file. When the segment is full the stripe takes the
 //! next one: from the pool while the subject is under its quota, else an overflow file
-//! (policy `overflow: :disk`), else the drop policy applies. Nothing on this path is
+//! (policy `overflow: :disk`; taken ready-made from the store's reserve, never created
+//! here: [`crate::reserve`]), else the drop policy applies. Nothing on this path is
 //! shared with another thread's stripe, with one exception kept rare: the subject's
 //! depth mirror, which a stripe adds to every [`LAZY_BATCH`] events, or at once when the
 //! depth is near the backpressure thresholds (so transitions happen at exactly the

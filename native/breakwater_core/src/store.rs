@@ -6,9 +6,11 @@
 //!   EPOCH                 how many times a node started on it (orders runs' records)
 //!   pool/000000.seg ...   the pool: one file per slot, mapped and reused for the life
 //!                         of the node (segment.rs has the layout)
-//!   overflow/<n>.seg      segments beyond the pool: created when needed, mapped while
-//!                         written, read back with pread, deleted once released
+//!   overflow/<n>.seg      segments beyond the pool: made ahead of need by the reserve
+//!                         (reserve.rs), mapped while written, read back with pread,
+//!                         deleted once released
 //!   meta/<n>.meta         one per subject that ever spooled: counters and cursors
+//!                         (also made ahead of need by the reserve)
 //! ```
 //!
 //! Every file is given its full size with `fallocate` before it is mapped, so a store
@@ -27,15 +29,17 @@
 //! [`Store::succeeded`]); while it lasts, file creation is retried at most every
 //! [`RETRY_MS`].
 
-use crate::meta::{self, MetaFile, MetaHeader};
+use crate::meta::{MetaFile, MetaHeader};
 use crate::policy::PoolConfig;
 use crate::pool::RingPool;
+use crate::reserve::Reserve;
 use crate::segment::{Geometry, Identity, Kind, Segment};
 use parking_lot::Mutex;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// How long an outage of file operations refuses without trying again.
 pub const RETRY_MS: u64 = 500;
@@ -168,12 +172,22 @@ impl SpoolDir {
 
     /// Overflow file number `n`.
     pub fn overflow_path(&self, n: u64) -> PathBuf {
-        self.root.join("overflow").join(format!("{n:016x}.seg"))
+        Self::overflow_path_in(&self.root, n)
     }
 
     /// Meta file number `n`.
     pub fn meta_path(&self, n: u64) -> PathBuf {
-        self.root.join("meta").join(format!("{n:016x}.meta"))
+        Self::meta_path_in(&self.root, n)
+    }
+
+    /// Overflow file number `n` of the directory at `root`.
+    pub fn overflow_path_in(root: &Path, n: u64) -> PathBuf {
+        root.join("overflow").join(format!("{n:016x}.seg"))
+    }
+
+    /// Meta file number `n` of the directory at `root`.
+    pub fn meta_path_in(root: &Path, n: u64) -> PathBuf {
+        root.join("meta").join(format!("{n:016x}.meta"))
     }
 
     /// Bumps and returns the epoch (at least `at_least`).
@@ -243,7 +257,8 @@ pub struct Store {
     pool: RingPool,
     dir: Option<SpoolDir>,
     epoch: u32,
-    next_file: AtomicU64,
+    reserve: Option<Reserve>,
+    starved: AtomicBool,
     reports: Mutex<Reports>,
     outage: Mutex<Option<Outage>>,
     in_outage: AtomicBool,
@@ -266,13 +281,18 @@ impl Store {
         epoch: u32,
         next_file: u64,
     ) -> Self {
+        let next_file = Arc::new(AtomicU64::new(next_file));
+        let reserve = dir
+            .as_ref()
+            .map(|d| Reserve::start(d.root(), pool.geometry(), Arc::clone(&next_file)));
         Self {
             disk_max_bytes: AtomicU64::new(config.disk_max_bytes),
             config,
             pool,
             dir,
             epoch,
-            next_file: AtomicU64::new(next_file),
+            reserve,
+            starved: AtomicBool::new(false),
             reports: Mutex::new(Reports::default()),
             outage: Mutex::new(None),
             in_outage: AtomicBool::new(false),
@@ -421,58 +441,77 @@ impl Store {
         (std::mem::take(&mut reports.list), suppressed)
     }
 
-    fn next_number(&self) -> u64 {
-        self.next_file.fetch_add(1, Ordering::Relaxed)
-    }
-
     fn no_dir() -> io::Error {
         io::Error::new(io::ErrorKind::NotFound, "no usable spool directory")
     }
 
-    /// Creates an overflow segment for `id`, live. Blocking file I/O (once per segment).
+    /// The reserve of pre-created files, when a directory is open.
+    pub fn reserve(&self) -> Option<&Reserve> {
+        self.reserve.as_ref()
+    }
+
+    /// Takes an overflow segment from the reserve and makes it live for `id`. Never
+    /// creates a file (the reserve's thread does): an empty reserve is an error, and
+    /// the event that needed the segment is refused.
     pub fn create_overflow(&self, id: &Identity) -> io::Result<Box<Segment>> {
-        let dir = self.dir.as_ref().ok_or_else(Self::no_dir)?;
-        let n = self.next_number();
-        let path = dir.overflow_path(n);
-        let geometry = self.geometry();
-        let result = SpoolDir::create(&path, geometry.image_bytes() as u64).and_then(|file| {
-            Segment::mapped_file(Kind::Overflow(n), file, path.clone(), geometry, true)
-        });
-        match result {
-            Ok(mut s) => {
+        let reserve = self.reserve.as_ref().ok_or_else(Self::no_dir)?;
+        match reserve.take_overflow() {
+            Some(mut s) => {
                 s.activate(id);
-                self.succeeded();
-                Ok(Box::new(s))
+                self.took();
+                Ok(s)
             }
-            Err(e) => {
-                let _ = std::fs::remove_file(&path);
-                self.failed("create overflow file", Some(&path), &e);
-                Err(e)
-            }
+            None => Err(self.starved(reserve, "overflow")),
         }
     }
 
-    /// Creates the meta file of `subject`. Blocking file I/O (once per subject).
+    /// Takes a blank meta file from the reserve and makes it `subject`'s. Never creates
+    /// a file (as [`Store::create_overflow`]).
     pub fn create_meta(&self, subject: &[u8]) -> io::Result<MetaFile> {
-        let dir = self.dir.as_ref().ok_or_else(Self::no_dir)?;
-        let path = dir.meta_path(self.next_number());
-        let header = MetaHeader {
-            owner: self.config.owner.clone(),
-            subject: subject.to_vec(),
-        };
-        let result = SpoolDir::create(&path, meta::FILE_BYTES as u64)
-            .and_then(|file| MetaFile::open(&file, &path, &header, true));
-        match result {
-            Ok(m) => {
-                self.succeeded();
+        let reserve = self.reserve.as_ref().ok_or_else(Self::no_dir)?;
+        match reserve.take_meta() {
+            Some(mut m) => {
+                m.init(&MetaHeader {
+                    owner: self.config.owner.clone(),
+                    subject: subject.to_vec(),
+                });
+                self.took();
                 Ok(m)
             }
-            Err(e) => {
-                let _ = std::fs::remove_file(&path);
-                self.failed("create meta file", Some(&path), &e);
-                Err(e)
-            }
+            None => Err(self.starved(reserve, "meta")),
         }
+    }
+
+    /// A file came from the reserve: ends an outage or a starvation.
+    fn took(&self) {
+        self.succeeded();
+        self.starved.store(false, Ordering::Relaxed);
+    }
+
+    /// The reserve had no file: an outage when its thread's last creation failed (the
+    /// OS error, reported once), else a starvation (files needed faster than they are
+    /// made; reported once until a file is taken again).
+    fn starved(&self, reserve: &Reserve, what: &str) -> io::Error {
+        if let Some((op, path, err)) = reserve.failure() {
+            self.failed(op, Some(&path), &err);
+            return err;
+        }
+        if !self.starved.swap(true, Ordering::Relaxed) {
+            self.report(Report {
+                level: Level::Warning,
+                kind: "spool_unavailable",
+                subject: None,
+                message: format!(
+                    "breakwater spool: no pre-created {what} file is ready (files are needed \
+                     faster than the reserve's thread creates them); enqueue answers \
+                     {{:reject, :spool_unavailable, _}} until one is"
+                ),
+            });
+        }
+        io::Error::new(
+            io::ErrorKind::WouldBlock,
+            format!("no pre-created {what} file is ready"),
+        )
     }
 
     /// Queues `path` for deletion by [`Store::maintain`] (off the caller's path).

@@ -155,7 +155,12 @@ fn no_event_is_lost_when_its_durable_subject_is_removed_under_producers() {
     let r = durable_registry(1 << 16, &dir);
     removal_under_producers(&r);
     r.store().maintain();
-    let metas = std::fs::read_dir(dir.join("meta")).unwrap().count();
+    // Files of the reserve (made ahead of need, never used: a blank header) aside.
+    let metas = std::fs::read_dir(dir.join("meta"))
+        .unwrap()
+        .flatten()
+        .filter(|e| std::fs::read(e.path()).is_ok_and(|b| b.iter().take(4096).any(|&x| x != 0)))
+        .count();
     assert!(metas <= 1, "{metas} meta files left after the removals");
     drop(r);
     let r = durable_registry(16, &dir);

@@ -907,11 +907,12 @@ fn migrating_producers_on_a_durable_spool(round: u64) {
     let tokens: Mutex<VecDeque<(u64, u64)>> = Mutex::new((0..PRODUCERS).map(|p| (p, 0)).collect());
     let done = AtomicBool::new(false);
     let finished = AtomicU64::new(0);
+    let refused = AtomicU64::new(0);
     let mut rng = Rng::new(round + 1);
     let nack_every = 3 + rng.below(5);
     let (delivered, redelivered_batches) = thread::scope(|scope| {
         for _ in 0..THREADS {
-            let (reg, tokens, finished) = (&reg, &tokens, &finished);
+            let (reg, tokens, finished, refused) = (&reg, &tokens, &finished, &refused);
             scope.spawn(move || loop {
                 let token = tokens.lock().unwrap().pop_front();
                 let Some((p, seq)) = token else {
@@ -923,6 +924,14 @@ fn migrating_producers_on_a_durable_spool(round: u64) {
                 };
                 let mut out = Transitions::new();
                 let r = s.enqueue(reg.store(), &event(p, seq), reg.clock(), &mut out);
+                if matches!(r, Ok(Enqueued::Unavailable(_))) {
+                    // No overflow file was ready (this loop outruns the reserve's
+                    // thread): refused and counted; offered again, as a router would.
+                    refused.fetch_add(1, Ordering::Relaxed);
+                    tokens.lock().unwrap().push_front((p, seq));
+                    thread::yield_now();
+                    continue;
+                }
                 assert_eq!(r, Ok(Enqueued::Accepted), "{p}/{seq}");
                 if seq + 1 < PER_PRODUCER {
                     tokens.lock().unwrap().push_back((p, seq + 1));
@@ -998,6 +1007,7 @@ fn migrating_producers_on_a_durable_spool(round: u64) {
     assert_eq!(st.lost_total(), 0, "{st:?}");
     assert_eq!(st.enqueued_events, PRODUCERS * PER_PRODUCER);
     assert_eq!(st.delivered_events, PRODUCERS * PER_PRODUCER);
+    assert_eq!(st.unavailable_events, refused.load(Ordering::Relaxed));
     assert_eq!((st.spooled_events, st.in_flight_events), (0, 0));
     assert!(redelivered_batches > 0);
     assert!(st.overflow_segments == 0 && st.segments == 0, "{st:?}");

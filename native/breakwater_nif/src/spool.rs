@@ -254,9 +254,12 @@ fn spool_sync(env: Env<'_>) -> NifResult<Term<'_>> {
     })
 }
 
-/// The spool's state: `#{durability, dir, epoch, available, pool_missing}` where
-/// `durability` is `crash | memory | {fsync, Ms}`, `available` is false during an
-/// outage of file operations, `pool_missing` counts pool slots without a file.
+/// The spool's state: `#{durability, dir, epoch, available, pool_missing,
+/// reserve_overflow, reserve_meta, reserve_failing}` where `durability` is
+/// `crash | memory | {fsync, Ms}`, `available` is false during an outage of file
+/// operations, `pool_missing` counts pool slots without a file, `reserve_*` count the
+/// pre-created files ready for the enqueue path and say whether the reserve's thread's
+/// last creation failed.
 #[rustler::nif]
 fn spool_info(env: Env<'_>) -> NifResult<Term<'_>> {
     let inst = instance()?;
@@ -270,13 +273,29 @@ fn spool_info(env: Env<'_>) -> NifResult<Term<'_>> {
         Some(d) => d.root().display().to_string().encode(env),
         None => atoms::nil().encode(env),
     };
-    let keys = ["durability", "dir", "epoch", "available", "pool_missing"];
+    let (ready, failing) = match store.reserve() {
+        Some(r) => (r.ready(), r.failure().is_some()),
+        None => ((0, 0), false),
+    };
+    let keys = [
+        "durability",
+        "dir",
+        "epoch",
+        "available",
+        "pool_missing",
+        "reserve_overflow",
+        "reserve_meta",
+        "reserve_failing",
+    ];
     let values = [
         durability,
         dir,
         store.epoch().encode(env),
         (!store.in_outage()).encode(env),
         (store.pool().missing_segments() as u64).encode(env),
+        (ready.0 as u64).encode(env),
+        (ready.1 as u64).encode(env),
+        failing.encode(env),
     ];
     let keys: Vec<Term> = keys
         .iter()

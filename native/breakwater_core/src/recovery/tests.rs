@@ -73,6 +73,12 @@ fn id_of(e: &[u8]) -> u32 {
 fn enqueue(reg: &Reg, s: &[u8], from: u32, to: u32) {
     let subject = reg.subject(s).unwrap();
     for i in from..to {
+        // The reserve's thread may lag behind this loop: these tests are not about it.
+        if let Some(r) = reg.store().reserve() {
+            if r.ready().0 < 2 {
+                r.fill();
+            }
+        }
         let r = subject.enqueue(reg.store(), &event(i), reg.clock(), &mut Transitions::new());
         assert_eq!(r, Ok(Enqueued::Accepted), "event {i}");
     }
@@ -135,9 +141,16 @@ fn overflow_files(dir: &Path) -> Vec<PathBuf> {
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .filter(|p| !is_reserve_file(p))
         .collect();
     v.sort();
     v
+}
+
+/// Whether `p` is an unused file of the reserve (all zeros at the start: a free
+/// segment header or a blank meta header).
+fn is_reserve_file(p: &Path) -> bool {
+    std::fs::read(p).is_ok_and(|b| b.len() >= 4096 && b[..4096].iter().all(|&x| x == 0))
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -474,9 +487,16 @@ fn a_failing_directory_refuses_with_unavailable_and_recovers() {
     let dir = temp_dir("enotdir");
     let reg = open(&dir);
     enqueue(&reg, b"s", 0, 16);
-    // Overflow files cannot be created any more.
+    // Overflow files cannot be created any more, and the files made beforehand are
+    // used up (the reserve's thread paused while they are taken out, so that the next
+    // creation is the one that fails).
+    let reserve = reg.store().reserve().unwrap();
+    reserve.pause_for_test(true);
+    reserve.drain_for_test();
     std::fs::remove_dir_all(dir.join("overflow")).unwrap();
     std::fs::write(dir.join("overflow"), b"in the way").unwrap();
+    reserve.pause_for_test(false);
+    assert!(!reserve.fill(), "no file can be made");
     let subject = reg.subject(b"s").unwrap();
     let mut t = Transitions::new();
     for i in 16..20 {
@@ -496,6 +516,9 @@ fn a_failing_directory_refuses_with_unavailable_and_recovers() {
     std::thread::sleep(std::time::Duration::from_millis(
         crate::store::RETRY_MS + 50,
     ));
+    // The reserve's thread retries on its own; filled here too, so that the test does
+    // not depend on its timing.
+    assert!(reserve.fill());
     assert_eq!(
         subject.enqueue(reg.store(), &event(20), reg.clock(), &mut t),
         Ok(Enqueued::Accepted)
@@ -566,6 +589,7 @@ fn meta_files(dir: &Path) -> Vec<PathBuf> {
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|e| e == "meta"))
+        .filter(|p| !is_reserve_file(p))
         .collect();
     v.sort();
     v
@@ -630,6 +654,106 @@ fn a_crash_before_the_old_meta_file_is_deleted_keeps_the_newer_one() {
     let st = stats(&reg, b"s");
     assert_eq!(st.enqueued_events, 10);
     assert_eq!(st.delivered_events, 10);
+    assert!(balanced(&st));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn files_in(dir: &Path, sub: &str) -> usize {
+    std::fs::read_dir(dir.join(sub)).unwrap().flatten().count()
+}
+
+#[test]
+fn an_empty_reserve_refuses_and_counts_and_a_refilled_one_accepts() {
+    let dir = temp_dir("reserve-empty");
+    let reg = open(&dir);
+    // Two pool segments of 8 (the quota), then overflow files from the reserve.
+    enqueue(&reg, b"s", 0, 20);
+    let reserve = reg.store().reserve().unwrap();
+    reserve.pause_for_test(true);
+    assert!(reserve.drain_for_test() > 0);
+    assert_eq!(reserve.ready(), (0, 0));
+    let overflow_before = files_in(&dir, "overflow");
+    let subject = reg.subject(b"s").unwrap();
+    let mut t = Transitions::new();
+    // Events 20..24 still fit the current overflow segment; the next need a new one.
+    enqueue(&reg, b"s", 20, 24);
+    for i in 24..27 {
+        let r = subject.enqueue(reg.store(), &event(i), reg.clock(), &mut t);
+        assert!(
+            matches!(r, Ok(Enqueued::Unavailable(ms)) if ms > 0),
+            "{r:?}"
+        );
+    }
+    // A subject's first enqueue needs a meta file: refused as well.
+    let fresh = reg.subject(b"fresh").unwrap();
+    let r = fresh.enqueue(reg.store(), &event(0), reg.clock(), &mut t);
+    assert!(matches!(r, Ok(Enqueued::Unavailable(_))), "{r:?}");
+    assert_eq!(
+        files_in(&dir, "overflow"),
+        overflow_before,
+        "no file created on the enqueue path"
+    );
+    let st = stats(&reg, b"s");
+    assert_eq!((st.unavailable_events, st.enqueued_events), (3, 24));
+    assert!(balanced(&st));
+    assert_eq!(stats(&reg, b"fresh").unavailable_events, 1);
+    let r = reports(&reg);
+    assert_eq!(
+        r.iter()
+            .filter(|(k, m)| *k == "spool_unavailable" && m.contains("no pre-created"))
+            .count(),
+        1,
+        "one report while the reserve is empty: {r:?}"
+    );
+
+    // Refilled: accepted again, and everything accepted is delivered in order.
+    reserve.pause_for_test(false);
+    assert!(reserve.fill());
+    enqueue(&reg, b"s", 27, 40);
+    enqueue(&reg, b"fresh", 1, 3);
+    assert_eq!(
+        drain_all(&reg, b"s"),
+        (0..24).chain(27..40).collect::<Vec<_>>()
+    );
+    assert_eq!(drain_all(&reg, b"fresh"), vec![1, 2]);
+    let st = stats(&reg, b"s");
+    assert_eq!(st.lost_total(), 0);
+    assert!(balanced(&st));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn unused_reserve_files_are_neither_loss_nor_damage_at_recovery() {
+    let dir = temp_dir("reserve-unused");
+    let reg = open(&dir);
+    enqueue(&reg, b"s", 0, 30);
+    let (overflow, meta) = reg.store().reserve().unwrap().ready();
+    assert!(overflow >= 2 && meta >= 1, "{overflow} {meta}");
+    assert!(files_in(&dir, "overflow") > overflow_files(&dir).len());
+    assert!(files_in(&dir, "meta") > meta_files(&dir).len());
+    // A crash: the reserve's files stay on disk, unused.
+    drop(reg);
+    let reg = open(&dir);
+    let r = reports(&reg);
+    assert!(r.iter().all(|(k, _)| *k == "recovered"), "{r:?}");
+    for sub in ["overflow", "meta"] {
+        assert!(!dir
+            .join(sub)
+            .read_dir()
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".damaged")));
+    }
+    // The old reserve files were deleted; on disk: the files in use and the new reserve.
+    let (overflow, meta) = reg.store().reserve().unwrap().ready();
+    assert_eq!(
+        files_in(&dir, "overflow"),
+        overflow_files(&dir).len() + overflow
+    );
+    assert_eq!(files_in(&dir, "meta"), meta_files(&dir).len() + meta);
+    assert_eq!(drain_all(&reg, b"s"), (0..30).collect::<Vec<_>>());
+    let st = stats(&reg, b"s");
+    assert_eq!((st.lost_total(), st.delivered_events), (0, 30));
     assert!(balanced(&st));
     let _ = std::fs::remove_dir_all(dir);
 }
