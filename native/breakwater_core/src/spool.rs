@@ -1676,7 +1676,23 @@ impl Spool {
         event: &[u8],
         lazy_limit: u64,
     ) -> Push {
-        let (freed, events, bytes) = self.drain.lock().make_room(self, store);
+        let (freed, events, bytes) = {
+            let mut drain = self.drain.lock();
+            let (mut freed, mut events, mut bytes) = drain.make_room(self, store);
+            // Discarding the nacked ranges alone may free no segment: discard on (the
+            // next victim) until one is freed or nothing more can go, so that what was
+            // discarded is answered as `AcceptedAfterDrop`, not behind a refusal.
+            while freed.is_none() {
+                let (f, e, b) = drain.make_room(self, store);
+                if e == 0 && f.is_none() {
+                    break;
+                }
+                freed = f;
+                events += e;
+                bytes += b;
+            }
+            (freed, events, bytes)
+        };
         let mut w = stripe.w.lock();
         if self.closed.load(Ordering::Relaxed) {
             // Closed meanwhile (everything discarded and the subject removed).
