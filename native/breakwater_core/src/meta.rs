@@ -359,7 +359,9 @@ fn encode_header(h: &MetaHeader) -> Vec<u8> {
 
 /// Whether a meta image's header was never written (a reserve file never used).
 pub fn is_blank(b: &[u8]) -> bool {
-    b.len() >= HEADER_BYTES && b[..HEADER_BYTES].iter().all(|&x| x == 0)
+    // Shorter than a header too: a reserve file whose making a crash cut short (created,
+    // not yet sized). A meta file given a subject starts with its magic.
+    b.iter().take(HEADER_BYTES).all(|&x| x == 0)
 }
 
 /// Reads a meta header; `None` when damaged or not a meta file.

@@ -62,6 +62,8 @@ struct State {
     stop: bool,
     /// A test keeps the reserve from refilling.
     paused: bool,
+    /// The thread is making a file (outside the lock).
+    filling: bool,
 }
 
 struct Shared {
@@ -98,6 +100,7 @@ impl Reserve {
                 failure: None,
                 stop: false,
                 paused: false,
+                filling: false,
             }),
             wake: Condvar::new(),
         });
@@ -183,9 +186,14 @@ impl Reserve {
 
     /// Stops the thread from refilling (tests: keeps the reserve empty) or lets it go
     /// on.
+    /// Pausing waits for a file the thread is making to be in the reserve, so that a
+    /// `drain_for_test` after it leaves the reserve empty and no file appears later.
     pub fn pause_for_test(&self, paused: bool) {
         self.shared.state.lock().paused = paused;
         self.shared.wake.notify_one();
+        while paused && self.shared.state.lock().filling {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
     }
 }
 
@@ -204,11 +212,14 @@ impl Shared {
     /// failure is recorded); `None`: nothing missing (or stopped).
     fn fill_one(&self) -> Option<bool> {
         let (need_overflow, need_meta) = {
-            let st = self.state.lock();
+            let mut st = self.state.lock();
             if st.stop || st.paused {
                 return None;
             }
-            (st.overflow.len() < self.want_overflow, st.meta.len() < META)
+            let needs = (st.overflow.len() < self.want_overflow, st.meta.len() < META);
+            // Until `record` (both branches below end in it).
+            st.filling = needs.0 || needs.1;
+            needs
         };
         let n = self.next_file.fetch_add(1, Ordering::Relaxed);
         if need_overflow {
@@ -243,6 +254,7 @@ impl Shared {
 
     fn record(&self, made: io::Result<Item>, op: &'static str, path: PathBuf) -> bool {
         let mut st = self.state.lock();
+        st.filling = false;
         match made {
             Ok(item) => {
                 st.failure = None;
