@@ -211,17 +211,9 @@ fn record<'a>(
 ) -> NifResult<Raw> {
     let outcome = outcome_arg(outcome)?;
     let latency = latency_arg(latency_ms)?;
-    let (inst, s) = match subject(env, subject_name)? {
-        Ok(found) => found,
-        Err(error) => return Ok(error.as_c_arg()),
-    };
-    let mut out = Transitions::new();
-    s.record(outcome, latency, inst.registry.clock(), &mut out);
-    Ok(encode::raw_with_transitions(
-        env,
-        atoms::ok().encode(env),
-        &out,
-    ))
+    apply_ok(env, subject_name, |s, clock, out| {
+        s.record(outcome, latency, clock, out)
+    })
 }
 
 /// `record/3` of the call admitted with `token` (from `admit_token/2`,
@@ -236,17 +228,9 @@ fn record_token<'a>(
     let outcome = outcome_arg(outcome)?;
     let latency = latency_arg(latency_ms)?;
     let ticket = ticket_arg(token)?;
-    let (inst, s) = match subject(env, subject_name)? {
-        Ok(found) => found,
-        Err(error) => return Ok(error.as_c_arg()),
-    };
-    let mut out = Transitions::new();
-    s.record_ticket(outcome, latency, ticket, inst.registry.clock(), &mut out);
-    Ok(encode::raw_with_transitions(
-        env,
-        atoms::ok().encode(env),
-        &out,
-    ))
+    apply_ok(env, subject_name, |s, clock, out| {
+        s.record_ticket(outcome, latency, ticket, clock, out)
+    })
 }
 
 #[inline(always)]
@@ -276,23 +260,9 @@ fn record_write<'a>(
     let outcome = outcome_arg(outcome)?;
     let latency = latency_arg(latency_ms)?;
     let ticket = ticket_arg(token)?;
-    let (inst, s) = match subject(env, subject_name)? {
-        Ok(found) => found,
-        Err(error) => return Ok(error.as_c_arg()),
-    };
-    let mut out = Transitions::new();
-    s.record_unadmitted(
-        outcome,
-        latency,
-        Some(ticket),
-        inst.registry.clock(),
-        &mut out,
-    );
-    Ok(encode::raw_with_transitions(
-        env,
-        atoms::ok().encode(env),
-        &out,
-    ))
+    apply_ok(env, subject_name, |s, clock, out| {
+        s.record_unadmitted(outcome, latency, Some(ticket), clock, out)
+    })
 }
 
 /// Sets the p95 latency (ms) the router measured.
@@ -320,12 +290,26 @@ fn report<'a>(
     apply: fn(&Subject, u64, &MonotonicClock, &mut Transitions),
 ) -> NifResult<Raw> {
     let value = args::non_neg(value, what)?;
+    apply_ok(env, subject_name, |s, clock, out| {
+        apply(s, value, clock, out)
+    })
+}
+
+/// The body of the NIFs that change a subject and answer `ok`: finds the subject (or
+/// answers the lookup's error), applies `f` with the clock and a fresh `Transitions`,
+/// and answers `ok` with the transitions it made.
+#[inline(always)]
+fn apply_ok<'a>(
+    env: Env<'a>,
+    subject_name: Term<'a>,
+    f: impl FnOnce(&Subject, &MonotonicClock, &mut Transitions),
+) -> NifResult<Raw> {
     let (inst, s) = match subject(env, subject_name)? {
         Ok(found) => found,
         Err(error) => return Ok(error.as_c_arg()),
     };
     let mut out = Transitions::new();
-    apply(s, value, inst.registry.clock(), &mut out);
+    f(s, inst.registry.clock(), &mut out);
     Ok(encode::raw_with_transitions(
         env,
         atoms::ok().encode(env),
