@@ -1060,6 +1060,7 @@ impl Drain {
         let start = self.take;
         let mut n = 0;
         let mut b = 0;
+        let mut lost_until = None;
         loop {
             let r = self.reader_mut(vi);
             if r.taken >= r.seg_end(0) {
@@ -1089,23 +1090,13 @@ impl Drain {
                     b += len as u64;
                 }
                 Head::Lost(until) | Head::Gap(until, _) => {
-                    // Records not there: count them lost first (a gap), then skip.
+                    // Records not there: count them lost first (a gap), skip them below.
                     if let Head::Gap(until, reason) = self.reader_mut(vi).head() {
                         let a = self.reader(vi).taken;
                         self.count_lost(vi, a, until, reason, spool);
                     }
-                    if n > 0 {
-                        self.ranges.push_back(Range {
-                            start,
-                            end: start + n,
-                            kind: Kind::Done(How::Dropped),
-                            bytes: b,
-                        });
-                        self.take = start + n;
-                        events += n;
-                        bytes += b;
-                    }
-                    return self.finish_room(spool, store, vi, until, events, bytes);
+                    lost_until = Some(until);
+                    break;
                 }
                 Head::None | Head::Load => break,
             }
@@ -1121,29 +1112,9 @@ impl Drain {
             events += n;
             bytes += b;
         }
-        let mut freed = Vec::new();
-        self.release(spool, store, Some(&mut freed));
-        let seg = freed.pop();
-        for other in freed {
-            spool.segments_held.fetch_sub(1, Ordering::Relaxed);
-            store.pool().give(other);
+        if let Some(until) = lost_until {
+            self.skip(vi, until);
         }
-        self.persist();
-        (seg, events, bytes)
-    }
-
-    /// The end of [`Drain::make_room`] when the victim's segment holds lost records:
-    /// skip them, then release.
-    fn finish_room(
-        &mut self,
-        spool: &Spool,
-        store: &Store,
-        vi: u32,
-        until: u64,
-        events: u64,
-        bytes: u64,
-    ) -> (Option<Box<Segment>>, u64, u64) {
-        self.skip(vi, until);
         let mut freed = Vec::new();
         self.release(spool, store, Some(&mut freed));
         let seg = freed.pop();
