@@ -529,11 +529,13 @@ defmodule Breakwater.Demo do
     |> Map.new(fn {reason, i} -> {reason, :counters.get(ctx.counters, @reason_base + i)} end)
   end
 
-  # How progress is shown: a line redrawn in place on a terminal (at most `width`
-  # columns), one line per phase change and per transition otherwise.
-  defp progress_mode(true), do: :quiet
+  @doc false
+  # How progress is shown (both demos): a line redrawn in place on a terminal (at most
+  # `width` columns), one line per phase change and per transition otherwise.
+  @spec progress_mode(boolean) :: :quiet | :lines | {:live, pos_integer}
+  def progress_mode(true), do: :quiet
 
-  defp progress_mode(false) do
+  def progress_mode(false) do
     with false <- System.get_env("TERM") == "dumb",
          {:ok, columns} <- :io.columns() do
       {:live, min(columns, 80) - 1}

@@ -89,7 +89,7 @@ defmodule Breakwater.Demo.Cluster do
       policy: policy(scale),
       scale: scale,
       quiet: quiet,
-      progress: progress_mode(quiet),
+      progress: Breakwater.Demo.progress_mode(quiet),
       t0: System.system_time(:millisecond)
     }
   end
@@ -482,17 +482,6 @@ defmodule Breakwater.Demo.Cluster do
       policy:  failure_threshold #{p[:failure_threshold]}, open_timeout_ms #{p[:open_timeout_ms]},
                success_threshold #{p[:success_threshold]}
     """
-  end
-
-  defp progress_mode(true), do: :quiet
-
-  defp progress_mode(false) do
-    with false <- System.get_env("TERM") == "dumb",
-         {:ok, columns} <- :io.columns() do
-      {:live, min(columns, 80) - 1}
-    else
-      _ -> :lines
-    end
   end
 
   defp line(at_ms, text),
